@@ -1,0 +1,3 @@
+from routekeeper.cli.main import main
+
+main()

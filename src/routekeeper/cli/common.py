@@ -1,0 +1,62 @@
+"""Options and error handling shared by every command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from routekeeper.contract.errors import ConfigError, ContractViolation, RoutekeeperError
+from routekeeper.settings import Settings, load_settings
+
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_CONTRACT = 3
+EXIT_SCHEMA = 4
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML configuration file (ROUTEKEEPER_* variables override it).",
+        envvar="ROUTEKEEPER_CONFIG",
+        dir_okay=False,
+    ),
+]
+WorkspaceOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--workspace",
+        "-w",
+        help="Directory for local state; relative paths in the config resolve against it. "
+        "[default: ./.routekeeper/]",
+        envvar="ROUTEKEEPER_WORKSPACE",
+        file_okay=False,
+    ),
+]
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def settings_from(config: Path | None, workspace: Path | None) -> Settings:
+    try:
+        return load_settings(config, workspace=workspace)
+    except ConfigError as exc:
+        fail(exc.message, EXIT_CONFIG)
+
+
+def exit_code_for(exc: RoutekeeperError) -> int:
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(exc, ContractViolation):
+        return EXIT_CONTRACT
+    return EXIT_FAILURE

@@ -1,0 +1,81 @@
+"""``routekeeper status --url URL``: a running replica's /api/status as tables."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.table import Table
+
+from routekeeper.cli.common import console, fail
+
+
+class StatusFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def _age(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    seconds = (datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds()
+    return f"{seconds:.1f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
+
+
+def render_status(body: dict[str, Any]) -> None:
+    replicas = Table(title=f"replicas (answered by {body['replica_id']}, mode {body['mode']})")
+    for column in ("id", "phase", "host", "pid", "listen", "started", "heartbeat"):
+        replicas.add_column(column)
+    for r in body["replicas"]:
+        replicas.add_row(
+            ("* " if r.get("current") else "") + r["id"],
+            r["phase"],
+            r["host"],
+            str(r["pid"]),
+            r.get("listen") or "-",
+            r["started_at"],
+            _age(r.get("heartbeat_at")),
+        )
+    console.print(replicas)
+    if body.get("replicas_has_more"):
+        console.print("(older replicas: GET /api/replicas)")
+    surfaces = Table(title="state surfaces")
+    for column in ("surface", "owner", "class", "backend", "ephemeral", "rows"):
+        surfaces.add_column(column)
+    for s in body["surfaces"]:
+        surfaces.add_row(
+            s["name"],
+            s["owner"],
+            s["class"],
+            f"{s['backend']} ({s['backend_type']})",
+            "[yellow]yes[/]" if s["ephemeral"] else "no",
+            "?" if s["rows"] is None else str(s["rows"]),
+        )
+    console.print(surfaces)
+    for error in body.get("errors", []):
+        console.print(f"[red]error:[/] {error}", highlight=False)
+
+
+def status(
+    url: Annotated[
+        str, typer.Option(help="Base URL of a running replica.", envvar="ROUTEKEEPER_URL")
+    ] = "http://127.0.0.1:8080",
+    format: Annotated[StatusFormat, typer.Option("--format", "-f")] = StatusFormat.table,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 5.0,
+) -> None:
+    """Show the replicas and state surfaces a running routekeeper reports."""
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/api/status", timeout=timeout)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach {url}: {exc}")
+    if response.status_code != 200:
+        fail(f"{url}/api/status answered {response.status_code}: {response.text[:500]}")
+    body = response.json()
+    if format is StatusFormat.json:
+        typer.echo(json.dumps(body, indent=2))
+    else:
+        render_status(body)

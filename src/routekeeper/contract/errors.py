@@ -1,0 +1,101 @@
+"""The error tree. Drivers and frameworks raise their own exceptions; the storage and HTTP
+edges translate them into these, and the API layers turn these into one envelope per surface.
+
+    RoutekeeperError
+    ├── ConfigError                 bad configuration file or environment (path of the key)
+    ├── ContractViolation           configuration breaks the state contract
+    ├── NotFound                    a named entity does not exist              (404)
+    ├── InvalidRequest              bad input from a client                    (400)
+    └── StorageError                anything the storage layer could not do    (500)
+        ├── StorageUnavailable      the database cannot be reached right now   (503)
+        │   └── StorageBusy         SQLite stayed locked past busy_timeout      (503)
+        ├── StorageConflict         a uniqueness or foreign-key rule refused a write (409)
+        ├── SchemaNotReady          the schema is missing or older than the code (503)
+        ├── SchemaTooNew            the database was migrated by newer code     (503)
+        └── InvalidTransition       a lifecycle change not in the allowed table (409)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RoutekeeperError(Exception):
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class ConfigError(RoutekeeperError):
+    code = "invalid_config"
+    status = 500
+
+    def __init__(self, problems: list[str], *, source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        super().__init__(
+            f"invalid configuration{where}:\n" + "\n".join(f"  - {p}" for p in problems),
+            details={"problems": problems},
+        )
+
+
+class ContractViolation(RoutekeeperError):
+    code = "contract_violation"
+    status = 500
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(
+            "the configuration breaks the state contract:\n"
+            + "\n".join(f"  - {p}" for p in problems),
+            details={"problems": problems},
+        )
+
+
+class NotFound(RoutekeeperError):
+    code = "not_found"
+    status = 404
+
+
+class InvalidRequest(RoutekeeperError):
+    code = "invalid_request"
+    status = 400
+
+
+class StorageError(RoutekeeperError):
+    code = "storage_error"
+    status = 500
+
+
+class StorageUnavailable(StorageError):
+    code = "storage_unavailable"
+    status = 503
+
+
+class StorageBusy(StorageUnavailable):
+    code = "storage_busy"
+
+
+class StorageConflict(StorageError):
+    code = "conflict"
+    status = 409
+
+
+class SchemaNotReady(StorageError):
+    code = "schema_not_ready"
+    status = 503
+
+
+class SchemaTooNew(StorageError):
+    code = "schema_too_new"
+    status = 503
+
+
+class InvalidTransition(StorageError):
+    code = "invalid_transition"
+    status = 409

@@ -1,0 +1,102 @@
+"""The registry of state surfaces: every piece of state routekeeper keeps, declared once.
+
+Only surfaces that exist in the code are registered; ``docs/state-inventory.md`` and
+``routekeeper state inventory`` are generated from this module.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from routekeeper.contract.classes import StateClass, is_durable, is_shared
+
+
+class Owner(str, enum.Enum):
+    ROUTER = "router"
+    DASHBOARD = "dashboard"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Surface:
+    """One declared piece of state.
+
+    ``restart_expectation`` says what a user sees after the process restarts (or is killed);
+    ``recovery`` says what startup does about state a crash left behind.
+    """
+
+    name: str
+    owner: Owner
+    state_class: StateClass
+    stores: str
+    restart_expectation: str
+    recovery: str
+    colocated_with: str | None = None
+    """Another surface this one commits in the same transaction with: both must share a backend."""
+
+    @property
+    def durable(self) -> bool:
+        return is_durable(self.state_class)
+
+    @property
+    def shared(self) -> bool:
+        return is_shared(self.state_class)
+
+
+class SurfaceRegistry(Mapping[str, Surface]):
+    """An immutable, ordered name -> surface mapping that refuses duplicate names."""
+
+    def __init__(self, surfaces: tuple[Surface, ...]) -> None:
+        by_name: dict[str, Surface] = {}
+        for surface in surfaces:
+            if surface.name in by_name:
+                raise ValueError(f"surface {surface.name!r} is registered twice")
+            by_name[surface.name] = surface
+        self._by_name = by_name
+
+    def __getitem__(self, name: str) -> Surface:
+        return self._by_name[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+
+RUNTIME_STATUS = Surface(
+    name="runtime_status",
+    owner=Owner.ROUTER,
+    state_class=StateClass.SHARED_DURABLE_WORKFLOW_STATE,
+    stores=(
+        "One row per replica (each `serve` process): id, phase, host, pid, listen address, "
+        "version, started/heartbeat/stopped times."
+    ),
+    restart_expectation=(
+        "Every replica that ever started is still listed with its last phase; a replica "
+        "stopped by SIGTERM shows `stopped`."
+    ),
+    recovery=(
+        "A new replica registers itself with a fresh id; rows of earlier replicas are kept "
+        "as they were last written."
+    ),
+)
+
+RUNTIME_EVENTS = Surface(
+    name="runtime_events",
+    owner=Owner.ROUTER,
+    state_class=StateClass.AUDIT_ANALYTICS_TELEMETRY,
+    stores=(
+        "Typed, append-only replica events (`replica.phase_changed` with from/to phase), "
+        "each written in the same transaction as the runtime_status row it describes."
+    ),
+    restart_expectation="Every committed event is kept, in order, until retention removes it.",
+    recovery="Nothing to repair: events are only ever appended in committed transactions.",
+    colocated_with="runtime_status",
+)
+
+SURFACES = SurfaceRegistry((RUNTIME_STATUS, RUNTIME_EVENTS))

@@ -1,0 +1,1 @@
+"""The operator dashboard: management API and UI."""

@@ -1,0 +1,1 @@
+"""Dashboard API routes, mounted under /api."""

@@ -1,0 +1,92 @@
+"""Response models of the dashboard API (records stay dataclasses below this layer)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from routekeeper.contract.runtime import ReplicaRecord, RuntimeEvent
+
+
+class ReplicaOut(BaseModel):
+    id: str
+    phase: str
+    host: str
+    pid: int
+    listen: str | None
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+    updated_at: datetime
+    stopped_at: datetime | None
+    detail: str | None
+    current: bool = Field(description="True for the replica that answered this request.")
+
+    @classmethod
+    def of(cls, record: ReplicaRecord, current_id: str) -> ReplicaOut:
+        return cls(
+            id=record.id,
+            phase=record.phase.value,
+            host=record.host,
+            pid=record.pid,
+            listen=record.listen,
+            version=record.version,
+            started_at=record.started_at,
+            heartbeat_at=record.heartbeat_at,
+            updated_at=record.updated_at,
+            stopped_at=record.stopped_at,
+            detail=record.detail,
+            current=record.id == current_id,
+        )
+
+
+class SurfaceOut(BaseModel):
+    name: str
+    owner: str
+    class_: str = Field(alias="class", serialization_alias="class")
+    durable: bool
+    shared: bool
+    backend: str
+    backend_type: str
+    location: str
+    ephemeral: bool
+    rows: int | None
+    error: str | None = None
+    restart_expectation: str
+    recovery: str
+
+    model_config = {"populate_by_name": True}
+
+
+class StatusOut(BaseModel):
+    replica_id: str = Field(description="The replica that answered.")
+    phase: str
+    mode: str
+    replicas: list[ReplicaOut]
+    replicas_has_more: bool
+    surfaces: list[SurfaceOut]
+    errors: list[str]
+
+
+class RuntimeEventOut(BaseModel):
+    id: int
+    replica_id: str
+    kind: str
+    from_phase: str | None
+    to_phase: str | None
+    data: dict[str, Any]
+    occurred_at: datetime | None
+
+    @classmethod
+    def of(cls, event: RuntimeEvent) -> RuntimeEventOut:
+        return cls(
+            id=event.id,
+            replica_id=event.replica_id,
+            kind=event.kind.value,
+            from_phase=event.from_phase.value if event.from_phase else None,
+            to_phase=event.to_phase.value if event.to_phase else None,
+            data=event.data,
+            occurred_at=event.occurred_at,
+        )

@@ -1,0 +1,29 @@
+"""The ``/api`` list shape and its query parameters, shared by every list endpoint."""
+
+from __future__ import annotations
+
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel
+
+from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SortOrder
+
+T = TypeVar("T")
+
+
+class ListPage(BaseModel, Generic[T]):
+    """``{"data": [...], "first_id", "last_id", "has_more"}``."""
+
+    data: list[T]
+    first_id: str | int | None
+    last_id: str | int | None
+    has_more: bool
+
+
+Limit = Annotated[
+    int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"Page size, 1-{MAX_PAGE_SIZE}.")
+]
+Order = Annotated[SortOrder, Query(description="asc or desc (newest first).")]
+
+DEFAULT_LIMIT = DEFAULT_PAGE_SIZE

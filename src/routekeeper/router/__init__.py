@@ -1,0 +1,1 @@
+"""The OpenAI-compatible router surface (/v1)."""

@@ -1,0 +1,1 @@
+"""Replica lifecycle services (no HTTP framework here)."""

@@ -1,0 +1,214 @@
+"""This process as a replica of routekeeper.
+
+Phases are kept in memory (for ``/readyz``) and in the ``runtime_status`` surface, each change
+with its ``replica.phase_changed`` event in the same transaction. The first changes
+(``starting``, ``migrating``) happen before the schema is known to exist: they are held in
+memory with their times and stored in the transaction that registers the replica, right after
+migration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Callable
+from datetime import timedelta
+
+from routekeeper import __version__
+from routekeeper.contract.errors import RoutekeeperError, StorageError
+from routekeeper.contract.ids import new_id
+from routekeeper.contract.runtime import (
+    PhaseChange,
+    ReplicaPhase,
+    ReplicaRecord,
+    transition_allowed,
+)
+from routekeeper.settings import Settings
+from routekeeper.storage.state import StateStorage
+from routekeeper.storage.types import utcnow
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY_SECONDS = 600.0
+
+
+class ReplicaRuntime:
+    """Owns the storage of the process and walks the replica through its phases."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        storage: StateStorage,
+        *,
+        listen: str | None = None,
+        on_fatal: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.id = new_id("rep")
+        self.listen = listen
+        self.started_at = utcnow()
+        self.phase = ReplicaPhase.STARTING
+        self.error: str | None = None
+        self.on_fatal = on_fatal
+        self._history: list[PhaseChange] = [
+            PhaseChange(None, ReplicaPhase.STARTING, self.started_at)
+        ]
+        self._registered = False
+        self._phase_lock = asyncio.Lock()
+        self._startup: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.last_heartbeat_error: str | None = None
+
+    # -- phases ----------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.phase is ReplicaPhase.READY
+
+    async def _change(self, to_phase: ReplicaPhase, detail: str | None = None) -> bool:
+        async with self._phase_lock:
+            if not transition_allowed(self.phase, to_phase):
+                return False
+            now = utcnow()
+            if self._registered:
+                await self.storage.runtime.transition(self.id, to_phase, detail=detail, at=now)
+            else:
+                self._history.append(PhaseChange(self.phase, to_phase, now, detail))
+            log.info("replica %s: %s -> %s", self.id, self.phase, to_phase)
+            self.phase = to_phase
+            return True
+
+    async def _register(self) -> None:
+        async with self._phase_lock:
+            now = utcnow()
+            record = ReplicaRecord(
+                id=self.id,
+                phase=self.phase,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                listen=self.listen,
+                version=__version__,
+                started_at=self.started_at,
+                heartbeat_at=now,
+                updated_at=now,
+            )
+            await self.storage.runtime.register(record, self._history)
+            self._registered = True
+            self._history = []
+
+    # -- startup ---------------------------------------------------------------------------
+
+    def begin_startup(self) -> asyncio.Task[None]:
+        """Run :meth:`start` in the background so the HTTP server answers meanwhile."""
+        self._startup = asyncio.create_task(self._start_or_fail(), name=f"startup {self.id}")
+        return self._startup
+
+    async def _start_or_fail(self) -> None:
+        try:
+            await self.start()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            message = exc.message if isinstance(exc, RoutekeeperError) else repr(exc)
+            if not isinstance(exc, RoutekeeperError):
+                log.exception("replica %s failed to start", self.id)
+            await self.fail(f"startup failed: {message}")
+
+    async def start(self) -> None:
+        """starting -> migrating -> recovering -> ready, then the heartbeat runs."""
+        await self.storage.open()
+        await self._change(ReplicaPhase.MIGRATING)
+        for state in await self.storage.migrate():
+            if state.applied:
+                log.info("backend %s migrated: %s", state.backend, ", ".join(state.applied))
+        await self._register()
+        await self._change(ReplicaPhase.RECOVERING)
+        # Surfaces' recovery steps run here; runtime_status and runtime_events need none.
+        await self._change(ReplicaPhase.READY)
+        self._heartbeat = asyncio.create_task(self._beat(), name=f"heartbeat {self.id}")
+
+    async def fail(self, message: str) -> None:
+        """Record a fatal error (best effort) and ask the server to exit non-zero."""
+        self.error = message
+        log.error("replica %s: %s", self.id, message)
+        try:
+            await self._change(ReplicaPhase.FAILED, detail=message[:2000])
+        except StorageError as exc:
+            log.error("could not record the failure: %s", exc)
+            self.phase = ReplicaPhase.FAILED
+        if self.on_fatal is not None:
+            self.on_fatal(message)
+
+    # -- heartbeat and retention -----------------------------------------------------------
+
+    async def _beat(self) -> None:
+        interval = self.settings.runtime.heartbeat_seconds
+        next_prune = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                if loop.time() >= next_prune:
+                    await self.prune()
+                    next_prune = loop.time() + PRUNE_EVERY_SECONDS
+                await asyncio.sleep(interval)
+                await self.storage.runtime.heartbeat(self.id)
+                if self.last_heartbeat_error:
+                    log.info("replica %s: heartbeat stored again", self.id)
+                self.last_heartbeat_error = None
+            except StorageError as exc:
+                if self.last_heartbeat_error is None:
+                    log.warning("replica %s: heartbeat not stored: %s", self.id, exc)
+                self.last_heartbeat_error = str(exc)
+
+    async def prune(self) -> tuple[int, int]:
+        """Apply retention to runtime events and finished replicas, in batches."""
+        now = utcnow()
+        runtime = self.settings.runtime
+        total_events = total_replicas = 0
+        while True:
+            events, replicas = await self.storage.runtime.prune(
+                events_before=now - timedelta(days=runtime.event_retention_days),
+                replicas_before=now - timedelta(days=runtime.replica_retention_days),
+            )
+            total_events += events
+            total_replicas += replicas
+            if events < 1000 and replicas < 1000:
+                return total_events, total_replicas
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Stop being ready (SIGTERM): /readyz turns 503 while requests finish."""
+        if self._startup is not None and not self._startup.done():
+            self._startup.cancel()
+            try:
+                await self._startup
+            except (asyncio.CancelledError, Exception):
+                pass
+        try:
+            await self._change(ReplicaPhase.DRAINING)
+        except StorageError as exc:
+            log.error("replica %s: could not record draining: %s", self.id, exc)
+            self.phase = ReplicaPhase.DRAINING
+
+    async def stop(self) -> None:
+        """Finish: draining -> stopped, stop the heartbeat, close storage."""
+        await self.drain()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            try:
+                await self._heartbeat
+            except asyncio.CancelledError:
+                pass
+        try:
+            if self._registered:
+                await self._change(ReplicaPhase.STOPPED)
+            else:
+                self.phase = ReplicaPhase.STOPPED
+        except StorageError as exc:
+            log.error("replica %s: could not record stopped: %s", self.id, exc)
+        finally:
+            await self.storage.close()

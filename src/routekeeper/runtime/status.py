@@ -1,0 +1,57 @@
+"""The status snapshot behind ``GET /api/status`` and ``routekeeper status``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from routekeeper.contract.errors import StorageError
+from routekeeper.contract.runtime import ReplicaRecord
+from routekeeper.runtime.replica import ReplicaRuntime
+from routekeeper.storage.state import SurfaceCount
+
+STATUS_REPLICA_LIMIT = 20
+
+
+@dataclass
+class StatusSnapshot:
+    replica_id: str
+    phase: str
+    mode: str
+    replicas: list[ReplicaRecord]
+    replicas_more: bool
+    surfaces: list[SurfaceCount]
+    allow_ephemeral: list[str]
+    errors: list[str] = field(default_factory=list)
+
+
+async def status_snapshot(runtime: ReplicaRuntime) -> StatusSnapshot:
+    """The newest replicas (this one always included) and every surface with its row count.
+    A backend that cannot be read shows up in ``errors`` instead of failing the snapshot."""
+    errors: list[str] = []
+    replicas: list[ReplicaRecord] = []
+    more = False
+    storage = runtime.storage
+    if runtime.ready or runtime.phase.terminal or runtime.phase.value == "draining":
+        try:
+            page = await storage.runtime.list_replicas(limit=STATUS_REPLICA_LIMIT)
+            replicas, more = list(page.data), page.has_more
+            if all(r.id != runtime.id for r in replicas):
+                replicas.insert(0, await storage.runtime.get(runtime.id))
+        except StorageError as exc:
+            errors.append(f"replicas: {exc.message}")
+        surfaces = await storage.count_surface_rows()
+        errors.extend(
+            f"surface {s.placement.surface.name}: {s.error}" for s in surfaces if s.error
+        )
+    else:
+        surfaces = [SurfaceCount(p, None, "not ready") for p in storage.placements]
+    return StatusSnapshot(
+        replica_id=runtime.id,
+        phase=runtime.phase.value,
+        mode=runtime.settings.state.mode,
+        replicas=replicas,
+        replicas_more=more,
+        surfaces=surfaces,
+        allow_ephemeral=list(runtime.settings.state.allow_ephemeral),
+        errors=errors,
+    )

@@ -1,0 +1,294 @@
+"""The settings object: one YAML file (``--config``) plus ``ROUTEKEEPER_*`` environment
+variables, built in ``main()`` or the app factory and passed down. Nothing here runs at import.
+
+Environment variables override the file and use ``__`` between levels, e.g.
+``ROUTEKEEPER_STATE__MODE=shared`` or ``ROUTEKEEPER_SERVER__PORT=9000``. Relative paths (SQLite
+files) resolve against the workspace directory (``--workspace``, default ``./.routekeeper/``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from routekeeper.contract import SURFACES, BackendKind
+from routekeeper.contract.errors import ConfigError
+
+DEFAULT_WORKSPACE = Path(".routekeeper")
+DEFAULT_BACKEND_NAME = "main"
+ENV_PREFIX = "ROUTEKEEPER_"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SQLiteBackend(_Strict):
+    """An embedded SQLite database file in WAL mode, one serialized writer."""
+
+    type: Literal["sqlite"] = "sqlite"
+    path: Path = Field(Path("state.db"), description="Database file; relative to the workspace.")
+    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = Field(
+        "FULL",
+        description=(
+            "PRAGMA synchronous on every connection. FULL (the default) fsyncs the WAL at each "
+            "commit, so an acknowledged write survives power loss; NORMAL is faster and "
+            "survives a process crash but may lose the last commits on power loss."
+        ),
+    )
+    busy_timeout_ms: int = Field(
+        5000, ge=0, le=600_000, description="How long a writer waits for another one's lock."
+    )
+    read_pool_size: int = Field(4, ge=1, le=64, description="Concurrent read connections.")
+
+    @field_validator("synchronous", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class PostgresBackend(_Strict):
+    """A PostgreSQL database shared by every replica."""
+
+    type: Literal["postgres"] = "postgres"
+    dsn: str = Field(description="postgresql://user:password@host:port/database")
+    pool_size: int = Field(5, ge=1, le=200)
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
+
+    @field_validator("dsn")
+    @classmethod
+    def _check_dsn(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
+            raise ValueError("must start with postgresql:// (or postgres://)")
+        return value
+
+    @property
+    def redacted_dsn(self) -> str:
+        return redact_dsn(self.dsn)
+
+
+class MemoryBackend(_Strict):
+    """In-memory SQLite on one connection: lost when the process exits."""
+
+    type: Literal["memory"] = "memory"
+
+
+BackendSettings = Annotated[
+    SQLiteBackend | PostgresBackend | MemoryBackend, Field(discriminator="type")
+]
+
+
+class SurfaceBinding(_Strict):
+    backend: str
+
+
+class StateSettings(_Strict):
+    mode: Literal["local", "shared"] = Field(
+        "local", description="local: one node; shared: several replicas on one shared backend."
+    )
+    auto_migrate: bool = Field(
+        True, description="Migrate an empty or older database at start; false refuses instead."
+    )
+    default_backend: str = DEFAULT_BACKEND_NAME
+    backends: dict[str, BackendSettings] = Field(
+        default_factory=lambda: {DEFAULT_BACKEND_NAME: SQLiteBackend()}
+    )
+    surfaces: dict[str, SurfaceBinding] = Field(default_factory=dict)
+    allow_ephemeral: list[str] = Field(
+        default_factory=list,
+        description="Durable surfaces the operator explicitly accepts on a memory backend.",
+    )
+
+    @field_validator("backends")
+    @classmethod
+    def _backend_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,62}", name):
+                raise ValueError(f"backend name {name!r} must be a letter then letters/digits/_-")
+        if not value:
+            raise ValueError("at least one backend is required")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> StateSettings:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if self.default_backend not in self.backends:
+            problems.append(
+                (("default_backend",), f"names unknown backend {self.default_backend!r}")
+            )
+        for surface, binding in self.surfaces.items():
+            if surface not in SURFACES:
+                problems.append((("surfaces", surface), _unknown_surface(surface)))
+            elif binding.backend not in self.backends:
+                problems.append(
+                    (("surfaces", surface, "backend"), f"names unknown backend {binding.backend!r}")
+                )
+        for index, surface in enumerate(self.allow_ephemeral):
+            if surface not in SURFACES:
+                problems.append((("allow_ephemeral", index), _unknown_surface(surface)))
+        if problems:
+            # Raised as one error; load_settings() re-joins the paths.
+            raise ValueError("; ".join(f"@{'.'.join(map(str, p))}: {m}" for p, m in problems))
+        return self
+
+    def backend_name_for(self, surface: str) -> str:
+        binding = self.surfaces.get(surface)
+        return binding.backend if binding else self.default_backend
+
+    def backend_for(self, surface: str) -> SQLiteBackend | PostgresBackend | MemoryBackend:
+        return self.backends[self.backend_name_for(surface)]
+
+    def backend_kind(self, name: str) -> BackendKind:
+        return BackendKind(self.backends[name].type)
+
+
+def _unknown_surface(name: str) -> str:
+    return f"unknown surface {name!r} (registered: {', '.join(SURFACES)})"
+
+
+class RuntimeSettings(_Strict):
+    heartbeat_seconds: float = Field(2.0, gt=0, le=3600, description="Replica heartbeat period.")
+    event_retention_days: int = Field(
+        30, ge=1, le=3650, description="runtime_events older than this are pruned."
+    )
+    replica_retention_days: int = Field(
+        7, ge=1, le=3650, description="Rows of stopped or failed replicas older than this go."
+    )
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    graceful_timeout_seconds: float = Field(
+        10.0, gt=0, le=3600, description="SIGTERM: time to drain before the replica stops."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(BaseSettings):
+    """Everything routekeeper is configured with. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    workspace: Path = DEFAULT_WORKSPACE
+    state: StateSettings = Field(default_factory=StateSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+    def resolve_path(self, path: Path) -> Path:
+        """A configured path, absolute: relative ones live in the workspace."""
+        path = path.expanduser()
+        return path if path.is_absolute() else (self.workspace / path)
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any password replaced by ``***``."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+_SECRET_KEYS = {"dsn", "password", "api_key"}
+
+
+def _format_problem(error: dict[str, Any]) -> list[str]:
+    loc = [str(part) for part in error.get("loc", ())]
+    # Discriminated unions add the tag ("sqlite", "postgres", "memory") to the location.
+    if len(loc) >= 4 and loc[:2] == ["state", "backends"] and loc[3] in {"sqlite", "postgres", "memory"}:
+        del loc[3]
+    message = str(error.get("msg", "invalid value"))
+    if message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    if message.startswith("@"):
+        # A model validator reporting several paths under its own location.
+        base = ".".join(loc)
+        out = []
+        for part in message.split("; @"):
+            path, _, text = part.removeprefix("@").partition(": ")
+            out.append(f"{base + '.' if base else ''}{path}: {text}")
+        return out
+    path = ".".join(loc) or "(top level)"
+    if error.get("type") == "extra_forbidden":
+        return [f"{path}: unknown key"]
+    value = error.get("input")
+    shown = ""
+    if error.get("type") not in ("missing",) and not isinstance(value, dict | list):
+        if loc and loc[-1] in _SECRET_KEYS and isinstance(value, str):
+            value = redact_dsn(value) if "://" in value else "***"
+        shown = f" (got {value!r})"
+    return [f"{path}: {message}{shown}"]
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"config file {path} does not exist"]) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read config file {path}: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"not valid YAML{where}: {getattr(exc, 'problem', exc)}"], source=str(path)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(["(top level): must be a mapping of keys"], source=str(path))
+    return data
+
+
+def load_settings(
+    config: Path | None = None,
+    *,
+    workspace: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Build the settings: the YAML file, then ``ROUTEKEEPER_*`` variables, then ``workspace``
+    (the ``--workspace`` flag wins over both). Raises :class:`ConfigError` listing every
+    offending key path."""
+    data: dict[str, Any] = read_config_file(config) if config is not None else {}
+    if "workspace" in data:
+        raise ConfigError(
+            ["workspace: unknown key (the workspace is chosen with --workspace or "
+             "ROUTEKEEPER_WORKSPACE, not in the file)"],
+            source=str(config),
+        )
+    if overrides:
+        data = {**data, **overrides}
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        problems = [line for err in exc.errors() for line in _format_problem(dict(err))]
+        raise ConfigError(problems, source=str(config) if config else None) from None
+    if workspace is not None:
+        settings = settings.model_copy(update={"workspace": workspace})
+    return settings.model_copy(update={"workspace": settings.workspace.expanduser().absolute()})

@@ -1,0 +1,21 @@
+"""Alembic environment for routekeeper. Always online, always on a connection handed in by
+``routekeeper.storage.migrate`` (which holds the migration lock and the transaction)."""
+
+from alembic import context
+
+from routekeeper.storage.schema import metadata
+
+connection = context.config.attributes.get("connection")
+if connection is None or context.is_offline_mode():
+    raise RuntimeError(
+        "routekeeper migrations run through `routekeeper db upgrade`, not the alembic CLI"
+    )
+
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,51 @@
+"""Keyset (cursor) pagination done in SQL: one indexed range scan per page, never OFFSET and
+never loading a whole table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from routekeeper.contract.errors import InvalidRequest
+from routekeeper.contract.pages import MAX_PAGE_SIZE, Page, SortOrder
+
+T = TypeVar("T")
+
+
+async def keyset_page(
+    conn: AsyncConnection,
+    query: Select[Any],
+    key: ColumnElement[Any],
+    to_record: Callable[[Any], T],
+    record_key: Callable[[T], str | int],
+    *,
+    limit: int,
+    order: SortOrder,
+    after: str | int | None = None,
+    before: str | int | None = None,
+) -> Page[T]:
+    """Rows of ``query`` ordered by the unique ``key``. ``after`` continues a listing past a
+    cursor in ``order``; ``before`` returns the page that ends just before a cursor."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+    if after is not None and before is not None:
+        raise InvalidRequest("give either after or before, not both")
+    descending = order is SortOrder.DESC
+    if after is not None:
+        query = query.where(key < after if descending else key > after)
+    reverse = before is not None
+    if before is not None:
+        query = query.where(key > before if descending else key < before)
+    walk_descending = descending != reverse
+    query = query.order_by(key.desc() if walk_descending else key.asc()).limit(limit + 1)
+    rows = (await conn.execute(query)).all()
+    has_more = len(rows) > limit
+    records: Sequence[T] = [to_record(row) for row in rows[:limit]]
+    if reverse:
+        records = list(reversed(records))
+    first = record_key(records[0]) if records else None
+    last = record_key(records[-1]) if records else None
+    return Page(data=records, first_id=first, last_id=last, has_more=has_more)

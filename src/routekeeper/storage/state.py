@@ -1,0 +1,82 @@
+"""The opened storage of one process: a Database per backend that some surface uses, and the
+stores built on them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from routekeeper.contract import SURFACES
+from routekeeper.contract.errors import StorageError
+from routekeeper.settings import Settings, SQLiteBackend
+from routekeeper.storage.database import Database
+from routekeeper.storage.migrate import MigrationState, ensure_schema
+from routekeeper.storage.placement import SurfacePlacement, check_contract
+from routekeeper.storage.runtime_store import RuntimeStore
+from routekeeper.storage.schema import SURFACE_TABLES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SurfaceCount:
+    placement: SurfacePlacement
+    rows: int | None
+    error: str | None = None
+
+
+class StateStorage:
+    """Opens the backends the contract placed surfaces on; ``close()`` releases them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.placements = check_contract(settings)
+        self.databases: dict[str, Database] = {}
+        for placement in self.placements:
+            name = placement.backend
+            if name in self.databases:
+                continue
+            backend = settings.state.backends[name]
+            path = settings.resolve_path(backend.path) if isinstance(backend, SQLiteBackend) else None
+            self.databases[name] = Database(name, backend, sqlite_path=path)
+        self.runtime = RuntimeStore(self.database_for("runtime_status"))
+
+    def database_for(self, surface: str) -> Database:
+        if surface not in SURFACES:
+            raise KeyError(f"unknown surface {surface!r}")
+        return self.databases[self.settings.state.backend_name_for(surface)]
+
+    async def open(self) -> None:
+        try:
+            for db in self.databases.values():
+                await db.open()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        for db in self.databases.values():
+            try:
+                await db.close()
+            except Exception:  # closing must release every backend even if one fails
+                log.exception("closing backend %s failed", db.name)
+
+    async def migrate(self) -> list[MigrationState]:
+        """Bring every backend in use to the code's schema (or refuse, see ensure_schema)."""
+        return [
+            await ensure_schema(db, auto_migrate=self.settings.state.auto_migrate)
+            for db in self.databases.values()
+        ]
+
+    async def count_surface_rows(self) -> list[SurfaceCount]:
+        counts = []
+        for placement in self.placements:
+            db = self.databases[placement.backend]
+            try:
+                rows = 0
+                for table in SURFACE_TABLES[placement.surface.name]:
+                    rows += await db.count_rows(table)
+                counts.append(SurfaceCount(placement, rows))
+            except StorageError as exc:  # status must still render when one backend is down
+                counts.append(SurfaceCount(placement, None, str(exc)))
+        return counts
