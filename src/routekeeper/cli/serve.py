@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from types import FrameType
 
@@ -44,6 +45,10 @@ class ReplicaServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM:
+            # uvicorn re-raises captured signals after shutdown; a drained replica that
+            # reached `stopped` exits 0 instead of dying by SIGTERM.
+            self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
         runtime, loop = self.runtime, self._loop
         if runtime is not None and loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(lambda: loop.create_task(runtime.drain()))

@@ -1,0 +1,23 @@
+"""Helpers for testing routekeeper and code built on it: fresh backends and a real server
+process. See the README's "Testing" section."""
+
+from routekeeper.testing.backends import (
+    REQUIRE_SERVICES_ENV,
+    TEST_POSTGRES_DSN_ENV,
+    fresh_postgres_database,
+    postgres_admin_dsn,
+    postgres_unavailable_reason,
+    services_required,
+)
+from routekeeper.testing.server import ServerProcess, free_port
+
+__all__ = [
+    "REQUIRE_SERVICES_ENV",
+    "TEST_POSTGRES_DSN_ENV",
+    "ServerProcess",
+    "free_port",
+    "fresh_postgres_database",
+    "postgres_admin_dsn",
+    "postgres_unavailable_reason",
+    "services_required",
+]

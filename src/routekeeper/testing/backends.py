@@ -1,0 +1,61 @@
+"""Fresh, isolated backends for tests: every PostgreSQL test gets its own database."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+REQUIRE_SERVICES_ENV = "ROUTEKEEPER_REQUIRE_SERVICES"
+TEST_POSTGRES_DSN_ENV = "ROUTEKEEPER_TEST_POSTGRES_DSN"
+DEFAULT_TEST_POSTGRES_DSN = "postgresql://127.0.0.1:5432/test"
+
+
+def services_required() -> bool:
+    """True when PostgreSQL/Redis tests must fail instead of skipping (CI sets it)."""
+    return os.environ.get(REQUIRE_SERVICES_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def postgres_admin_dsn() -> str:
+    """A DSN with the right to CREATE DATABASE (``ROUTEKEEPER_TEST_POSTGRES_DSN``)."""
+    return os.environ.get(TEST_POSTGRES_DSN_ENV, DEFAULT_TEST_POSTGRES_DSN)
+
+
+def _connect(dsn: str):  # type: ignore[no-untyped-def]
+    import psycopg
+
+    return psycopg.connect(dsn, connect_timeout=3, autocommit=True)
+
+
+def postgres_unavailable_reason(dsn: str | None = None) -> str | None:
+    """None when the test server answers, else why not."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg is not installed (pip install 'routekeeper[postgres]')"
+    try:
+        with _connect(dsn or postgres_admin_dsn()) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # any failure means: not usable for tests
+        return f"PostgreSQL at {dsn or postgres_admin_dsn()} is not reachable: {exc}"
+    return None
+
+
+def _with_database(dsn: str, name: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
+
+
+@contextmanager
+def fresh_postgres_database(admin_dsn: str | None = None, *, prefix: str = "rk_test") -> Iterator[str]:
+    """Create an empty database, yield its DSN, drop it afterwards (even if still in use)."""
+    admin = admin_dsn or postgres_admin_dsn()
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    with _connect(admin) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(admin, name)
+    finally:
+        with _connect(admin) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,74 @@
+"""pytest fixtures: run a store's tests on every backend.
+
+``backend_kind`` is parametrized over ``sqlite`` and ``postgres``; ``state_settings`` builds
+settings whose default backend is a fresh SQLite file (in ``tmp_path``) or a fresh PostgreSQL
+database; ``state_storage`` opens and migrates it. Without a reachable PostgreSQL the postgres
+cases skip, unless ``ROUTEKEEPER_REQUIRE_SERVICES=1`` makes them fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from routekeeper.settings import Settings, load_settings
+from routekeeper.testing.backends import (
+    fresh_postgres_database,
+    postgres_unavailable_reason,
+    services_required,
+)
+
+def require_postgres() -> None:
+    """Skip (or fail, when services are required) unless PostgreSQL answers."""
+    reason = postgres_unavailable_reason()
+    if reason is None:
+        return
+    if services_required():
+        pytest.fail(f"{reason} (ROUTEKEEPER_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def postgres_dsn() -> Iterator[str]:
+    """The DSN of a fresh, empty PostgreSQL database, dropped after the test."""
+    require_postgres()
+    with fresh_postgres_database() as dsn:
+        yield dsn
+
+
+@pytest.fixture(params=[pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def state_settings(backend_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """Settings whose every surface is on one fresh backend of ``backend_kind``."""
+    backend: dict[str, Any]
+    if backend_kind == "postgres":
+        dsn = request.getfixturevalue("postgres_dsn")
+        backend = {"type": "postgres", "dsn": dsn}
+    else:
+        backend = {"type": "sqlite", "path": "state.db"}
+    return load_settings(
+        None,
+        workspace=tmp_path / "workspace",
+        overrides={"state": {"backends": {"main": backend}}},
+    )
+
+
+@pytest.fixture
+async def state_storage(state_settings: Settings) -> AsyncIterator[Any]:
+    """An opened, migrated StateStorage on the parametrized backend."""
+    from routekeeper.storage.state import StateStorage
+
+    storage = StateStorage(state_settings)
+    await storage.open()
+    try:
+        await storage.migrate()
+        yield storage
+    finally:
+        await storage.close()

@@ -1,0 +1,149 @@
+"""A real ``routekeeper serve`` subprocess for end-to-end tests.
+
+    with ServerProcess(workspace=tmp_path / "ws", config=cfg) as server:
+        httpx.get(f"{server.url}/api/status")
+        server.terminate()          # SIGTERM, waits for exit
+        server.start()              # again, on the same state
+
+Every failure message carries the tail of the server's log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerError(AssertionError):
+    """The server did not do what the test waited for; the message has its log."""
+
+
+class ServerProcess:
+    """One ``routekeeper serve`` process at a time on a fixed workspace/config/port."""
+
+    def __init__(
+        self,
+        *,
+        workspace: Path,
+        config: Path | None = None,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.workspace = Path(workspace)
+        self.config = config
+        self.port = port or free_port()
+        self.env = env or {}
+        self.log_path = log_path or self.workspace.parent / f"serve-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.returncode: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "routekeeper", "serve", "--workspace", str(self.workspace)]
+        if self.config is not None:
+            cmd += ["--config", str(self.config)]
+        return [*cmd, "--host", "127.0.0.1", "--port", str(self.port)]
+
+    def start(self, *, wait_ready: bool = True, timeout: float = 30.0) -> ServerProcess:
+        if self.proc is not None and self.proc.poll() is None:
+            raise ServerError(f"server on port {self.port} is already running")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env}
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== start {' '.join(self.command())}\n".encode())
+            self.proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, env=env
+            )
+        self.returncode = None
+        if wait_ready:
+            self.wait_ready(timeout=timeout)
+        return self
+
+    def wait_ready(self, *, timeout: float = 30.0) -> dict[str, Any]:
+        """Poll /readyz until 200; raise with the log if the process exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise ServerError(f"server exited with {self.exit_code()} before ready\n{self.log_tail()}")
+            try:
+                response = httpx.get(f"{self.url}/readyz", timeout=2.0)
+                if response.status_code == 200:
+                    body: dict[str, Any] = response.json()
+                    return body
+                last = f"{response.status_code} {response.text}"
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            time.sleep(0.05)
+        raise ServerError(f"server not ready after {timeout}s (last: {last})\n{self.log_tail()}")
+
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        if self.proc is None:
+            raise ServerError("server was never started")
+        try:
+            self.returncode = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ServerError(f"server did not exit within {timeout}s\n{self.log_tail()}") from None
+        return self.returncode
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait for the process to exit; returns its exit code."""
+        return self._signal(signal.SIGTERM, timeout)
+
+    def kill(self) -> int:
+        """SIGKILL: the process gets no chance to write anything."""
+        return self._signal(signal.SIGKILL, 10.0)
+
+    def _signal(self, sig: signal.Signals, timeout: float) -> int:
+        if self.proc is None:
+            raise ServerError("server was never started")
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.wait_exit(timeout)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "--- server log (tail) ---\n" + "\n".join(self.log().splitlines()[-lines:])
+
+    def __enter__(self) -> ServerProcess:
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)

@@ -1,0 +1,1 @@
+pytest_plugins = ["routekeeper.testing.pytest_plugin"]

@@ -1,0 +1,109 @@
+"""The API conventions every later endpoint follows: /api lists and errors, /v1 errors."""
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from routekeeper.http.app import create_app
+from routekeeper.settings import load_settings
+
+
+@pytest.fixture
+def client(tmp_path):
+    app = create_app(load_settings(None, workspace=tmp_path / "ws"))
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 20
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/readyz").json()
+            time.sleep(0.02)
+        yield client
+
+
+def assert_api_error(response, status, code):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["details"], dict)
+    return body["error"]
+
+
+def assert_openai_error(response, status):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["type"], str)
+    return body["error"]
+
+
+def assert_api_list(body):
+    assert set(body) == {"data", "first_id", "last_id", "has_more"}
+    assert isinstance(body["data"], list) and isinstance(body["has_more"], bool)
+    if body["data"]:
+        assert body["first_id"] == body["data"][0]["id"]
+        assert body["last_id"] == body["data"][-1]["id"]
+    else:
+        assert body["first_id"] is None and body["last_id"] is None
+
+
+def test_api_lists_have_the_documented_shape(client):
+    for path in ("/api/replicas", "/api/runtime/events", "/api/replicas?phase=stopped"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert_api_list(response.json())
+    events = client.get("/api/runtime/events?limit=2&order=asc").json()
+    assert len(events["data"]) == 2 and events["has_more"] is True
+    following = client.get(f"/api/runtime/events?limit=2&order=asc&after={events['last_id']}").json()
+    assert following["data"][0]["id"] > events["last_id"]
+
+
+def test_api_errors_have_the_documented_shape(client):
+    assert_api_error(client.get("/api/nothing-here"), 404, "not_found")
+    error = assert_api_error(client.get("/api/replicas?limit=1000"), 400, "invalid_request")
+    assert "limit" in error["message"]
+    assert_api_error(client.get("/api/replicas?order=sideways"), 400, "invalid_request")
+    assert_api_error(client.get("/api/runtime/events?after=abc"), 400, "invalid_request")
+    assert_api_error(client.post("/api/status"), 405, "method_not_allowed")
+    assert_api_error(
+        client.get("/api/replicas?after=rep_a&before=rep_b"), 400, "invalid_request"
+    )
+
+
+def test_v1_errors_use_the_openai_envelope(client):
+    error = assert_openai_error(client.get("/v1/nothing-here"), 404)
+    assert error["type"] == "invalid_request_error" and error["code"] == "not_found"
+    assert_openai_error(client.post("/v1"), 404)
+
+
+def test_status_lists_this_replica_and_both_runtime_surfaces(client):
+    body = client.get("/api/status").json()
+    me = [r for r in body["replicas"] if r["current"]]
+    assert len(me) == 1 and me[0]["id"] == body["replica_id"] and me[0]["phase"] == "ready"
+    for key in ("id", "phase", "started_at", "heartbeat_at"):
+        assert key in me[0]
+    surfaces = {s["name"]: s for s in body["surfaces"]}
+    assert set(surfaces) == {"runtime_status", "runtime_events"}
+    assert surfaces["runtime_status"]["class"] == "shared_durable_workflow_state"
+    assert surfaces["runtime_events"]["class"] == "audit_analytics_telemetry"
+    for s in surfaces.values():
+        assert s["backend"] == "main" and s["backend_type"] == "sqlite"
+        assert s["ephemeral"] is False and s["owner"] == "router"
+    assert surfaces["runtime_status"]["rows"] == 1
+    assert surfaces["runtime_events"]["rows"] == 4  # starting, migrating, recovering, ready
+
+
+def test_readyz_and_livez(client):
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["phase"] == "ready"
+    assert client.get("/livez").json()["status"] == "alive"
+
+
+def test_openapi_has_stable_operation_ids(client):
+    spec = client.get("/openapi.json").json()
+    ids = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
+    assert {"get_status", "list_replicas", "list_runtime_events", "livez", "readyz"} <= ids

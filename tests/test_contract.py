@@ -1,0 +1,70 @@
+from routekeeper.contract import (
+    SURFACES,
+    Owner,
+    StateClass,
+    is_durable,
+    is_shared,
+)
+from routekeeper.contract.ids import has_prefix, new_id
+from routekeeper.contract.runtime import ALLOWED_TRANSITIONS, ReplicaPhase, transition_allowed
+from routekeeper.storage.schema import SURFACE_TABLES
+
+
+def test_the_five_class_names_are_exact():
+    assert [c.value for c in StateClass] == [
+        "ephemeral_request_state",
+        "restart_safe_local_state",
+        "shared_durable_workflow_state",
+        "audit_analytics_telemetry",
+        "derived_projection_state",
+    ]
+
+
+def test_durable_and_shared_follow_the_design_definitions():
+    assert not is_durable(StateClass.EPHEMERAL_REQUEST_STATE)
+    assert all(is_durable(c) for c in StateClass if c is not StateClass.EPHEMERAL_REQUEST_STATE)
+    assert not is_shared(StateClass.RESTART_SAFE_LOCAL_STATE)
+    assert not is_shared(StateClass.EPHEMERAL_REQUEST_STATE)
+    assert is_shared(StateClass.SHARED_DURABLE_WORKFLOW_STATE)
+    assert is_shared(StateClass.AUDIT_ANALYTICS_TELEMETRY)
+    assert is_shared(StateClass.DERIVED_PROJECTION_STATE)
+
+
+def test_registry_holds_exactly_the_surfaces_that_have_tables():
+    # Only surfaces that exist are registered: each has storage, and all storage is declared.
+    assert set(SURFACES) == set(SURFACE_TABLES)
+    assert SURFACES["runtime_status"].state_class is StateClass.SHARED_DURABLE_WORKFLOW_STATE
+    assert SURFACES["runtime_events"].state_class is StateClass.AUDIT_ANALYTICS_TELEMETRY
+    for surface in SURFACES.values():
+        assert surface.owner in (Owner.ROUTER, Owner.DASHBOARD)
+        assert surface.stores and surface.restart_expectation and surface.recovery
+        if surface.colocated_with:
+            assert surface.colocated_with in SURFACES
+
+
+def test_every_table_belongs_to_exactly_one_surface():
+    from routekeeper.storage.schema import metadata
+
+    owned = [t.name for tables in SURFACE_TABLES.values() for t in tables]
+    assert sorted(owned) == sorted(metadata.tables)
+
+
+def test_ids_are_prefixed_and_time_ordered():
+    a = new_id("rep", now_ms=1_000)
+    b = new_id("rep", now_ms=2_000)
+    assert a.startswith("rep_") and has_prefix(a, "rep")
+    assert a < b
+    assert len({new_id("rep") for _ in range(1000)}) == 1000
+    assert not has_prefix("rpl_" + a[4:], "rep")
+
+
+def test_replica_lifecycle_table():
+    assert transition_allowed(ReplicaPhase.STARTING, ReplicaPhase.MIGRATING)
+    assert transition_allowed(ReplicaPhase.READY, ReplicaPhase.DRAINING)
+    assert transition_allowed(ReplicaPhase.DRAINING, ReplicaPhase.STOPPED)
+    assert not transition_allowed(ReplicaPhase.READY, ReplicaPhase.STOPPED)
+    assert not transition_allowed(ReplicaPhase.STOPPED, ReplicaPhase.READY)
+    assert not transition_allowed(ReplicaPhase.STARTING, ReplicaPhase.READY)
+    # terminal phases go nowhere; every phase has an entry
+    assert set(ALLOWED_TRANSITIONS) == set(ReplicaPhase)
+    assert ALLOWED_TRANSITIONS[ReplicaPhase.STOPPED] == frozenset()
