@@ -58,7 +58,9 @@ def test_api_lists_have_the_documented_shape(client):
         assert_api_list(response.json())
     events = client.get("/api/runtime/events?limit=2&order=asc").json()
     assert len(events["data"]) == 2 and events["has_more"] is True
-    following = client.get(f"/api/runtime/events?limit=2&order=asc&after={events['last_id']}").json()
+    following = client.get(
+        f"/api/runtime/events?limit=2&order=asc&after={events['last_id']}"
+    ).json()
     assert following["data"][0]["id"] > events["last_id"]
 
 
@@ -69,9 +71,7 @@ def test_api_errors_have_the_documented_shape(client):
     assert_api_error(client.get("/api/replicas?order=sideways"), 400, "invalid_request")
     assert_api_error(client.get("/api/runtime/events?after=abc"), 400, "invalid_request")
     assert_api_error(client.post("/api/status"), 405, "method_not_allowed")
-    assert_api_error(
-        client.get("/api/replicas?after=rep_a&before=rep_b"), 400, "invalid_request"
-    )
+    assert_api_error(client.get("/api/replicas?after=rep_a&before=rep_b"), 400, "invalid_request")
 
 
 def test_v1_errors_use_the_openai_envelope(client):

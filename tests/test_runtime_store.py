@@ -16,8 +16,15 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def _replica(replica_id: str, phase: ReplicaPhase = ReplicaPhase.MIGRATING) -> ReplicaRecord:
     return ReplicaRecord(
-        id=replica_id, phase=phase, host="h", pid=1, listen="127.0.0.1:1", version="t",
-        started_at=T0, heartbeat_at=T0, updated_at=T0,
+        id=replica_id,
+        phase=phase,
+        host="h",
+        pid=1,
+        listen="127.0.0.1:1",
+        version="t",
+        started_at=T0,
+        heartbeat_at=T0,
+        updated_at=T0,
     )
 
 
@@ -54,7 +61,12 @@ async def test_transitions_write_row_and_event_together(state_storage):
         replica_id=rid, kind=RuntimeEventKind.REPLICA_PHASE_CHANGED, order=SortOrder.ASC
     )
     assert [e.to_phase.value for e in events.data] == [
-        "starting", "migrating", "recovering", "ready", "draining", "stopped",
+        "starting",
+        "migrating",
+        "recovering",
+        "ready",
+        "draining",
+        "stopped",
     ]
     assert events.data[-1].data == {"detail": "bye"}
 
@@ -84,20 +96,30 @@ async def test_event_rolls_back_with_a_failed_transaction(state_storage):
             from routekeeper.storage.schema import runtime_replicas
 
             await conn.execute(
-                update(runtime_replicas).where(runtime_replicas.c.id == rid).values(phase="recovering")
+                update(runtime_replicas)
+                .where(runtime_replicas.c.id == rid)
+                .values(phase="recovering")
             )
             await conn.execute(
                 insert(runtime_events).values(
-                    replica_id=rid, kind="replica.phase_changed", from_phase="migrating",
-                    to_phase="recovering", data={}, occurred_at=T0,
+                    replica_id=rid,
+                    kind="replica.phase_changed",
+                    from_phase="migrating",
+                    to_phase="recovering",
+                    data={},
+                    occurred_at=T0,
                 )
             )
             raise Boom
     assert (await state_storage.runtime.get(rid)).phase is ReplicaPhase.MIGRATING
     async with db.read() as conn:
-        n = (await conn.execute(
-            select(func.count()).select_from(runtime_events).where(runtime_events.c.replica_id == rid)
-        )).scalar_one()
+        n = (
+            await conn.execute(
+                select(func.count())
+                .select_from(runtime_events)
+                .where(runtime_events.c.replica_id == rid)
+            )
+        ).scalar_one()
     assert n == 2
 
 

@@ -32,7 +32,10 @@ def status(server: ServerProcess) -> dict:
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "routekeeper", *args],
-        capture_output=True, text=True, timeout=timeout, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
     )
 
 
@@ -48,7 +51,12 @@ def test_example_config_serves_and_status_cli_shows_the_same(tmp_path):
         table = run_cli("status", "--url", server.url)
         assert table.returncode == 0, table.stderr
         assert me["id"] in table.stdout and "ready" in table.stdout
-        for text in ("runtime_status", "runtime_events", "shared_durable_workflow_state", "main (sqlite)"):
+        for text in (
+            "runtime_status",
+            "runtime_events",
+            "shared_durable_workflow_state",
+            "main (sqlite)",
+        ):
             assert text in table.stdout
         as_json = run_cli("status", "--url", server.url, "--format", "json")
         assert json.loads(as_json.stdout)["replica_id"] == body["replica_id"]
@@ -72,11 +80,16 @@ def test_sigterm_ends_the_replica_stopped_and_the_next_start_shows_it(tmp_path):
         assert phases[first] == "stopped"
         assert phases[body["replica_id"]] == "ready"
         events = httpx.get(
-            f"{server.url}/api/runtime/events", params={"replica_id": first, "order": "asc", "limit": 100}
+            f"{server.url}/api/runtime/events",
+            params={"replica_id": first, "order": "asc", "limit": 100},
         ).json()["data"]
         assert [(e["from_phase"], e["to_phase"]) for e in events] == [
-            (None, "starting"), ("starting", "migrating"), ("migrating", "recovering"),
-            ("recovering", "ready"), ("ready", "draining"), ("draining", "stopped"),
+            (None, "starting"),
+            ("starting", "migrating"),
+            ("migrating", "recovering"),
+            ("recovering", "ready"),
+            ("ready", "draining"),
+            ("draining", "stopped"),
         ]
 
 
@@ -138,15 +151,23 @@ def test_serve_refuses_a_database_from_a_newer_version(tmp_path):
 def test_two_replicas_start_together_on_an_empty_postgres_database(tmp_path, postgres_dsn):
     config = write_config(
         tmp_path / "shared.yaml",
-        {"state": {"mode": "shared", "default_backend": "pg",
-                   "backends": {"pg": {"type": "postgres", "dsn": postgres_dsn}}}},
+        {
+            "state": {
+                "mode": "shared",
+                "default_backend": "pg",
+                "backends": {"pg": {"type": "postgres", "dsn": postgres_dsn}},
+            }
+        },
     )
     servers = [ServerProcess(workspace=tmp_path / f"ws{i}", config=config) for i in range(2)]
     try:
         for server in servers:
             server.start(wait_ready=False)
         ready = []
-        threads = [threading.Thread(target=lambda s=s: ready.append(s.wait_ready(timeout=60))) for s in servers]
+        threads = [
+            threading.Thread(target=lambda s=s: ready.append(s.wait_ready(timeout=60)))
+            for s in servers
+        ]
         for t in threads:
             t.start()
         for t in threads:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -205,14 +205,20 @@ class Settings(BaseSettings):
         return path if path.is_absolute() else (self.workspace / path)
 
 
+_USERINFO_PASSWORD = re.compile(
+    r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:)(?P<secret>.*)@(?P<tail>[^@]*)$", re.DOTALL
+)
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&]*")
+
+
 def redact_dsn(dsn: str) -> str:
-    """The DSN with any password replaced by ``***``."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+    """The DSN with any password replaced by ``***``: everything between ``user:`` and the
+    last ``@`` (so unencoded ``#``, ``?``, ``/`` or ``@`` in a password stay hidden), and a
+    ``password=`` query parameter."""
+    match = _USERINFO_PASSWORD.match(dsn)
+    if match:
+        dsn = f"{match['head']}***@{match['tail']}"
+    return _QUERY_PASSWORD.sub(r"\1***", dsn)
 
 
 _SECRET_KEYS = {"dsn", "password", "api_key"}
@@ -221,7 +227,11 @@ _SECRET_KEYS = {"dsn", "password", "api_key"}
 def _format_problem(error: dict[str, Any]) -> list[str]:
     loc = [str(part) for part in error.get("loc", ())]
     # Discriminated unions add the tag ("sqlite", "postgres", "memory") to the location.
-    if len(loc) >= 4 and loc[:2] == ["state", "backends"] and loc[3] in {"sqlite", "postgres", "memory"}:
+    if (
+        len(loc) >= 4
+        and loc[:2] == ["state", "backends"]
+        and loc[3] in {"sqlite", "postgres", "memory"}
+    ):
         del loc[3]
     message = str(error.get("msg", "invalid value"))
     if message.startswith("Value error, "):
@@ -258,7 +268,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError([f"not valid YAML{where}: {getattr(exc, 'problem', exc)}"], source=str(path)) from None
+        raise ConfigError(
+            [f"not valid YAML{where}: {getattr(exc, 'problem', exc)}"], source=str(path)
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -278,8 +290,10 @@ def load_settings(
     data: dict[str, Any] = read_config_file(config) if config is not None else {}
     if "workspace" in data:
         raise ConfigError(
-            ["workspace: unknown key (the workspace is chosen with --workspace or "
-             "ROUTEKEEPER_WORKSPACE, not in the file)"],
+            [
+                "workspace: unknown key (the workspace is chosen with --workspace or "
+                "ROUTEKEEPER_WORKSPACE, not in the file)"
+            ],
             source=str(config),
         )
     if overrides:

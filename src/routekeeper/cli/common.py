@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from routekeeper.contract.errors import ConfigError, ContractViolation, RoutekeeperError
 from routekeeper.settings import Settings, load_settings
@@ -16,8 +18,10 @@ EXIT_CONFIG = 2
 EXIT_CONTRACT = 3
 EXIT_SCHEMA = 4
 
-console = Console()
-err_console = Console(stderr=True)
+# Tables keep whole ids and paths when piped or captured (rich would wrap at 80 columns).
+PIPE_WIDTH = 200
+console = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
 
 ConfigOption = Annotated[
     Path | None,
@@ -43,7 +47,7 @@ WorkspaceOption = Annotated[
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from routekeeper.cli.common import (
@@ -61,15 +62,18 @@ def upgrade_cmd(config: ConfigOption = None, workspace: WorkspaceOption = None) 
     settings = settings_from(config, workspace)
 
     async def action(db: Database) -> tuple[Database, list[str], str | None]:
-        with err_console.status(f"migrating {db.name} ({db.describe()})"):
+        with err_console.status(f"migrating {db.name} ({escape(db.describe())})"):
             state = await upgrade(db)
         return db, state.applied, state.current
 
     for db, applied, current in _each_backend(settings, action):
         if applied:
-            console.print(f"{db.name} ({db.describe()}): applied {', '.join(applied)}; now at {current}")
+            console.print(
+                f"{db.name} ({escape(db.describe())}): applied {', '.join(applied)}; "
+                f"now at {current}"
+            )
         else:
-            console.print(f"{db.name} ({db.describe()}): already at {current}")
+            console.print(f"{db.name} ({escape(db.describe())}): already at {current}")
 
 
 @app.command("current")
@@ -81,7 +85,11 @@ def current_cmd(config: ConfigOption = None, workspace: WorkspaceOption = None) 
         table.add_column(column)
     for db, state in _each_backend(settings, lambda db: _with_db(db, inspect(db))):
         table.add_row(
-            db.name, db.describe(), state.current or "-", state.head, state.status.value,
+            db.name,
+            db.describe(),
+            state.current or "-",
+            state.head,
+            state.status.value,
             ", ".join(state.pending) or "-",
         )
     console.print(table)
@@ -101,14 +109,18 @@ def check_cmd(config: ConfigOption = None, workspace: WorkspaceOption = None) ->
     for db, status, diffs in _each_backend(settings, action):
         if status is not SchemaStatus.CURRENT:
             bad = True
-            console.print(f"[red]{db.name}[/] ({db.describe()}): schema is {status}")
+            console.print(f"[red]{db.name}[/] ({escape(db.describe())}): schema is {status}")
         elif diffs:
             bad = True
-            console.print(f"[red]{db.name}[/] ({db.describe()}): differs from the declared schema:")
+            console.print(
+                f"[red]{db.name}[/] ({escape(db.describe())}): differs from the declared schema:"
+            )
             for diff in diffs:
-                console.print(f"  {diff}", highlight=False)
+                console.print(f"  {escape(diff)}", highlight=False)
         else:
-            console.print(f"[green]{db.name}[/] ({db.describe()}): at head, matches the schema")
+            console.print(
+                f"[green]{db.name}[/] ({escape(db.describe())}): at head, matches the schema"
+            )
     if bad:
         raise typer.Exit(EXIT_SCHEMA)
 

@@ -7,10 +7,10 @@ import logging
 import signal
 import sys
 from types import FrameType
+from typing import Annotated
 
 import typer
 import uvicorn
-from typing import Annotated
 
 from routekeeper.cli.common import (
     EXIT_CONTRACT,
@@ -61,7 +61,9 @@ class ReplicaServer(uvicorn.Server):
 def serve(
     config: ConfigOption = None,
     workspace: WorkspaceOption = None,
-    host: Annotated[str | None, typer.Option(help="Address to bind [default: server.host].")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind [default: server.host].")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind [default: server.port].")] = None,
 ) -> None:
     """Run a replica: migrate, recover, then serve /v1, /api, /livez and /readyz."""
@@ -99,7 +101,10 @@ def serve(
     server.runtime = app.state.runtime
     server_box.append(server)
     log.info(
-        "replica %s starting on http://%s (workspace %s)", server.runtime.id, listen, settings.workspace
+        "replica %s starting on http://%s (workspace %s)",
+        server.runtime.id,
+        listen,
+        settings.workspace,
     )
     server.run()
     if server.fatal:

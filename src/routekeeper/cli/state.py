@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
+from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
-from typing import Annotated
 
 from routekeeper.cli.common import (
     EXIT_CONTRACT,
@@ -20,10 +21,12 @@ from routekeeper.cli.common import (
 from routekeeper.storage.inventory import inventory_json, inventory_markdown
 from routekeeper.storage.placement import contract_problems, placements
 
-app = typer.Typer(help="The state contract: check a configuration, print the inventory.", no_args_is_help=True)
+app = typer.Typer(
+    help="The state contract: check a configuration, print the inventory.", no_args_is_help=True
+)
 
 
-class InventoryFormat(str, Enum):
+class InventoryFormat(StrEnum):
     md = "md"
     json = "json"
 
@@ -41,7 +44,7 @@ def check(config: ConfigOption = None, workspace: WorkspaceOption = None) -> Non
             p.surface.state_class.value,
             p.backend,
             p.kind.value,
-            p.location,
+            escape(p.location),
             "yes" if p.ephemeral else "no",
         )
     console.print(table)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 import httpx
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from routekeeper.cli.common import console, fail
 
 
-class StatusFormat(str, Enum):
+class StatusFormat(StrEnum):
     table = "table"
     json = "json"
 
@@ -34,7 +35,7 @@ def render_status(body: dict[str, Any]) -> None:
         replicas.add_row(
             ("* " if r.get("current") else "") + r["id"],
             r["phase"],
-            r["host"],
+            escape(r["host"]),
             str(r["pid"]),
             r.get("listen") or "-",
             r["started_at"],
@@ -57,7 +58,7 @@ def render_status(body: dict[str, Any]) -> None:
         )
     console.print(surfaces)
     for error in body.get("errors", []):
-        console.print(f"[red]error:[/] {error}", highlight=False)
+        console.print(f"[red]error:[/] {escape(error)}", highlight=False)
 
 
 def status(

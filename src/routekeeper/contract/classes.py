@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 
 
-class StateClass(str, enum.Enum):
+class StateClass(enum.StrEnum):
     """How a piece of state behaves across requests, restarts and replicas."""
 
     EPHEMERAL_REQUEST_STATE = "ephemeral_request_state"
@@ -26,9 +26,6 @@ class StateClass(str, enum.Enum):
 
     DERIVED_PROJECTION_STATE = "derived_projection_state"
     """A query model rebuilt from a canonical source; persisted, with a rebuild command."""
-
-    def __str__(self) -> str:
-        return self.value
 
 
 DURABLE_DEFINITION = (
@@ -51,15 +48,12 @@ def is_shared(state_class: StateClass) -> bool:
     return is_durable(state_class) and state_class is not StateClass.RESTART_SAFE_LOCAL_STATE
 
 
-class BackendKind(str, enum.Enum):
+class BackendKind(enum.StrEnum):
     """Kinds of storage backend a surface can be configured on."""
 
     SQLITE = "sqlite"
     POSTGRES = "postgres"
     MEMORY = "memory"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # Which backend kinds each class may live on without an explicit opt-in. A durable surface on
@@ -67,9 +61,7 @@ class BackendKind(str, enum.Enum):
 ALLOWED_BACKENDS: dict[StateClass, frozenset[BackendKind]] = {
     StateClass.EPHEMERAL_REQUEST_STATE: frozenset({BackendKind.MEMORY}),
     StateClass.RESTART_SAFE_LOCAL_STATE: frozenset({BackendKind.SQLITE}),
-    StateClass.SHARED_DURABLE_WORKFLOW_STATE: frozenset(
-        {BackendKind.SQLITE, BackendKind.POSTGRES}
-    ),
+    StateClass.SHARED_DURABLE_WORKFLOW_STATE: frozenset({BackendKind.SQLITE, BackendKind.POSTGRES}),
     StateClass.AUDIT_ANALYTICS_TELEMETRY: frozenset({BackendKind.SQLITE, BackendKind.POSTGRES}),
     StateClass.DERIVED_PROJECTION_STATE: frozenset({BackendKind.SQLITE, BackendKind.POSTGRES}),
 }

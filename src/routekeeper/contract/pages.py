@@ -13,12 +13,9 @@ MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
 
 
-class SortOrder(str, enum.Enum):
+class SortOrder(enum.StrEnum):
     ASC = "asc"
     DESC = "desc"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

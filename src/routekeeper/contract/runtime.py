@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 
-class ReplicaPhase(str, enum.Enum):
+class ReplicaPhase(enum.StrEnum):
     STARTING = "starting"
     MIGRATING = "migrating"
     RECOVERING = "recovering"
@@ -17,9 +17,6 @@ class ReplicaPhase(str, enum.Enum):
     STOPPED = "stopped"
     FAILED = "failed"
     """Startup or shutdown failed and the process exited on its own (with an error)."""
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def terminal(self) -> bool:
@@ -44,13 +41,10 @@ def transition_allowed(from_phase: ReplicaPhase, to_phase: ReplicaPhase) -> bool
     return to_phase in ALLOWED_TRANSITIONS[from_phase]
 
 
-class RuntimeEventKind(str, enum.Enum):
+class RuntimeEventKind(enum.StrEnum):
     """Kinds of rows in the ``runtime_events`` surface."""
 
     REPLICA_PHASE_CHANGED = "replica.phase_changed"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

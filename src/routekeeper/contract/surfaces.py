@@ -13,12 +13,9 @@ from dataclasses import dataclass
 from routekeeper.contract.classes import StateClass, is_durable, is_shared
 
 
-class Owner(str, enum.Enum):
+class Owner(enum.StrEnum):
     ROUTER = "router"
     DASHBOARD = "dashboard"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,9 @@ def is_openai_path(path: str) -> bool:
     return path == "/v1" or path.startswith("/v1/")
 
 
-def api_error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+def api_error_body(
+    code: str, message: str, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
@@ -74,14 +76,18 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     if is_openai_path(request.url.path):
-        type_ = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        type_ = _OPENAI_TYPES.get(
+            status, "server_error" if status >= 500 else "invalid_request_error"
+        )
         body = openai_error_body(message, type_=type_, code=code, param=param)
     else:
         body = api_error_body(code, message, details)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, list[dict[str, Any]]]:
+def _validation_message(
+    exc: RequestValidationError,
+) -> tuple[str, str | None, list[dict[str, Any]]]:
     problems = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]

@@ -21,9 +21,7 @@ class ListPage(BaseModel, Generic[T]):
     has_more: bool
 
 
-Limit = Annotated[
-    int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"Page size, 1-{MAX_PAGE_SIZE}.")
-]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"Page size, 1-{MAX_PAGE_SIZE}.")]
 Order = Annotated[SortOrder, Query(description="asc or desc (newest first).")]
 
 DEFAULT_LIMIT = DEFAULT_PAGE_SIZE

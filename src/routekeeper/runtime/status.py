@@ -40,9 +40,7 @@ async def status_snapshot(runtime: ReplicaRuntime) -> StatusSnapshot:
         except StorageError as exc:
             errors.append(f"replicas: {exc.message}")
         surfaces = await storage.count_surface_rows()
-        errors.extend(
-            f"surface {s.placement.surface.name}: {s.error}" for s in surfaces if s.error
-        )
+        errors.extend(f"surface {s.placement.surface.name}: {s.error}" for s in surfaces if s.error)
     else:
         surfaces = [SurfaceCount(p, None, "not ready") for p in storage.placements]
     return StatusSnapshot(

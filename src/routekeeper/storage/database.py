@@ -22,10 +22,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import event, func, select
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -35,10 +34,9 @@ from routekeeper.settings import MemoryBackend, PostgresBackend, SQLiteBackend, 
 from routekeeper.storage.errors import translate_storage_error
 
 
-def postgres_url(dsn: str) -> str:
+def postgres_url(dsn: str) -> URL:
     """Map ``postgresql://`` and ``postgres://`` DSNs to the psycopg 3 driver."""
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
+    return make_url(dsn).set(drivername="postgresql+psycopg")
 
 
 class Database:
@@ -103,12 +101,14 @@ class Database:
                 _raise_translated(exc)
         elif isinstance(self.backend, MemoryBackend):
             engine = create_async_engine(
-                "sqlite+aiosqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+                "sqlite+aiosqlite://",
+                poolclass=StaticPool,
+                connect_args={"check_same_thread": False},
             )
             _sqlite_pragmas(engine, begin="BEGIN IMMEDIATE", synchronous="OFF", busy_ms=0)
             self._writer = self._reader = engine
         else:
-            url = make_url(postgres_url(self.backend.dsn))
+            url = postgres_url(self.backend.dsn)
             self._writer = create_async_engine(
                 url,
                 pool_size=self.backend.pool_size,

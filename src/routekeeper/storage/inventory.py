@@ -12,8 +12,12 @@ from routekeeper.storage.placement import placements
 _CLASS_MEANINGS = {
     StateClass.EPHEMERAL_REQUEST_STATE: "per-request working state; loss on restart is fine",
     StateClass.RESTART_SAFE_LOCAL_STATE: "survives a restart of one node; not shared",
-    StateClass.SHARED_DURABLE_WORKFLOW_STATE: "user/operator-visible entities; authoritative; shared",
-    StateClass.AUDIT_ANALYTICS_TELEMETRY: "append-only facts with retention; never parsed from logs",
+    StateClass.SHARED_DURABLE_WORKFLOW_STATE: (
+        "user/operator-visible entities; authoritative; shared"
+    ),
+    StateClass.AUDIT_ANALYTICS_TELEMETRY: (
+        "append-only facts with retention; never parsed from logs"
+    ),
     StateClass.DERIVED_PROJECTION_STATE: "rebuilt from a canonical source; persisted",
 }
 

@@ -30,14 +30,11 @@ from routekeeper.storage.schema import metadata
 MIGRATION_LOCK_KEY = 0x3A1F_5C2B_9D4E_0617
 
 
-class SchemaStatus(str, enum.Enum):
+class SchemaStatus(enum.StrEnum):
     EMPTY = "empty"
     BEHIND = "behind"
     CURRENT = "current"
     AHEAD = "ahead"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -53,50 +53,49 @@ def placements(settings: Settings) -> list[SurfacePlacement]:
 
 def contract_problems(settings: Settings) -> list[str]:
     """Every way the configuration breaks the state contract (empty when it holds)."""
-    problems: list[str] = []
-    allowed_ephemeral = set(settings.state.allow_ephemeral)
     by_name = {p.surface.name: p for p in placements(settings)}
-    shared_mode = settings.state.mode == "shared"
+    problems: list[str] = []
     for placement in by_name.values():
-        surface, kind = placement.surface, placement.kind
-        where = f"backend {placement.backend!r} ({kind})"
-        klass = surface.state_class.value
-        key = f"state.surfaces.{surface.name}.backend"
-        if surface.durable and kind is BackendKind.MEMORY:
-            if surface.name not in allowed_ephemeral:
-                problems.append(
-                    f"surface {surface.name} ({klass}) is on {where}, which loses it on "
-                    f"restart. Fix: point {key} at a sqlite or postgres backend, or accept the "
-                    f"loss with state.allow_ephemeral: [{surface.name}]."
-                )
-            if shared_mode and surface.shared:
-                problems.append(
-                    f"surface {surface.name} ({klass}) is on {where}, but state.mode is shared "
-                    f"and each replica would keep its own copy. Fix: point {key} at a postgres "
-                    "backend."
-                )
-            continue
-        if shared_mode and surface.shared and kind is not BackendKind.POSTGRES:
-            problems.append(
-                f"surface {surface.name} ({klass}) is on {where}, which is local to one node, "
-                f"but state.mode is shared. Fix: point {key} (or state.default_backend) at a "
-                "postgres backend."
-            )
-            continue
-        if kind not in ALLOWED_BACKENDS[surface.state_class]:
-            allowed = ", ".join(sorted(k.value for k in ALLOWED_BACKENDS[surface.state_class]))
-            problems.append(
-                f"surface {surface.name} ({klass}) is on {where}; its class allows {allowed}. "
-                f"Fix: point {key} at one of those."
-            )
-        partner = surface.colocated_with
+        problems += _backend_problems(settings, placement)
+        surface, partner = placement.surface, placement.surface.colocated_with
         if partner and partner in by_name and by_name[partner].backend != placement.backend:
             problems.append(
-                f"surface {surface.name} ({klass}) is on backend {placement.backend!r} but "
-                f"commits together with {partner} on {by_name[partner].backend!r}. Fix: put "
-                f"both on the same backend."
+                f"surface {surface.name} ({surface.state_class.value}) is on backend "
+                f"{placement.backend!r} but commits together with {partner} on "
+                f"{by_name[partner].backend!r}. Fix: put both on the same backend."
             )
     return problems
+
+
+def _backend_problems(settings: Settings, placement: SurfacePlacement) -> list[str]:
+    """Whether the surface's class may live on its backend kind (at most one problem)."""
+    surface, kind = placement.surface, placement.kind
+    shared_mode = settings.state.mode == "shared"
+    where = f"backend {placement.backend!r} ({kind})"
+    name = f"surface {surface.name} ({surface.state_class.value})"
+    key = f"state.surfaces.{surface.name}.backend"
+    if surface.durable and kind is BackendKind.MEMORY:
+        if surface.name not in settings.state.allow_ephemeral:
+            return [
+                f"{name} is on {where}, which loses it on restart. Fix: point {key} at a "
+                f"sqlite or postgres backend, or accept the loss with "
+                f"state.allow_ephemeral: [{surface.name}]."
+            ]
+        if shared_mode and surface.shared:
+            return [
+                f"{name} is on {where}, but state.mode is shared and each replica would keep "
+                f"its own copy. Fix: point {key} at a postgres backend."
+            ]
+        return []
+    if shared_mode and surface.shared and kind is not BackendKind.POSTGRES:
+        return [
+            f"{name} is on {where}, which is local to one node, but state.mode is shared. "
+            f"Fix: point {key} (or state.default_backend) at a postgres backend."
+        ]
+    if kind not in ALLOWED_BACKENDS[surface.state_class]:
+        allowed = ", ".join(sorted(k.value for k in ALLOWED_BACKENDS[surface.state_class]))
+        return [f"{name} is on {where}; its class allows {allowed}. Fix: point {key} at one."]
+    return []
 
 
 def check_contract(settings: Settings) -> list[SurfacePlacement]:

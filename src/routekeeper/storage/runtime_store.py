@@ -129,7 +129,9 @@ class RuntimeStore:
             change = PhaseChange(current, to_phase, now, detail)
             await conn.execute(insert(runtime_events).values(**_phase_event(replica_id, change)))
             row = (
-                await conn.execute(select(runtime_replicas).where(runtime_replicas.c.id == replica_id))
+                await conn.execute(
+                    select(runtime_replicas).where(runtime_replicas.c.id == replica_id)
+                )
             ).one()
         return _replica(row)
 
@@ -153,7 +155,9 @@ class RuntimeStore:
     async def get(self, replica_id: str) -> ReplicaRecord:
         async with self.db.read() as conn:
             row = (
-                await conn.execute(select(runtime_replicas).where(runtime_replicas.c.id == replica_id))
+                await conn.execute(
+                    select(runtime_replicas).where(runtime_replicas.c.id == replica_id)
+                )
             ).one_or_none()
         if row is None:
             raise NotFound(f"no replica {replica_id}")
@@ -174,8 +178,15 @@ class RuntimeStore:
             query = query.where(runtime_replicas.c.phase.in_([p.value for p in phases]))
         async with self.db.read() as conn:
             return await keyset_page(
-                conn, query, runtime_replicas.c.id, _replica, lambda r: r.id,
-                limit=limit, order=order, after=after, before=before,
+                conn,
+                query,
+                runtime_replicas.c.id,
+                _replica,
+                lambda r: r.id,
+                limit=limit,
+                order=order,
+                after=after,
+                before=before,
             )
 
     async def list_events(
@@ -195,8 +206,15 @@ class RuntimeStore:
             query = query.where(runtime_events.c.kind == kind.value)
         async with self.db.read() as conn:
             return await keyset_page(
-                conn, query, runtime_events.c.id, _event, lambda e: e.id,
-                limit=limit, order=order, after=after, before=before,
+                conn,
+                query,
+                runtime_events.c.id,
+                _event,
+                lambda e: e.id,
+                limit=limit,
+                order=order,
+                after=after,
+                before=before,
             )
 
     async def prune(

@@ -37,7 +37,9 @@ class StateStorage:
             if name in self.databases:
                 continue
             backend = settings.state.backends[name]
-            path = settings.resolve_path(backend.path) if isinstance(backend, SQLiteBackend) else None
+            path = (
+                settings.resolve_path(backend.path) if isinstance(backend, SQLiteBackend) else None
+            )
             self.databases[name] = Database(name, backend, sqlite_path=path)
         self.runtime = RuntimeStore(self.database_for("runtime_status"))
 

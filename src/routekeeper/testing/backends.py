@@ -48,7 +48,9 @@ def _with_database(dsn: str, name: str) -> str:
 
 
 @contextmanager
-def fresh_postgres_database(admin_dsn: str | None = None, *, prefix: str = "rk_test") -> Iterator[str]:
+def fresh_postgres_database(
+    admin_dsn: str | None = None, *, prefix: str = "rk_test"
+) -> Iterator[str]:
     """Create an empty database, yield its DSN, drop it afterwards (even if still in use)."""
     admin = admin_dsn or postgres_admin_dsn()
     name = f"{prefix}_{secrets.token_hex(6)}"

@@ -21,6 +21,7 @@ from routekeeper.testing.backends import (
     services_required,
 )
 
+
 def require_postgres() -> None:
     """Skip (or fail, when services are required) unless PostgreSQL answers."""
     reason = postgres_unavailable_reason()
@@ -39,7 +40,9 @@ def postgres_dsn() -> Iterator[str]:
         yield dsn
 
 
-@pytest.fixture(params=[pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def backend_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

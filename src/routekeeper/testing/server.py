@@ -85,7 +85,9 @@ class ServerProcess:
         last = "no answer"
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
-                raise ServerError(f"server exited with {self.exit_code()} before ready\n{self.log_tail()}")
+                raise ServerError(
+                    f"server exited with {self.exit_code()} before ready\n{self.log_tail()}"
+                )
             try:
                 response = httpx.get(f"{self.url}/readyz", timeout=2.0)
                 if response.status_code == 200:

@@ -21,7 +21,9 @@ def _runtime(request: Request) -> ReplicaRuntime:
     return runtime
 
 
-@router.get("/status", operation_id="get_status", response_model=StatusOut, response_model_by_alias=True)
+@router.get(
+    "/status", operation_id="get_status", response_model=StatusOut, response_model_by_alias=True
+)
 async def get_status(request: Request) -> StatusOut:
     """Replicas (newest first, this one included) and every registered surface with its
     class, backend, whether it is ephemeral, and its row count."""

@@ -47,9 +47,7 @@ def upgrade() -> None:
         sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_runtime_events"),
     )
-    op.create_index(
-        "ix_runtime_events_replica_id_id", "runtime_events", ["replica_id", "id"]
-    )
+    op.create_index("ix_runtime_events_replica_id_id", "runtime_events", ["replica_id", "id"])
     op.create_index("ix_runtime_events_occurred_at", "runtime_events", ["occurred_at"])
 
 
