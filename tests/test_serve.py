@@ -187,3 +187,57 @@ def test_two_replicas_start_together_on_an_empty_postgres_database(tmp_path, pos
     finally:
         for server in servers:
             server.__exit__(None, None, None)
+
+
+def test_readyz_is_503_with_the_phase_until_ready(tmp_path):
+    """Hold the SQLite write lock from outside: the replica waits in `migrating` (503) and
+    becomes ready once the lock is released."""
+    import sqlite3
+    import time
+
+    config = write_config(
+        tmp_path / "c.yaml",
+        {"state": {"backends": {"main": {"type": "sqlite", "busy_timeout_ms": 30000}}}},
+    )
+    server = ServerProcess(workspace=tmp_path / "ws", config=config)
+    with server:
+        server.terminate()
+    blocker = sqlite3.connect(tmp_path / "ws" / "state.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        server.start(wait_ready=False)
+        seen = None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(f"{server.url}/readyz", timeout=2)
+            except httpx.HTTPError:
+                time.sleep(0.05)
+                continue
+            assert response.status_code == 503, response.text
+            seen = response.json()
+            if seen["phase"] == "migrating":
+                break
+            time.sleep(0.05)
+        assert seen is not None and seen["phase"] == "migrating" and seen["ready"] is False
+        assert httpx.get(f"{server.url}/livez").status_code == 200
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert server.wait_ready(timeout=20)["phase"] == "ready"
+    assert server.terminate() == 0
+
+
+def test_heartbeat_advances_while_ready(tmp_path):
+    import time
+
+    config = write_config(tmp_path / "c.yaml", {"runtime": {"heartbeat_seconds": 0.2}})
+    with ServerProcess(workspace=tmp_path / "ws", config=config) as server:
+
+        def beat() -> str:
+            body = status(server)
+            return next(r["heartbeat_at"] for r in body["replicas"] if r["current"])
+
+        first = beat()
+        time.sleep(1.0)
+        assert beat() > first

@@ -85,6 +85,10 @@ BackendSettings = Annotated[
 ]
 
 
+def _default_backends() -> dict[str, SQLiteBackend | PostgresBackend | MemoryBackend]:
+    return {DEFAULT_BACKEND_NAME: SQLiteBackend()}
+
+
 class SurfaceBinding(_Strict):
     backend: str
 
@@ -97,9 +101,7 @@ class StateSettings(_Strict):
         True, description="Migrate an empty or older database at start; false refuses instead."
     )
     default_backend: str = DEFAULT_BACKEND_NAME
-    backends: dict[str, BackendSettings] = Field(
-        default_factory=lambda: {DEFAULT_BACKEND_NAME: SQLiteBackend()}
-    )
+    backends: dict[str, BackendSettings] = Field(default_factory=_default_backends)
     surfaces: dict[str, SurfaceBinding] = Field(default_factory=dict)
     allow_ephemeral: list[str] = Field(
         default_factory=list,

@@ -91,8 +91,9 @@ def serve(
         port=server_settings.port,
         log_config=None,
         log_level=server_settings.log_level,
+        # uvicorn takes whole seconds here.
         timeout_graceful_shutdown=max(
-            0.1, server_settings.graceful_timeout_seconds - SHUTDOWN_RESERVE_SECONDS
+            1, int(server_settings.graceful_timeout_seconds - SHUTDOWN_RESERVE_SECONDS)
         ),
         lifespan="on",
         access_log=server_settings.log_level == "debug",

@@ -121,7 +121,9 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"{request.method} is not allowed on {request.url.path}"
         else:
             message = str(exc.detail)
-        return error_response(request, exc.status_code, code, message, headers=exc.headers)
+        return error_response(
+            request, exc.status_code, code, message, headers=dict(exc.headers or {})
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

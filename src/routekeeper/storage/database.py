@@ -108,9 +108,8 @@ class Database:
             _sqlite_pragmas(engine, begin="BEGIN IMMEDIATE", synchronous="OFF", busy_ms=0)
             self._writer = self._reader = engine
         else:
-            url = postgres_url(self.backend.dsn)
             self._writer = create_async_engine(
-                url,
+                postgres_url(self.backend.dsn),
                 pool_size=self.backend.pool_size,
                 max_overflow=self.backend.pool_size,
                 pool_pre_ping=True,
