@@ -94,7 +94,8 @@ def test_status_lists_this_replica_and_both_runtime_surfaces(client):
         assert s["backend"] == "main" and s["backend_type"] == "sqlite"
         assert s["ephemeral"] is False and s["owner"] == "router"
     assert surfaces["runtime_status"]["rows"] == 1
-    assert surfaces["runtime_events"]["rows"] == 4  # starting, migrating, recovering, ready
+    # starting, migrating, recovering, recovery.completed (runtime_status), ready
+    assert surfaces["runtime_events"]["rows"] == 5
 
 
 def test_readyz_and_livez(client):

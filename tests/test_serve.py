@@ -81,7 +81,12 @@ def test_sigterm_ends_the_replica_stopped_and_the_next_start_shows_it(tmp_path):
         assert phases[body["replica_id"]] == "ready"
         events = httpx.get(
             f"{server.url}/api/runtime/events",
-            params={"replica_id": first, "order": "asc", "limit": 100},
+            params={
+                "replica_id": first,
+                "order": "asc",
+                "limit": 100,
+                "kind": "replica.phase_changed",
+            },
         ).json()["data"]
         assert [(e["from_phase"], e["to_phase"]) for e in events] == [
             (None, "starting"),

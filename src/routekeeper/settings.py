@@ -156,13 +156,30 @@ def _unknown_surface(name: str) -> str:
 
 
 class RuntimeSettings(_Strict):
-    heartbeat_seconds: float = Field(2.0, gt=0, le=3600, description="Replica heartbeat period.")
+    heartbeat_seconds: float = Field(
+        2.0, gt=0, le=3600, description="Replica heartbeat (and crash sweep) period."
+    )
+    stale_after_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=86400,
+        description="A replica whose heartbeat is older than this may be declared crashed.",
+    )
     event_retention_days: int = Field(
         30, ge=1, le=3650, description="runtime_events older than this are pruned."
     )
     replica_retention_days: int = Field(
         7, ge=1, le=3650, description="Rows of stopped or failed replicas older than this go."
     )
+
+    @model_validator(mode="after")
+    def _stale_after_heartbeats(self) -> RuntimeSettings:
+        if self.stale_after_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError(
+                "@stale_after_seconds: must be at least twice heartbeat_seconds "
+                f"({self.heartbeat_seconds}), or live replicas would be declared crashed"
+            )
+        return self
 
 
 class ServerSettings(_Strict):

@@ -17,24 +17,30 @@ class ReplicaPhase(enum.StrEnum):
     STOPPED = "stopped"
     FAILED = "failed"
     """Startup or shutdown failed and the process exited on its own (with an error)."""
+    CRASHED = "crashed"
+    """The process died without saying so; another replica noticed (lock free or heartbeat
+    stale) and recorded it."""
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL_PHASES
 
 
-TERMINAL_PHASES = frozenset({ReplicaPhase.STOPPED, ReplicaPhase.FAILED})
+TERMINAL_PHASES = frozenset({ReplicaPhase.STOPPED, ReplicaPhase.FAILED, ReplicaPhase.CRASHED})
 
 _P = ReplicaPhase
+# A replica moves itself along these; only another replica's sweep moves it to CRASHED.
 ALLOWED_TRANSITIONS: dict[ReplicaPhase, frozenset[ReplicaPhase]] = {
-    _P.STARTING: frozenset({_P.MIGRATING, _P.DRAINING, _P.FAILED}),
-    _P.MIGRATING: frozenset({_P.RECOVERING, _P.DRAINING, _P.FAILED}),
-    _P.RECOVERING: frozenset({_P.READY, _P.DRAINING, _P.FAILED}),
-    _P.READY: frozenset({_P.DRAINING, _P.FAILED}),
-    _P.DRAINING: frozenset({_P.STOPPED, _P.FAILED}),
+    _P.STARTING: frozenset({_P.MIGRATING, _P.DRAINING, _P.FAILED, _P.CRASHED}),
+    _P.MIGRATING: frozenset({_P.RECOVERING, _P.DRAINING, _P.FAILED, _P.CRASHED}),
+    _P.RECOVERING: frozenset({_P.READY, _P.DRAINING, _P.FAILED, _P.CRASHED}),
+    _P.READY: frozenset({_P.DRAINING, _P.FAILED, _P.CRASHED}),
+    _P.DRAINING: frozenset({_P.STOPPED, _P.FAILED, _P.CRASHED}),
     _P.STOPPED: frozenset(),
     _P.FAILED: frozenset(),
+    _P.CRASHED: frozenset(),
 }
+LIVE_PHASES = frozenset(p for p in ReplicaPhase if p not in TERMINAL_PHASES)
 
 
 def transition_allowed(from_phase: ReplicaPhase, to_phase: ReplicaPhase) -> bool:
@@ -45,6 +51,11 @@ class RuntimeEventKind(enum.StrEnum):
     """Kinds of rows in the ``runtime_events`` surface."""
 
     REPLICA_PHASE_CHANGED = "replica.phase_changed"
+    """A replica moved itself from one phase to another."""
+    REPLICA_CRASHED = "replica.crashed"
+    """Another replica found this one dead; data: last_heartbeat_at, detected_by, reason."""
+    RECOVERY_COMPLETED = "recovery.completed"
+    """A surface's recovery step ran at startup; data: surface, counts."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,13 @@ class PhaseChange:
     to_phase: ReplicaPhase
     occurred_at: datetime
     detail: str | None = None
+
+
+class CrashReason(enum.StrEnum):
+    LOCK_FREE = "lock_free"
+    """Its liveness lock is free: the process holding it is gone."""
+    HEARTBEAT_STALE = "heartbeat_stale"
+    """Its heartbeat is older than runtime.stale_after_seconds."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from routekeeper.contract.runtime import (
     ReplicaRecord,
     transition_allowed,
 )
+from routekeeper.runtime.recovery import RecoveryContext, run_recovery, sweep_crashed_replicas
 from routekeeper.settings import Settings
 from routekeeper.storage.state import StateStorage
 from routekeeper.storage.types import utcnow
@@ -60,6 +61,8 @@ class ReplicaRuntime:
         self._phase_lock = asyncio.Lock()
         self._startup: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._healthy_since: float | None = None
+        self._lock_held = False
         self.last_heartbeat_error: str | None = None
 
     # -- phases ----------------------------------------------------------------------------
@@ -118,17 +121,30 @@ class ReplicaRuntime:
             await self.fail(f"startup failed: {message}")
 
     async def start(self) -> None:
-        """starting -> migrating -> recovering -> ready, then the heartbeat runs."""
+        """starting -> migrating -> recovering -> ready, then the heartbeat runs.
+
+        The liveness lock is taken before the replica's row exists, so any registered
+        replica whose lock is free is dead."""
         await self.storage.open()
+        await self.storage.liveness.acquire(self.id)
+        self._lock_held = True
         await self._change(ReplicaPhase.MIGRATING)
         for state in await self.storage.migrate():
             if state.applied:
                 log.info("backend %s migrated: %s", state.backend, ", ".join(state.applied))
         await self._register()
         await self._change(ReplicaPhase.RECOVERING)
-        # Surfaces' recovery steps run here; runtime_status and runtime_events need none.
+        for report in await run_recovery(self._recovery_context()):
+            log.info("recovery of %s: %s", report.surface, report.counts)
         await self._change(ReplicaPhase.READY)
+        self._healthy_since = asyncio.get_running_loop().time()
         self._heartbeat = asyncio.create_task(self._beat(), name=f"heartbeat {self.id}")
+
+    def _recovery_context(self) -> RecoveryContext:
+        healthy = 0.0
+        if self._healthy_since is not None:
+            healthy = asyncio.get_running_loop().time() - self._healthy_since
+        return RecoveryContext(self.settings, self.storage, self.id, healthy_for_seconds=healthy)
 
     async def fail(self, message: str) -> None:
         """Record a fatal error (best effort) and ask the server to exit non-zero."""
@@ -145,6 +161,8 @@ class ReplicaRuntime:
     # -- heartbeat and retention -----------------------------------------------------------
 
     async def _beat(self) -> None:
+        """Every heartbeat_seconds: keep the liveness lock, store the heartbeat, sweep for
+        crashed replicas; now and then apply retention."""
         interval = self.settings.runtime.heartbeat_seconds
         next_prune = 0.0
         loop = asyncio.get_running_loop()
@@ -154,14 +172,33 @@ class ReplicaRuntime:
                     await self.prune()
                     next_prune = loop.time() + PRUNE_EVERY_SECONDS
                 await asyncio.sleep(interval)
-                await self.storage.runtime.heartbeat(self.id)
+                await self.storage.liveness.ensure_held()
+                if not await self.storage.runtime.heartbeat(self.id):
+                    await self._fenced()
+                    return
                 if self.last_heartbeat_error:
                     log.info("replica %s: heartbeat stored again", self.id)
+                    self._healthy_since = loop.time()
                 self.last_heartbeat_error = None
+                await sweep_crashed_replicas(self._recovery_context(), False)
             except StorageError as exc:
                 if self.last_heartbeat_error is None:
                     log.warning("replica %s: heartbeat not stored: %s", self.id, exc)
                 self.last_heartbeat_error = str(exc)
+                self._healthy_since = None
+
+    async def _fenced(self) -> None:
+        """Another replica declared this one crashed (it was hung or cut off for longer than
+        stale_after_seconds). Whatever it owned may already be someone else's: stop."""
+        record = await self.storage.runtime.get(self.id)
+        self.phase = record.phase
+        self.error = (
+            f"replica {self.id} was declared {record.phase} ({record.detail}); exiting so its "
+            "work is not done twice"
+        )
+        log.error(self.error)
+        if self.on_fatal is not None:
+            self.on_fatal(self.error)
 
     async def prune(self) -> tuple[int, int]:
         """Apply retention to runtime events and finished replicas, in batches."""
@@ -206,9 +243,15 @@ class ReplicaRuntime:
         try:
             if self._registered:
                 await self._change(ReplicaPhase.STOPPED)
-            else:
+            elif not self.phase.terminal:
                 self.phase = ReplicaPhase.STOPPED
         except StorageError as exc:
             log.error("replica %s: could not record stopped: %s", self.id, exc)
         finally:
-            await self.storage.close()
+            # The lock goes last: while the row says live, the lock says so too.
+            try:
+                if self._lock_held:
+                    await self.storage.liveness.release()
+                    self._lock_held = False
+            finally:
+                await self.storage.close()

@@ -182,6 +182,15 @@ class Database:
             except BaseException as exc:
                 _raise_translated(exc)
 
+    async def dedicated_connection(self) -> AsyncConnection:
+        """A connection of its own for the caller to keep (and close): PostgreSQL session
+        state such as a liveness advisory lock lives as long as it does."""
+        try:
+            return await self._engine(self._writer).connect()
+        except Exception as exc:
+            _raise_translated(exc)
+            raise
+
     async def ping(self) -> None:
         async with self.read() as conn:
             await conn.execute(select(1))

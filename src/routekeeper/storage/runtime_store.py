@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from routekeeper.contract.errors import InvalidTransition, NotFound
 from routekeeper.contract.pages import Page, SortOrder
 from routekeeper.contract.runtime import (
+    LIVE_PHASES,
     TERMINAL_PHASES,
+    CrashReason,
     PhaseChange,
     ReplicaPhase,
     ReplicaRecord,
@@ -144,13 +146,96 @@ class RuntimeStore:
             raise NotFound(f"no replica {replica_id}")
         return ReplicaPhase(phase)
 
-    async def heartbeat(self, replica_id: str, *, at: datetime | None = None) -> None:
+    async def heartbeat(self, replica_id: str, *, at: datetime | None = None) -> bool:
+        """Store the heartbeat; False when the replica is no longer live (another replica
+        declared it crashed, or it never registered)."""
         async with self.db.write() as conn:
+            result = await conn.execute(
+                update(runtime_replicas)
+                .where(runtime_replicas.c.id == replica_id)
+                .where(runtime_replicas.c.phase.in_([p.value for p in LIVE_PHASES]))
+                .values(heartbeat_at=at or utcnow())
+            )
+        return result.rowcount > 0
+
+    async def mark_crashed(
+        self,
+        replica_id: str,
+        *,
+        reason: CrashReason,
+        detected_by: str | None,
+        at: datetime | None = None,
+    ) -> bool:
+        """Record that a live replica died: phase ``crashed`` and a ``replica.crashed`` event
+        naming its last heartbeat and the detector, in one transaction. Returns False (and
+        writes nothing) when the replica is already in a terminal phase, so concurrent sweeps
+        record a crash exactly once."""
+        now = at or utcnow()
+        async with self.db.write() as conn:
+            query = select(runtime_replicas).where(runtime_replicas.c.id == replica_id)
+            if self.db.dialect == "postgresql":
+                query = query.with_for_update()
+            row = (await conn.execute(query)).one_or_none()
+            if row is None or ReplicaPhase(row.phase) in TERMINAL_PHASES:
+                return False
+            detail = f"declared crashed by {detected_by or 'recovery'}: {reason.value}"
             await conn.execute(
                 update(runtime_replicas)
                 .where(runtime_replicas.c.id == replica_id)
-                .values(heartbeat_at=at or utcnow())
+                .values(
+                    phase=ReplicaPhase.CRASHED.value, updated_at=now, stopped_at=now, detail=detail
+                )
             )
+            await conn.execute(
+                insert(runtime_events).values(
+                    replica_id=replica_id,
+                    kind=RuntimeEventKind.REPLICA_CRASHED.value,
+                    from_phase=row.phase,
+                    to_phase=ReplicaPhase.CRASHED.value,
+                    data={
+                        "last_heartbeat_at": row.heartbeat_at.isoformat(),
+                        "detected_by": detected_by,
+                        "reason": reason.value,
+                        "last_phase": row.phase,
+                    },
+                    occurred_at=now,
+                )
+            )
+        return True
+
+    async def append_event(
+        self,
+        replica_id: str,
+        kind: RuntimeEventKind,
+        data: dict[str, Any],
+        *,
+        at: datetime | None = None,
+    ) -> None:
+        """Append an event that changes no replica row (e.g. ``recovery.completed``)."""
+        async with self.db.write() as conn:
+            await conn.execute(
+                insert(runtime_events).values(
+                    replica_id=replica_id,
+                    kind=kind.value,
+                    from_phase=None,
+                    to_phase=None,
+                    data=data,
+                    occurred_at=at or utcnow(),
+                )
+            )
+
+    async def live_replicas(self) -> list[ReplicaRecord]:
+        """Every replica not in a terminal phase (an index on phase keeps this small)."""
+        out: list[ReplicaRecord] = []
+        after: str | None = None
+        while True:
+            page = await self.list_replicas(
+                limit=100, order=SortOrder.ASC, after=after, phases=sorted(LIVE_PHASES)
+            )
+            out.extend(page.data)
+            if not page.has_more:
+                return out
+            after = str(page.last_id)
 
     async def get(self, replica_id: str) -> ReplicaRecord:
         async with self.db.read() as conn:

@@ -10,6 +10,7 @@ from routekeeper.contract import SURFACES
 from routekeeper.contract.errors import StorageError
 from routekeeper.settings import Settings, SQLiteBackend
 from routekeeper.storage.database import Database
+from routekeeper.storage.liveness import liveness_for
 from routekeeper.storage.migrate import MigrationState, ensure_schema
 from routekeeper.storage.placement import SurfacePlacement, check_contract
 from routekeeper.storage.runtime_store import RuntimeStore
@@ -42,6 +43,7 @@ class StateStorage:
             )
             self.databases[name] = Database(name, backend, sqlite_path=path)
         self.runtime = RuntimeStore(self.database_for("runtime_status"))
+        self.liveness = liveness_for(self.database_for("runtime_status"), settings.workspace)
 
     def database_for(self, surface: str) -> Database:
         if surface not in SURFACES:
