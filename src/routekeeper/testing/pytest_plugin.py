@@ -8,11 +8,12 @@ cases skip, unless ``ROUTEKEEPER_REQUIRE_SERVICES=1`` makes them fail.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from routekeeper.settings import Settings, load_settings
 from routekeeper.testing.backends import (
@@ -20,6 +21,16 @@ from routekeeper.testing.backends import (
     postgres_unavailable_reason,
     services_required,
 )
+from routekeeper.testing.server import ServerProcess
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "restart(surface): a kill-and-restart test of a registered state surface; it must "
+        "take the restart_backend fixture so it runs on sqlite and postgres",
+    )
+    config.addinivalue_line("markers", "postgres: needs the PostgreSQL server")
 
 
 def require_postgres() -> None:
@@ -75,3 +86,51 @@ async def state_storage(state_settings: Settings) -> AsyncIterator[Any]:
         yield storage
     finally:
         await storage.close()
+
+
+@pytest.fixture(
+    params=[pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def restart_backend(request: pytest.FixtureRequest) -> str:
+    """The backend a restart test runs on: a SQLite workspace or a fresh PostgreSQL database
+    (``state.mode: shared``)."""
+    return str(request.param)
+
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def server_factory(
+    restart_backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[ServerFactory]:
+    """Build ``routekeeper serve`` processes that all share one state on ``restart_backend``.
+
+    ``server_factory(**config_sections)`` writes a config (the backend's ``state`` section
+    plus the given sections, e.g. ``runtime={"heartbeat_seconds": 0.5}``) and returns a
+    :class:`ServerProcess`, not yet started. Every process is killed at teardown."""
+    state: dict[str, Any]
+    if restart_backend == "postgres":
+        dsn = request.getfixturevalue("postgres_dsn")
+        state = {
+            "mode": "shared",
+            "default_backend": "pg",
+            "backends": {"pg": {"type": "postgres", "dsn": dsn}},
+        }
+    else:
+        state = {"backends": {"main": {"type": "sqlite", "path": "state.db"}}}
+    workspace = tmp_path / "workspace"
+    servers: list[ServerProcess] = []
+
+    def make(**sections: Any) -> ServerProcess:
+        config = tmp_path / f"config-{len(servers)}.yaml"
+        config.write_text(yaml.safe_dump({"state": state, **sections}))
+        server = ServerProcess(workspace=workspace, config=config)
+        servers.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop_quietly()

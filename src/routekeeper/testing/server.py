@@ -135,6 +135,12 @@ class ServerProcess:
     def log_tail(self, lines: int = 60) -> str:
         return "--- server log (tail) ---\n" + "\n".join(self.log().splitlines()[-lines:])
 
+    def stop_quietly(self) -> None:
+        """SIGKILL if still running (test teardown)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
     def __enter__(self) -> ServerProcess:
         if self.proc is None:
             self.start()
@@ -146,6 +152,4 @@ class ServerProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        self.stop_quietly()

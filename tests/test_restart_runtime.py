@@ -1,0 +1,123 @@
+"""Kill-and-restart tests of the runtime surfaces, on SQLite and PostgreSQL, through the
+real server process."""
+
+import time
+
+import httpx
+import pytest
+
+from routekeeper.testing import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+
+def get(server: ServerProcess, path: str, **params) -> dict:
+    response = httpx.get(f"{server.url}{path}", params=params, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def replica(server: ServerProcess, replica_id: str) -> dict:
+    rows = get(server, "/api/replicas", limit=100)["data"]
+    return next(r for r in rows if r["id"] == replica_id)
+
+
+def events(server: ServerProcess, **filters) -> list[dict]:
+    out, after = [], None
+    while True:
+        params = {"order": "asc", "limit": 100, **filters}
+        if after is not None:
+            params["after"] = after
+        page = get(server, "/api/runtime/events", **params)
+        out += page["data"]
+        if not page["has_more"]:
+            return out
+        after = page["last_id"]
+
+
+@pytest.mark.restart(surface="runtime_status")
+def test_sigkill_is_recorded_as_a_crash_before_the_next_replica_is_ready(server_factory):
+    first = server_factory().start()
+    dead_id = get(first, "/readyz")["replica_id"]
+    first.kill()
+
+    second = server_factory().start()
+    me = get(second, "/readyz")["replica_id"]
+    dead = replica(second, dead_id)
+    assert dead["phase"] == "crashed"
+    assert dead["stopped_at"] is not None
+
+    crash = events(second, replica_id=dead_id, kind="replica.crashed")
+    assert len(crash) == 1
+    data = crash[0]["data"]
+    assert data["detected_by"] == me
+    assert data["reason"] == "lock_free"
+    assert data["last_phase"] == "ready"
+    # the event names the last heartbeat the dead replica stored
+    assert data["last_heartbeat_at"].replace("+00:00", "Z") == dead["heartbeat_at"].replace(
+        "+00:00", "Z"
+    )
+
+    ready = [e for e in events(second, replica_id=me) if e["to_phase"] == "ready"]
+    assert len(ready) == 1 and crash[0]["id"] < ready[0]["id"], "crash recorded after ready"
+    recovered = events(second, replica_id=me, kind="recovery.completed")
+    assert [e["data"] for e in recovered] == [
+        {"surface": "runtime_status", "counts": {"dead_found": 1, "marked_crashed": 1}}
+    ]
+
+
+@pytest.mark.restart(surface="runtime_status")
+def test_sigterm_is_stopped_never_crashed(server_factory):
+    first = server_factory().start()
+    first_id = get(first, "/readyz")["replica_id"]
+    assert first.terminate() == 0
+    second = server_factory().start()
+    assert replica(second, first_id)["phase"] == "stopped"
+    assert events(second, replica_id=first_id, kind="replica.crashed") == []
+    recovered = events(
+        second, kind="recovery.completed", replica_id=get(second, "/readyz")["replica_id"]
+    )
+    assert recovered[0]["data"]["counts"] == {"dead_found": 0, "marked_crashed": 0}
+
+
+@pytest.mark.restart(surface="runtime_events")
+def test_every_event_seen_before_sigkill_is_there_after_restart(server_factory):
+    first = server_factory(runtime={"heartbeat_seconds": 0.2, "stale_after_seconds": 5}).start()
+    time.sleep(0.5)
+    seen = events(first)
+    assert len(seen) >= 5
+    first.kill()
+    second = server_factory().start()
+    after = events(second)
+    by_id = {e["id"]: e for e in after}
+    for event in seen:
+        assert by_id.get(event["id"]) == event
+    assert max(by_id) > max(e["id"] for e in seen)  # new events append after the old ones
+
+
+def test_a_survivor_marks_a_killed_peer_crashed_without_a_restart(server_factory):
+    """Two replicas on one state; SIGKILL one: the other's periodic sweep records it within
+    stale_after_seconds + heartbeat_seconds. Restarting the killed one adds no second crash."""
+    heartbeat, stale = 2.0, 10.0
+    runtime = {"heartbeat_seconds": heartbeat, "stale_after_seconds": stale}
+    survivor = server_factory(runtime=runtime).start()
+    victim = server_factory(runtime=runtime).start()
+    victim_id = get(victim, "/readyz")["replica_id"]
+    assert replica(survivor, victim_id)["phase"] == "ready"
+
+    victim.kill()
+    killed_at = time.monotonic()
+    while replica(survivor, victim_id)["phase"] != "crashed":
+        assert time.monotonic() - killed_at < stale + heartbeat + 2.0, survivor.log_tail()
+        time.sleep(0.1)
+    detected_after = time.monotonic() - killed_at
+    print(f"crash of {victim_id} recorded {detected_after:.2f}s after SIGKILL")
+    assert detected_after <= stale + heartbeat
+    crash = events(survivor, replica_id=victim_id, kind="replica.crashed")
+    assert len(crash) == 1
+    assert crash[0]["data"]["detected_by"] == get(survivor, "/readyz")["replica_id"]
+
+    victim.start()
+    assert len(events(victim, replica_id=victim_id, kind="replica.crashed")) == 1
+    time.sleep(heartbeat * 1.5)  # a few sweeps by both
+    assert len(events(survivor, replica_id=victim_id, kind="replica.crashed")) == 1
