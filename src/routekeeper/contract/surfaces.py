@@ -74,12 +74,15 @@ RUNTIME_STATUS = Surface(
         "version, started/heartbeat/stopped times."
     ),
     restart_expectation=(
-        "Every replica that ever started is still listed with its last phase; a replica "
-        "stopped by SIGTERM shows `stopped`."
+        "Every replica that ever started is still listed (until retention) with its last "
+        "phase: `stopped` after SIGTERM, `crashed` after SIGKILL or a hang once any replica "
+        "has swept."
     ),
     recovery=(
-        "A new replica registers itself with a fresh id; rows of earlier replicas are kept "
-        "as they were last written."
+        "Crash sweep (at start, before ready, and every heartbeat): a replica still in a live "
+        "phase whose liveness lock is free, or whose heartbeat is older than "
+        "`runtime.stale_after_seconds`, becomes `crashed` with a `replica.crashed` event "
+        "naming its last heartbeat and the detector, recorded exactly once."
     ),
 )
 
@@ -88,8 +91,9 @@ RUNTIME_EVENTS = Surface(
     owner=Owner.ROUTER,
     state_class=StateClass.AUDIT_ANALYTICS_TELEMETRY,
     stores=(
-        "Typed, append-only replica events (`replica.phase_changed` with from/to phase), "
-        "each written in the same transaction as the runtime_status row it describes."
+        "Typed, append-only events: `replica.phase_changed` and `replica.crashed` (each in the "
+        "same transaction as the runtime_status row change it describes) and "
+        "`recovery.completed` (per surface, with counts)."
     ),
     restart_expectation="Every committed event is kept, in order, until retention removes it.",
     recovery="Nothing to repair: events are only ever appended in committed transactions.",
