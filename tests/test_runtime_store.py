@@ -173,3 +173,35 @@ async def test_prune_removes_old_events_and_finished_replicas_only(state_storage
     with pytest.raises(NotFound):
         await state_storage.runtime.get(old)
     assert (await state_storage.runtime.get(live)).phase is ReplicaPhase.MIGRATING
+
+
+async def test_concurrent_sweepers_record_a_crash_exactly_once(state_settings, state_storage):
+    """Eight sweepers on their own connections race to mark one dead replica."""
+    import asyncio
+
+    from routekeeper.contract.runtime import CrashReason
+    from routekeeper.storage.state import StateStorage
+
+    rid = await _registered(state_storage)
+    sweepers = [StateStorage(state_settings) for _ in range(8)]
+    for s in sweepers:
+        await s.open()
+    try:
+        results = await asyncio.gather(
+            *(
+                s.runtime.mark_crashed(rid, reason=CrashReason.LOCK_FREE, detected_by=f"rep_{i}")
+                for i, s in enumerate(sweepers)
+            )
+        )
+    finally:
+        for s in sweepers:
+            await s.close()
+    assert sorted(results) == [False] * 7 + [True]
+    crashed = await state_storage.runtime.list_events(
+        replica_id=rid, kind=RuntimeEventKind.REPLICA_CRASHED
+    )
+    assert len(crashed.data) == 1
+    assert crashed.data[0].data["last_heartbeat_at"] == T0.isoformat()
+    assert (await state_storage.runtime.get(rid)).phase is ReplicaPhase.CRASHED
+    # a crashed replica no longer takes heartbeats: it learns it was declared dead
+    assert await state_storage.runtime.heartbeat(rid) is False
