@@ -48,6 +48,7 @@ class ServerProcess:
     ) -> None:
         self.workspace = Path(workspace)
         self.config = config
+        self._fixed_port = port is not None
         self.port = port or free_port()
         self.env = env or {}
         self.log_path = log_path or self.workspace.parent / f"serve-{self.port}.log"
@@ -64,10 +65,13 @@ class ServerProcess:
             cmd += ["--config", str(self.config)]
         return [*cmd, "--host", "127.0.0.1", "--port", str(self.port)]
 
-    def start(self, *, wait_ready: bool = True, timeout: float = 30.0) -> ServerProcess:
+    def start(
+        self, *, wait_ready: bool = True, timeout: float = 30.0, _port_retries: int = 3
+    ) -> ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             raise ServerError(f"server on port {self.port} is already running")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         env = {**os.environ, **self.env}
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== start {' '.join(self.command())}\n".encode())
@@ -76,7 +80,19 @@ class ServerProcess:
             )
         self.returncode = None
         if wait_ready:
-            self.wait_ready(timeout=timeout)
+            try:
+                self.wait_ready(timeout=timeout)
+            except ServerError:
+                # free_port() cannot reserve the port; another process may have taken it.
+                this_run = self.log()[offset:].lower()
+                if (
+                    self._fixed_port
+                    or _port_retries == 0
+                    or "address already in use" not in this_run
+                ):
+                    raise
+                self.port = free_port()
+                return self.start(timeout=timeout, _port_retries=_port_retries - 1)
         return self
 
     def wait_ready(self, *, timeout: float = 30.0) -> dict[str, Any]:
