@@ -188,7 +188,25 @@ class ServerSettings(_Strict):
     graceful_timeout_seconds: float = Field(
         10.0, gt=0, le=3600, description="SIGTERM: time to drain before the replica stops."
     )
+    drain_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=600,
+        description=(
+            "SIGTERM: keep accepting connections this long, answering /readyz 503, so a load "
+            "balancer notices before the port closes (counts within graceful_timeout_seconds)."
+        ),
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _drain_within_budget(self) -> ServerSettings:
+        if self.drain_seconds >= self.graceful_timeout_seconds:
+            raise ValueError(
+                "@drain_seconds: must be shorter than graceful_timeout_seconds "
+                f"({self.graceful_timeout_seconds})"
+            )
+        return self
 
 
 class Settings(BaseSettings):

@@ -32,26 +32,49 @@ SHUTDOWN_RESERVE_SECONDS = 1.0
 
 
 class ReplicaServer(uvicorn.Server):
-    """uvicorn's server, plus: SIGTERM/SIGINT turns the replica ``draining`` at once (so
-    /readyz goes 503 while requests finish), and a fatal startup error ends the process."""
+    """uvicorn's server, plus the replica's shutdown: on SIGTERM (or SIGINT) the replica turns
+    ``draining`` at once (``/readyz`` 503); after ``server.drain_seconds`` the port closes and
+    open requests get the rest of the graceful budget; a drained replica exits 0. A second
+    signal skips the delay. A fatal startup error ends the process."""
 
-    runtime: ReplicaRuntime | None = None
-    fatal: str | None = None
-    _loop: asyncio.AbstractEventLoop | None = None
+    def __init__(self, config: uvicorn.Config, runtime: ReplicaRuntime, drain_seconds: float):
+        super().__init__(config)
+        self.runtime = runtime
+        self.drain_seconds = drain_seconds
+        self.fatal: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._exit_requested = False
+        self._drain_task: asyncio.Task[None] | None = None
 
     async def serve(self, sockets: list | None = None) -> None:  # type: ignore[override]
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        loop = self._loop
+        first = not self._exit_requested
+        self._exit_requested = True
+        if loop is None or loop.is_closed():
+            self._close_port(sig, frame)
+            return
+        if first:
+            loop.call_soon_threadsafe(self._start_drain)
+        if first and self.drain_seconds > 0:
+            loop.call_soon_threadsafe(
+                loop.call_later, self.drain_seconds, self._close_port, sig, frame
+            )
+        else:
+            self._close_port(sig, frame)
+
+    def _start_drain(self) -> None:
+        self._drain_task = asyncio.get_running_loop().create_task(self.runtime.drain())
+
+    def _close_port(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         if sig == signal.SIGTERM:
             # uvicorn re-raises captured signals after shutdown; a drained replica that
             # reached `stopped` exits 0 instead of dying by SIGTERM.
             self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
-        runtime, loop = self.runtime, self._loop
-        if runtime is not None and loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(lambda: loop.create_task(runtime.drain()))
 
     def on_fatal(self, message: str) -> None:
         self.fatal = message
@@ -77,6 +100,7 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     listen = f"{server_settings.host}:{server_settings.port}"
     server_box: list[ReplicaServer] = []
     try:
@@ -93,22 +117,29 @@ def serve(
         log_level=server_settings.log_level,
         # uvicorn takes whole seconds here.
         timeout_graceful_shutdown=max(
-            1, int(server_settings.graceful_timeout_seconds - SHUTDOWN_RESERVE_SECONDS)
+            1,
+            int(
+                server_settings.graceful_timeout_seconds
+                - server_settings.drain_seconds
+                - SHUTDOWN_RESERVE_SECONDS
+            ),
         ),
         lifespan="on",
         access_log=server_settings.log_level == "debug",
     )
-    server = ReplicaServer(uv_config)
-    server.runtime = app.state.runtime
+    runtime: ReplicaRuntime = app.state.runtime
+    server = ReplicaServer(uv_config, runtime, server_settings.drain_seconds)
     server_box.append(server)
     log.info(
-        "replica %s starting on http://%s (workspace %s)",
-        server.runtime.id,
-        listen,
-        settings.workspace,
+        "replica %s starting on http://%s (workspace %s)", runtime.id, listen, settings.workspace
     )
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits this way when it cannot bind
+        fail(f"could not listen on {listen} (see the log above)", EXIT_FAILURE)
     if server.fatal:
         fail(server.fatal, EXIT_FAILURE)
     if not server.started:
         fail(f"the server could not start on {listen}", EXIT_FAILURE)
+    if runtime.stop_error:
+        fail(f"replica {runtime.id} did not stop cleanly: {runtime.stop_error}", EXIT_FAILURE)

@@ -10,6 +10,7 @@ edges translate them into these, and the API layers turn these into one envelope
         ├── StorageUnavailable      the database cannot be reached right now   (503)
         │   └── StorageBusy         SQLite stayed locked past busy_timeout      (503)
         ├── StorageConflict         a uniqueness or foreign-key rule refused a write (409)
+        ├── InvalidValue            the database refused a value (e.g. a NUL byte)  (400)
         ├── SchemaNotReady          the schema is missing or older than the code (503)
         ├── SchemaTooNew            the database was migrated by newer code     (503)
         └── InvalidTransition       a lifecycle change not in the allowed table (409)
@@ -84,6 +85,11 @@ class StorageBusy(StorageUnavailable):
 class StorageConflict(StorageError):
     code = "conflict"
     status = 409
+
+
+class InvalidValue(StorageError):
+    code = "invalid_value"
+    status = 400
 
 
 class SchemaNotReady(StorageError):

@@ -29,3 +29,10 @@ def new_id(prefix: str, *, now_ms: int | None = None) -> str:
 def has_prefix(value: str, prefix: str) -> bool:
     body = value.removeprefix(f"{prefix}_")
     return body != value and len(body) == 26 and all(c in _ALPHABET for c in body)
+
+
+def id_pattern(prefix: str) -> str:
+    """A regular expression matching exactly the ids :func:`new_id` makes for ``prefix``."""
+    if not _PREFIX.match(prefix):
+        raise ValueError(f"id prefix must be 2-8 lowercase letters, got {prefix!r}")
+    return rf"^{prefix}_[{_ALPHABET}]{{26}}$"

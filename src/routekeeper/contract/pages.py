@@ -21,7 +21,9 @@ class SortOrder(enum.StrEnum):
 @dataclass(frozen=True)
 class Page(Generic[T]):
     """``data`` in list order; ``first_id``/``last_id`` are the cursors of its ends (None when
-    empty); ``has_more`` is true when items exist past ``last_id`` in the same order."""
+    empty). ``has_more`` is true when more items exist beyond this page in the direction it was
+    fetched: past ``last_id`` for a first page or an ``after`` page, before ``first_id`` for a
+    ``before`` page."""
 
     data: Sequence[T]
     first_id: str | int | None

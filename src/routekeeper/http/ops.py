@@ -36,6 +36,8 @@ async def readyz(request: Request) -> JSONResponse:
         "ready": runtime.ready,
         "phase": runtime.phase.value,
         "replica_id": runtime.id,
+        # degraded: the last heartbeat could not be stored (the database is unreachable)
+        "storage": "degraded" if runtime.last_heartbeat_error else "ok",
     }
     if runtime.error:
         body["error"] = runtime.error

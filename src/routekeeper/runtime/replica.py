@@ -10,10 +10,11 @@ migration.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from routekeeper import __version__
@@ -63,6 +64,8 @@ class ReplicaRuntime:
         self._heartbeat: asyncio.Task[None] | None = None
         self._healthy_since: float | None = None
         self._lock_held = False
+        self._deadline: float | None = None
+        self.stop_error: str | None = None
         self.last_heartbeat_error: str | None = None
 
     # -- phases ----------------------------------------------------------------------------
@@ -152,9 +155,9 @@ class ReplicaRuntime:
         log.error("replica %s: %s", self.id, message)
         try:
             await self._change(ReplicaPhase.FAILED, detail=message[:2000])
-        except StorageError as exc:
+        except Exception as exc:  # the failure itself must still reach the operator
             log.error("could not record the failure: %s", exc)
-            self.phase = ReplicaPhase.FAILED
+        self.phase = ReplicaPhase.FAILED
         if self.on_fatal is not None:
             self.on_fatal(message)
 
@@ -163,29 +166,42 @@ class ReplicaRuntime:
     async def _beat(self) -> None:
         """Every heartbeat_seconds: keep the liveness lock, store the heartbeat, sweep for
         crashed replicas; now and then apply retention."""
-        interval = self.settings.runtime.heartbeat_seconds
+        runtime = self.settings.runtime
+        # A beat that cannot finish within half the stale window counts as a failed one.
+        budget = runtime.stale_after_seconds / 2
         next_prune = 0.0
         loop = asyncio.get_running_loop()
         while True:
+            await asyncio.sleep(runtime.heartbeat_seconds)
             try:
+                async with asyncio.timeout(budget):
+                    if not await self._beat_once():
+                        return
                 if loop.time() >= next_prune:
-                    await self.prune()
+                    async with asyncio.timeout(PRUNE_EVERY_SECONDS / 2):
+                        await self.prune()
                     next_prune = loop.time() + PRUNE_EVERY_SECONDS
-                await asyncio.sleep(interval)
-                await self.storage.liveness.ensure_held()
-                if not await self.storage.runtime.heartbeat(self.id):
-                    await self._fenced()
-                    return
-                if self.last_heartbeat_error:
-                    log.info("replica %s: heartbeat stored again", self.id)
-                    self._healthy_since = loop.time()
-                self.last_heartbeat_error = None
-                await sweep_crashed_replicas(self._recovery_context(), False)
-            except StorageError as exc:
+            except (StorageError, TimeoutError) as exc:
+                reason = str(exc) or f"no answer within {budget:g}s"
                 if self.last_heartbeat_error is None:
-                    log.warning("replica %s: heartbeat not stored: %s", self.id, exc)
-                self.last_heartbeat_error = str(exc)
+                    log.warning("replica %s: heartbeat not stored: %s", self.id, reason)
+                self.last_heartbeat_error = reason
                 self._healthy_since = None
+            except Exception:  # the heartbeat must outlive any one bad beat
+                log.exception("replica %s: heartbeat failed", self.id)
+
+    async def _beat_once(self) -> bool:
+        """One heartbeat and sweep; False when this replica was fenced and must stop."""
+        await self.storage.liveness.ensure_held()
+        if not await self.storage.runtime.heartbeat(self.id):
+            await self._fenced()
+            return False
+        if self.last_heartbeat_error:
+            log.info("replica %s: heartbeat stored again", self.id)
+            self._healthy_since = asyncio.get_running_loop().time()
+        self.last_heartbeat_error = None
+        await sweep_crashed_replicas(self._recovery_context(), False)
+        return True
 
     async def _fenced(self) -> None:
         """Another replica declared this one crashed (it was hung or cut off for longer than
@@ -218,40 +234,58 @@ class ReplicaRuntime:
     # -- shutdown --------------------------------------------------------------------------
 
     async def drain(self) -> None:
-        """Stop being ready (SIGTERM): /readyz turns 503 while requests finish."""
+        """Stop being ready (SIGTERM): /readyz turns 503 while requests finish. Starts the
+        shutdown budget (server.graceful_timeout_seconds) that bounds every write from here."""
+        loop = asyncio.get_running_loop()
+        if self._deadline is None:
+            self._deadline = loop.time() + self.settings.server.graceful_timeout_seconds
         if self._startup is not None and not self._startup.done():
             self._startup.cancel()
-            try:
-                await self._startup
-            except (asyncio.CancelledError, Exception):
-                pass
-        try:
-            await self._change(ReplicaPhase.DRAINING)
-        except StorageError as exc:
-            log.error("replica %s: could not record draining: %s", self.id, exc)
+            await self._bounded(_swallow(self._startup), "cancel startup")
+        if self.phase.terminal or self.phase is ReplicaPhase.DRAINING:
+            return
+        if not await self._bounded(self._change(ReplicaPhase.DRAINING), "record draining"):
             self.phase = ReplicaPhase.DRAINING
 
     async def stop(self) -> None:
-        """Finish: draining -> stopped, stop the heartbeat, close storage."""
+        """Finish within the shutdown budget: draining -> stopped, heartbeat stopped, liveness
+        lock released, storage closed. A write that fails or runs out of time is logged and
+        kept in ``stop_error`` (serve then exits non-zero); the rest still happens."""
         await self.drain()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
-            try:
-                await self._heartbeat
-            except asyncio.CancelledError:
-                pass
+            await self._bounded(_swallow(self._heartbeat), "stop the heartbeat")
         try:
             if self._registered:
-                await self._change(ReplicaPhase.STOPPED)
-            elif not self.phase.terminal:
+                await self._bounded(self._change(ReplicaPhase.STOPPED), "record stopped")
+            if not self.phase.terminal:
                 self.phase = ReplicaPhase.STOPPED
-        except StorageError as exc:
-            log.error("replica %s: could not record stopped: %s", self.id, exc)
         finally:
             # The lock goes last: while the row says live, the lock says so too.
-            try:
-                if self._lock_held:
-                    await self.storage.liveness.release()
-                    self._lock_held = False
-            finally:
-                await self.storage.close()
+            if self._lock_held:
+                await self._bounded(self.storage.liveness.release(), "release the liveness lock")
+                self._lock_held = False
+            await self._bounded(self.storage.close(), "close storage")
+
+    async def _bounded(self, awaitable: Awaitable[object], what: str) -> bool:
+        """Await within what is left of the shutdown budget; False (and ``stop_error`` set)
+        when it failed or ran out of time."""
+        loop = asyncio.get_running_loop()
+        deadline = self._deadline or loop.time() + self.settings.server.graceful_timeout_seconds
+        try:
+            async with asyncio.timeout(max(0.05, deadline - loop.time())):
+                await awaitable
+            return True
+        except TimeoutError:
+            message = f"could not {what} within server.graceful_timeout_seconds"
+        except Exception as exc:  # shutdown must go on whatever one step raised
+            message = f"could not {what}: {exc}"
+        log.error("replica %s: %s", self.id, message)
+        self.stop_error = self.stop_error or message
+        return False
+
+
+async def _swallow(task: asyncio.Task[None]) -> None:
+    """Wait for a cancelled task to finish, whatever it ends with."""
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task

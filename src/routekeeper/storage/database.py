@@ -86,7 +86,12 @@ class Database:
             return
         if isinstance(self.backend, SQLiteBackend):
             assert self.sqlite_path is not None
-            self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageUnavailable(
+                    f"cannot create {self.sqlite_path.parent}: {exc.strerror or exc}"
+                ) from exc
             url = f"sqlite+aiosqlite:///{self.sqlite_path}"
             self._writer = self._sqlite_engine(url, write=True, pool_size=1)
             self._reader = self._sqlite_engine(
@@ -114,7 +119,7 @@ class Database:
                 max_overflow=self.backend.pool_size,
                 pool_pre_ping=True,
                 pool_timeout=self.backend.connect_timeout_seconds,
-                connect_args={"connect_timeout": max(1, int(self.backend.connect_timeout_seconds))},
+                connect_args=_postgres_connect_args(self.backend),
             )
             self._reader = self._writer
 
@@ -203,6 +208,21 @@ class Database:
         if engine is None:
             raise StorageUnavailable(f"backend {self.name!r} is not open yet")
         return engine
+
+
+def _postgres_connect_args(backend: PostgresBackend) -> dict[str, Any]:
+    """libpq options so that a peer that stops answering is noticed in seconds instead of at
+    the kernel's TCP timeout (minutes): keepalives on idle connections, and a bound on how long
+    sent data may stay unacknowledged."""
+    timeout = max(1, int(backend.connect_timeout_seconds))
+    return {
+        "connect_timeout": timeout,
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": timeout * 2000,
+    }
 
 
 def _raise_translated(exc: BaseException) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import exc as sa_exc
 
 from routekeeper.contract.errors import (
+    InvalidValue,
     SchemaNotReady,
     StorageBusy,
     StorageConflict,
@@ -27,10 +28,6 @@ def translate_storage_error(exc: BaseException) -> StorageError | None:
         return StorageUnavailable("no database connection became free in time")
     if isinstance(exc, sa_exc.DBAPIError):
         return _translate_dbapi(exc)
-    if isinstance(exc, ConnectionError | TimeoutError):
-        return StorageUnavailable(f"database unreachable: {exc}")
-    if isinstance(exc, OSError):
-        return StorageUnavailable(f"database I/O failed: {exc.strerror or exc}")
     return None
 
 
@@ -41,6 +38,8 @@ def _translate_dbapi(exc: sa_exc.DBAPIError) -> StorageError:
     if isinstance(sqlstate, str):
         return _translate_sqlstate(sqlstate, text, exc)
     lowered = text.lower()
+    if isinstance(exc, sa_exc.DataError):
+        return InvalidValue(f"the database refused a value: {text}")
     if isinstance(exc, sa_exc.IntegrityError):
         return StorageConflict(f"the write conflicts with stored data: {text}")
     if any(s in lowered for s in _SQLITE_BUSY):
@@ -56,6 +55,8 @@ def _translate_dbapi(exc: sa_exc.DBAPIError) -> StorageError:
 
 def _translate_sqlstate(sqlstate: str, text: str, exc: sa_exc.DBAPIError) -> StorageError:
     klass = sqlstate[:2]
+    if klass == "22":
+        return InvalidValue(f"the database refused a value: {text}")
     if klass == "23":
         return StorageConflict(f"the write conflicts with stored data: {text}")
     if sqlstate in ("40001", "40P01", "55P03"):

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from routekeeper.contract.ids import id_pattern
 from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, SortOrder
 from routekeeper.contract.runtime import ReplicaPhase, RuntimeEventKind
 from routekeeper.dashboard.schemas import ReplicaOut, RuntimeEventOut, StatusOut, SurfaceOut
@@ -14,6 +15,10 @@ from routekeeper.runtime.replica import ReplicaRuntime
 from routekeeper.runtime.status import status_snapshot
 
 router = APIRouter(prefix="/api", tags=["status"])
+
+ReplicaIdQuery = Annotated[
+    str | None, Query(pattern=id_pattern("rep"), description="A replica id (rep_...).")
+]
 
 
 def _runtime(request: Request) -> ReplicaRuntime:
@@ -62,8 +67,8 @@ async def list_replicas(
     request: Request,
     limit: Limit = DEFAULT_PAGE_SIZE,
     order: Order = SortOrder.DESC,
-    after: Annotated[str | None, Query(max_length=64)] = None,
-    before: Annotated[str | None, Query(max_length=64)] = None,
+    after: ReplicaIdQuery = None,
+    before: ReplicaIdQuery = None,
     phase: Annotated[list[ReplicaPhase] | None, Query()] = None,
 ) -> ListPage[ReplicaOut]:
     """Every replica that registered, by id (newest first by default)."""
@@ -88,7 +93,7 @@ async def list_runtime_events(
     order: Order = SortOrder.DESC,
     after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     before: Annotated[int | None, Query(ge=0, le=2**62)] = None,
-    replica_id: Annotated[str | None, Query(max_length=64)] = None,
+    replica_id: ReplicaIdQuery = None,
     kind: RuntimeEventKind | None = None,
 ) -> ListPage[RuntimeEventOut]:
     """Typed runtime events (phase changes), newest first by default."""
