@@ -6,12 +6,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from routekeeper.http.app import create_app
-from routekeeper.settings import load_settings
 
 
 @pytest.fixture
-def client(tmp_path):
-    app = create_app(load_settings(None, workspace=tmp_path / "ws"))
+def client(state_settings):
+    """The app on a fresh SQLite workspace and on a fresh PostgreSQL database."""
+    app = create_app(state_settings)
     with TestClient(app) as client:
         deadline = time.monotonic() + 20
         while client.get("/readyz").status_code != 200:
@@ -91,7 +91,7 @@ def test_status_lists_this_replica_and_both_runtime_surfaces(client):
     assert surfaces["runtime_status"]["class"] == "shared_durable_workflow_state"
     assert surfaces["runtime_events"]["class"] == "audit_analytics_telemetry"
     for s in surfaces.values():
-        assert s["backend"] == "main" and s["backend_type"] == "sqlite"
+        assert s["backend"] == "main" and s["backend_type"] in ("sqlite", "postgres")
         assert s["ephemeral"] is False and s["owner"] == "router"
     assert surfaces["runtime_status"]["rows"] == 1
     # starting, migrating, recovering, recovery.completed (runtime_status), ready
@@ -108,3 +108,27 @@ def test_openapi_has_stable_operation_ids(client):
     spec = client.get("/openapi.json").json()
     ids = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
     assert {"get_status", "list_replicas", "list_runtime_events", "livez", "readyz"} <= ids
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/replicas?after=%00",
+        "/api/replicas?before=junk",
+        "/api/replicas?after=",
+        "/api/replicas?after=rep_" + "0" * 25,
+        "/api/runtime/events?replica_id=%00",
+        "/api/runtime/events?replica_id=rep_x",
+        "/api/runtime/events?kind=nope",
+        "/api/runtime/events?after=-1",
+        "/api/runtime/events?after=99999999999999999999999",
+        "/api/replicas?phase=sleeping",
+    ],
+)
+def test_malformed_input_is_a_400_never_an_empty_page_or_a_500(client, path):
+    assert_api_error(client.get(path), 400, "invalid_request")
+
+
+def test_a_well_formed_unknown_cursor_pages_normally(client):
+    body = client.get("/api/replicas?order=asc&after=rep_" + "Z" * 26).json()
+    assert body["data"] == [] and body["has_more"] is False

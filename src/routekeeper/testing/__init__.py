@@ -10,11 +10,13 @@ from routekeeper.testing.backends import (
     services_required,
 )
 from routekeeper.testing.server import ServerProcess, free_port
+from routekeeper.testing.tcpproxy import TcpProxy
 
 __all__ = [
     "REQUIRE_SERVICES_ENV",
     "TEST_POSTGRES_DSN_ENV",
     "ServerProcess",
+    "TcpProxy",
     "free_port",
     "fresh_postgres_database",
     "postgres_admin_dsn",
