@@ -145,22 +145,8 @@ def test_state_check_with_the_default_config_exits_0(tmp_path: Path) -> None:
 
 
 def test_state_check_with_the_issue_example_exits_0(tmp_path: Path) -> None:
-    code, output = state_check(
-        tmp_path,
-        """\
-        state:
-          mode: local            # local | shared (several replicas on one shared backend)
-          auto_migrate: true
-          default_backend: main
-          backends:
-            main:  {type: sqlite, path: state.db}      # the default when nothing is configured
-            pg:    {type: postgres, dsn: "postgresql://127.0.0.1/test"}
-            mem:   {type: memory}
-          surfaces:
-            runtime_status: {backend: main}
-          allow_ephemeral: []    # surfaces the operator explicitly accepts as ephemeral
-        """,
-    )
+    example = (Path(__file__).parent / "data" / "state-example.yaml").read_text()
+    code, output = state_check(tmp_path, example)
     assert code == 0, output
 
 

@@ -22,19 +22,7 @@ from routekeeper.settings import (
 )
 
 # The example from issue 2, item 3, verbatim.
-ISSUE_EXAMPLE = """\
-state:
-  mode: local            # local | shared (several replicas on one shared backend)
-  auto_migrate: true
-  default_backend: main
-  backends:
-    main:  {type: sqlite, path: state.db}      # the default when nothing is configured
-    pg:    {type: postgres, dsn: "postgresql://127.0.0.1/test"}
-    mem:   {type: memory}
-  surfaces:
-    runtime_status: {backend: main}
-  allow_ephemeral: []    # surfaces the operator explicitly accepts as ephemeral
-"""
+ISSUE_EXAMPLE = (Path(__file__).parent / "data" / "state-example.yaml").read_text()
 
 SECRET = "s3cret"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
