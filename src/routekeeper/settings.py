@@ -19,6 +19,13 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from routekeeper.contract import SURFACES, BackendKind
 from routekeeper.contract.errors import ConfigError
+from routekeeper.routing.config import (
+    DecisionConfig,
+    EmbedderConfig,
+    ModelConfig,
+    SignalsConfig,
+    routing_problems,
+)
 
 DEFAULT_WORKSPACE = Path(".routekeeper")
 DEFAULT_BACKEND_NAME = "main"
@@ -223,6 +230,21 @@ class Settings(BaseSettings):
     state: StateSettings = Field(default_factory=StateSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    # Routing (see routing/config.py and the README's routing section).
+    models: list[ModelConfig] = Field(default_factory=list)
+    signals: SignalsConfig = Field(default_factory=SignalsConfig)
+    decisions: list[DecisionConfig] = Field(default_factory=list)
+    auto_model_names: list[str] = Field(default_factory=lambda: ["auto"])
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+
+    @model_validator(mode="after")
+    def _routing_references(self) -> Settings:
+        problems = routing_problems(
+            self.models, self.signals, self.decisions, self.auto_model_names
+        )
+        if problems:
+            raise ValueError("; ".join(f"@{p}" for p in problems))
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -259,17 +281,21 @@ def redact_dsn(dsn: str) -> str:
 
 
 _SECRET_KEYS = {"dsn", "password", "api_key"}
+_UNION_TAGS = {"sqlite", "postgres", "memory", "openai", "echo"}
 
 
 def _format_problem(error: dict[str, Any]) -> list[str]:
     loc = [str(part) for part in error.get("loc", ())]
-    # Discriminated unions add the tag ("sqlite", "postgres", "memory") to the location.
-    if (
-        len(loc) >= 4
-        and loc[:2] == ["state", "backends"]
-        and loc[3] in {"sqlite", "postgres", "memory"}
-    ):
-        del loc[3]
+    # Discriminated unions add the tag (e.g. "sqlite", "openai") to the location: drop it.
+    loc = [
+        part
+        for i, part in enumerate(loc)
+        if not (
+            part in _UNION_TAGS
+            and i > 0
+            and (loc[i - 1] == "backend" or (i > 1 and loc[i - 2] == "backends"))
+        )
+    ]
     message = str(error.get("msg", "invalid value"))
     if message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
@@ -279,7 +305,8 @@ def _format_problem(error: dict[str, Any]) -> list[str]:
         out = []
         for part in message.split("; @"):
             path, _, text = part.removeprefix("@").partition(": ")
-            out.append(f"{base + '.' if base else ''}{path}: {text}")
+            full = ".".join(p for p in (base, path) if p) or "(top level)"
+            out.append(f"{full}: {text}")
         return out
     path = ".".join(loc) or "(top level)"
     if error.get("type") == "extra_forbidden":

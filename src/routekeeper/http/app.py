@@ -6,15 +6,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 
 from routekeeper import __version__
+from routekeeper.dashboard.routes import routing as routing_routes
 from routekeeper.dashboard.routes import status as status_routes
 from routekeeper.http import ops
 from routekeeper.http.errors import install_error_handlers
+from routekeeper.router.routes import v1 as v1_routes
+from routekeeper.router.services.chat import ChatService
+from routekeeper.router.services.metrics import RouterMetrics
+from routekeeper.routing.engine import RoutingEngine, build_embedder
 from routekeeper.runtime.replica import ReplicaRuntime
 from routekeeper.settings import Settings
 from routekeeper.storage.state import StateStorage
+from routekeeper.upstream.openai import UpstreamPool
 
 
 def create_app(
@@ -22,12 +29,19 @@ def create_app(
     *,
     listen: str | None = None,
     on_fatal: Callable[[str], None] | None = None,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     """Build the application for ``settings``. Raises ContractViolation when the state
     contract does not hold. Storage opens, migrates and registers the replica in the
-    background once the lifespan starts; ``/readyz`` is 503 until then."""
+    background once the lifespan starts (the routing engine embeds its candidates first);
+    ``/readyz`` is 503 until then. ``upstream_transport`` replaces the network under every
+    OpenAI-compatible model (tests, fault injection)."""
     storage = StateStorage(settings)
-    runtime = ReplicaRuntime(settings, storage, listen=listen, on_fatal=on_fatal)
+    engine = RoutingEngine(settings, build_embedder(settings))
+    pool = UpstreamPool(transport=upstream_transport)
+    runtime = ReplicaRuntime(
+        settings, storage, listen=listen, on_fatal=on_fatal, prepare=engine.prepare
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -35,7 +49,11 @@ def create_app(
         try:
             yield
         finally:
-            await runtime.stop()
+            try:
+                await runtime.stop()
+            finally:
+                await pool.aclose()
+                await engine.aclose()
 
     app = FastAPI(
         title="routekeeper",
@@ -46,7 +64,12 @@ def create_app(
     )
     app.state.settings = settings
     app.state.runtime = runtime
+    app.state.engine = engine
+    app.state.metrics = RouterMetrics()
+    app.state.chat = ChatService(settings, engine, pool)
     install_error_handlers(app)
     app.include_router(ops.router)
+    app.include_router(v1_routes.router)
     app.include_router(status_routes.router)
+    app.include_router(routing_routes.router)
     return app

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from routekeeper.runtime.replica import ReplicaRuntime
 
@@ -42,3 +43,9 @@ async def readyz(request: Request) -> JSONResponse:
     if runtime.error:
         body["error"] = runtime.error
     return JSONResponse(body, status_code=200 if runtime.ready else 503)
+
+
+@router.get("/metrics", operation_id="metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this replica (its own registry)."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -46,6 +46,7 @@ class ReplicaRuntime:
         *,
         listen: str | None = None,
         on_fatal: Callable[[str], None] | None = None,
+        prepare: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
@@ -55,6 +56,7 @@ class ReplicaRuntime:
         self.phase = ReplicaPhase.STARTING
         self.error: str | None = None
         self.on_fatal = on_fatal
+        self._prepare = prepare
         self._history: list[PhaseChange] = [
             PhaseChange(None, ReplicaPhase.STARTING, self.started_at)
         ]
@@ -127,7 +129,10 @@ class ReplicaRuntime:
         """starting -> migrating -> recovering -> ready, then the heartbeat runs.
 
         The liveness lock is taken before the replica's row exists, so any registered
-        replica whose lock is free is dead."""
+        replica whose lock is free is dead. ``prepare`` (loading what serving needs, e.g.
+        embedding routing candidates) runs first, in ``starting``."""
+        if self._prepare is not None:
+            await self._prepare()
         await self.storage.open()
         await self.storage.liveness.acquire(self.id)
         self._lock_held = True

@@ -1,0 +1,45 @@
+"""``POST /api/routing/explain``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from routekeeper.contract.errors import InvalidRequest
+from routekeeper.routing.engine import RoutingEngine
+from routekeeper.routing.explain import explain
+from routekeeper.routing.request import prompt_input, routing_input
+
+router = APIRouter(prefix="/api/routing", tags=["routing"])
+
+
+class ExplainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str | None = Field(None, max_length=1_000_000, description="A single user prompt.")
+    messages: list[dict[str, Any]] | None = Field(None, min_length=1, max_length=10_000)
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+    headers: dict[str, str] | None = Field(None, description="Request headers to assume.")
+
+
+@router.post("/explain", operation_id="explain_routing")
+async def explain_routing(request: Request, body: ExplainRequest) -> dict[str, Any]:
+    """Which signals match (with scores), which decisions match, which wins and why. No
+    model is called."""
+    engine: RoutingEngine = request.app.state.engine
+    if not engine.routes:
+        raise InvalidRequest("no decisions are configured, so nothing is routed")
+    if (body.prompt is None) == (body.messages is None):
+        raise InvalidRequest("give exactly one of prompt or messages")
+    if body.prompt is not None:
+        inp = prompt_input(
+            body.prompt, metadata=body.metadata, user=body.user, headers=body.headers
+        )
+    else:
+        inp = routing_input(
+            {"messages": body.messages, "metadata": body.metadata or {}, "user": body.user},
+            body.headers,
+        )
+    return await explain(engine, inp)

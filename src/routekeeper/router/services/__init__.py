@@ -1,0 +1,1 @@
+"""Router services (no HTTP framework here)."""

@@ -1,0 +1,1 @@
+"""Routing: the routing configuration, signals, the rule trees of decisions, the engine."""

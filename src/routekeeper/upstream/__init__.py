@@ -1,0 +1,1 @@
+"""Clients of the models the router forwards to."""
