@@ -45,7 +45,9 @@ def test_the_readme_shows_the_example(tmp_path):
 
 
 def test_make_run_example_loads(tmp_path):
-    settings = load_settings(Path(__file__).parents[1] / "examples" / "routekeeper.yaml", workspace=tmp_path)
+    settings = load_settings(
+        Path(__file__).parents[1] / "examples" / "routekeeper.yaml", workspace=tmp_path
+    )
     assert {m.backend.type for m in settings.models} == {"echo"}
 
 
@@ -91,7 +93,9 @@ def test_model_with_an_unknown_backend_type(tmp_path):
 def test_bad_backend_url_names_its_path_without_the_tag(tmp_path):
     data = example()
     data["models"][0]["backend"]["base_url"] = "ftp://nope"
-    assert "models.0.backend.base_url: must be an http:// or https:// URL" in refused(tmp_path, data)
+    assert "models.0.backend.base_url: must be an http:// or https:// URL" in refused(
+        tmp_path, data
+    )
 
 
 def test_no_default_decision(tmp_path):
@@ -103,7 +107,9 @@ def test_no_default_decision(tmp_path):
 def test_several_default_decisions(tmp_path):
     data = example()
     del data["decisions"][0]["when"]
-    assert "decisions: several default decisions (decisions.0, decisions.1)" in refused(tmp_path, data)
+    assert "decisions: several default decisions (decisions.0, decisions.1)" in refused(
+        tmp_path, data
+    )
 
 
 def test_invalid_regex(tmp_path):
@@ -144,8 +150,12 @@ def test_auto_name_colliding_with_a_model(tmp_path):
 
 def test_metadata_and_embedding_signals_validate(tmp_path):
     data = example()
-    data["signals"]["metadata"] = [{"name": "acme", "source": "header", "key": "x-tenant", "equals": "acme"}]
-    data["signals"]["embeddings"] = [{"name": "billing", "candidates": ["refund my invoice"], "threshold": 0.5}]
+    data["signals"]["metadata"] = [
+        {"name": "acme", "source": "header", "key": "x-tenant", "equals": "acme"}
+    ]
+    data["signals"]["embeddings"] = [
+        {"name": "billing", "candidates": ["refund my invoice"], "threshold": 0.5}
+    ]
     settings = load(tmp_path, data)
     assert settings.signals.names() >= {"metadata:acme", "embeddings:billing"}
     data["signals"]["metadata"] = [{"name": "bad", "source": "header", "equals": "x"}]
