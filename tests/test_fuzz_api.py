@@ -1,0 +1,65 @@
+"""schemathesis against the real server's OpenAPI: no 5xx from the routing proxy, the models
+list, routing explain or the status API, whatever the input (the echo backend stands in for
+the upstream, so no 5xx here is a genuine upstream failure)."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+import schemathesis
+from schemathesis import GenerationMode
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+
+from routekeeper.testing import ServerProcess
+
+pytestmark = pytest.mark.slow
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "routekeeper.yaml"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    workspace = tmp_path_factory.mktemp("fuzz") / "ws"
+    with ServerProcess(workspace=workspace, config=EXAMPLE) as server:
+        yield server
+
+
+OPERATIONS = (
+    r"^/(v1/chat/completions|v1/models|api/routing/explain|api/status|api/replicas"
+    r"|api/runtime/events|readyz|livez)$"
+)
+
+
+def test_no_server_errors(server):
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json").include(
+        path_regex=OPERATIONS
+    )
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.path for op in operations} >= {"/v1/chat/completions", "/api/routing/explain"}
+    calls: dict[str, int] = {}
+    for operation, mode in itertools.product(operations, list(GenerationMode)):
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+        def check(case):
+            response = case.call(base_url=server.url, timeout=30)
+            key = f"{operation.label} {mode.value}"
+            calls[key] = calls.get(key, 0) + 1
+            assert response.status_code < 500, (
+                f"{case.method} {case.path} -> {response.status_code}: {response.text[:500]}"
+            )
+            if response.status_code >= 400:
+                error = response.json()["error"]
+                if case.path.startswith("/v1"):
+                    assert set(error) == {"message", "type", "param", "code"}
+                else:
+                    assert set(error) == {"code", "message", "details"}
+
+        try:
+            check()
+        except Unsatisfiable:
+            # Operations without parameters or body have no invalid input to generate.
+            assert mode is GenerationMode.NEGATIVE, operation.label
+    print(calls)
+    for label in ("POST /v1/chat/completions", "POST /api/routing/explain"):
+        assert calls[f"{label} positive"] >= 30 and calls[f"{label} negative"] >= 30, calls
