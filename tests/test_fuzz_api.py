@@ -41,9 +41,8 @@ def test_no_server_errors(server):
 
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-        def check(case):
+        def check(case, key=f"{operation.label} {mode.value}"):
             response = case.call(base_url=server.url, timeout=30)
-            key = f"{operation.label} {mode.value}"
             calls[key] = calls.get(key, 0) + 1
             assert response.status_code < 500, (
                 f"{case.method} {case.path} -> {response.status_code}: {response.text[:500]}"
