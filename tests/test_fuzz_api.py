@@ -30,6 +30,31 @@ OPERATIONS = (
 )
 
 
+def fuzz(server, operation, mode, calls: dict[str, int]) -> None:
+    key = f"{operation.label} {mode.value}"
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    def check(case):
+        response = case.call(base_url=server.url, timeout=30)
+        calls[key] = calls.get(key, 0) + 1
+        assert response.status_code < 500, (
+            f"{case.method} {case.path} -> {response.status_code}: {response.text[:500]}"
+        )
+        if response.status_code >= 400:
+            error = response.json()["error"]
+            if case.path.startswith("/v1"):
+                assert set(error) == {"message", "type", "param", "code"}
+            else:
+                assert set(error) == {"code", "message", "details"}
+
+    try:
+        check()
+    except Unsatisfiable:
+        # Operations without parameters or body have no invalid input to generate.
+        assert mode is GenerationMode.NEGATIVE, key
+
+
 def test_no_server_errors(server):
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json").include(
         path_regex=OPERATIONS
@@ -38,27 +63,7 @@ def test_no_server_errors(server):
     assert {op.path for op in operations} >= {"/v1/chat/completions", "/api/routing/explain"}
     calls: dict[str, int] = {}
     for operation, mode in itertools.product(operations, list(GenerationMode)):
-
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-        def check(case, key=f"{operation.label} {mode.value}"):
-            response = case.call(base_url=server.url, timeout=30)
-            calls[key] = calls.get(key, 0) + 1
-            assert response.status_code < 500, (
-                f"{case.method} {case.path} -> {response.status_code}: {response.text[:500]}"
-            )
-            if response.status_code >= 400:
-                error = response.json()["error"]
-                if case.path.startswith("/v1"):
-                    assert set(error) == {"message", "type", "param", "code"}
-                else:
-                    assert set(error) == {"code", "message", "details"}
-
-        try:
-            check()
-        except Unsatisfiable:
-            # Operations without parameters or body have no invalid input to generate.
-            assert mode is GenerationMode.NEGATIVE, operation.label
+        fuzz(server, operation, mode, calls)
     print(calls)
     for label in ("POST /v1/chat/completions", "POST /api/routing/explain"):
         assert calls[f"{label} positive"] >= 30 and calls[f"{label} negative"] >= 30, calls
