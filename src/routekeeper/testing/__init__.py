@@ -9,10 +9,12 @@ from routekeeper.testing.backends import (
     postgres_unavailable_reason,
     services_required,
 )
+from routekeeper.testing.fake_upstream import FakeUpstream
 from routekeeper.testing.server import ServerProcess, free_port
 from routekeeper.testing.tcpproxy import TcpProxy
 
 __all__ = [
+    "FakeUpstream",
     "REQUIRE_SERVICES_ENV",
     "TEST_POSTGRES_DSN_ENV",
     "ServerProcess",
