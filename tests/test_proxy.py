@@ -1,0 +1,263 @@
+"""The routing proxy end to end: the real server process, the official openai SDK as the
+client, the fake upstream on a real socket."""
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from routekeeper.testing import FakeUpstream, ServerProcess
+
+pytestmark = pytest.mark.slow
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "routekeeper.yaml"
+MSG = [{"role": "user", "content": "hello there"}]
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    with FakeUpstream(models=["qwen-small", "qwen-large"], require_api_key="sk-test") as up:
+        yield up
+
+
+@pytest.fixture(scope="module")
+def router(upstream, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("proxy")
+    config = {
+        "models": [
+            {
+                "name": "small",
+                "backend": {
+                    "type": "openai",
+                    "base_url": upstream.base_url,
+                    "model": "qwen-small",
+                    "api_key_env": "RK_TEST_KEY",
+                    "timeout_seconds": 1.5,
+                },
+            },
+            {
+                "name": "large",
+                "backend": {
+                    "type": "openai",
+                    "base_url": upstream.base_url,
+                    "model": "qwen-large",
+                    "api_key_env": "RK_TEST_KEY",
+                },
+            },
+            {
+                "name": "nowhere",
+                "backend": {
+                    "type": "openai",
+                    "base_url": f"http://127.0.0.1:{closed_port()}/v1",
+                    "model": "x",
+                },
+            },
+        ],
+        "signals": {"keywords": [{"name": "code", "any": ["python"]}]},
+        "decisions": [
+            {"name": "coding", "priority": 10, "when": "keywords:code", "model": "large"},
+            {"name": "default", "model": "small"},
+        ],
+    }
+    path = tmp / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with ServerProcess(workspace=tmp / "ws", config=path, env={"RK_TEST_KEY": "sk-test"}) as server:
+        yield server
+
+
+@pytest.fixture
+def up(upstream):
+    upstream.reset()
+    return upstream
+
+
+def closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        return sock.getsockname()[1]
+
+
+def sdk(server: ServerProcess, **kwargs) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="client-key", max_retries=0, **kwargs)
+
+
+def test_make_run_example_with_the_sdk(tmp_path):
+    with ServerProcess(workspace=tmp_path / "ws", config=EXAMPLE) as server:
+        client = sdk(server)
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "my python code fails"}]
+        )
+        assert raw.headers["x-routekeeper-decision"] == "coding"
+        assert raw.headers["x-routekeeper-model"] == "large"
+        assert raw.parse().choices[0].message.content.startswith("echo:large")
+        raw = client.chat.completions.with_raw_response.create(model="auto", messages=MSG)
+        assert raw.headers["x-routekeeper-decision"] == "default"
+        assert raw.parse().choices[0].message.content.startswith("echo:small")
+        text = "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(model="auto", messages=MSG, stream=True)
+        )
+        assert text == "echo:small: hello there"
+        with pytest.raises(openai.NotFoundError) as info:
+            client.chat.completions.create(model="nope", messages=MSG)
+        assert info.value.code == "model_not_found"
+        assert [m.id for m in client.models.list()] == ["small", "large", "auto"]
+
+
+def test_routes_and_passes_through_with_the_upstream_key(router, up):
+    client = sdk(router)
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "python please"}]
+    )
+    assert raw.headers["x-routekeeper-model"] == "large"
+    assert raw.parse().choices[0].message.content == "fake:qwen-large:python please"
+    raw = client.chat.completions.with_raw_response.create(model="small", messages=MSG)
+    assert "x-routekeeper-decision" not in raw.headers  # pass-through
+    assert raw.headers["x-routekeeper-model"] == "small"
+    sent = up.requests[-1]
+    assert sent.body["model"] == "qwen-small"
+    assert sent.headers["authorization"] == "Bearer sk-test"  # ours, never the client's
+
+
+def test_stream_is_relayed_and_usage_only_when_asked(router, up):
+    client = sdk(router)
+    chunks = list(client.chat.completions.create(model="auto", messages=MSG, stream=True))
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        == "fake:qwen-small:hello there"
+    )
+    assert all(c.usage is None for c in chunks)
+    assert up.requests[-1].body["stream_options"] == {"include_usage": True}  # always upstream
+    with httpx.stream(
+        "POST",
+        f"{router.url}/v1/chat/completions",
+        json={"model": "auto", "messages": MSG, "stream": True},
+    ) as response:
+        frames = [line for line in response.iter_lines() if line.startswith("data:")]
+    assert frames[-1] == "data: [DONE]"
+    assert all('"usage"' not in f for f in frames)
+    chunks = list(
+        client.chat.completions.create(
+            model="auto", messages=MSG, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens > 0
+
+
+def error_of(response: httpx.Response) -> dict:
+    body = response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    return body["error"]
+
+
+def post(router, **body):
+    return httpx.post(
+        f"{router.url}/v1/chat/completions",
+        json={"model": "small", "messages": MSG, **body},
+        timeout=20,
+    )
+
+
+def test_upstream_500_keeps_its_status(router, up):
+    up.configure(error_status=500)
+    response = post(router)
+    assert response.status_code == 500
+    assert error_of(response)["type"] == "server_error"
+    up.configure(
+        error_status=400,
+        error_body={
+            "error": {
+                "message": "bad temperature",
+                "type": "invalid_request_error",
+                "param": "temperature",
+                "code": None,
+            }
+        },
+    )
+    response = post(router)
+    assert response.status_code == 400 and error_of(response)["message"] == "bad temperature"
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_upstream_auth_failure_is_a_502(router, up, status):
+    up.configure(error_status=status)
+    response = post(router)
+    assert response.status_code == 502
+    assert error_of(response)["code"] == "upstream_auth_failed"
+    with pytest.raises(openai.APIStatusError) as info:
+        sdk(router).chat.completions.create(model="small", messages=MSG)
+    assert info.value.status_code == 502  # not AuthenticationError: the client's key is fine
+
+
+def test_upstream_429_passes_retry_after(router, up):
+    up.configure(error_status=429, error_headers={"retry-after": "7"})
+    response = post(router)
+    assert response.status_code == 429 and response.headers["retry-after"] == "7"
+    assert error_of(response)["type"] == "rate_limit_error"
+    up.configure(error_status=429, error_headers={"retry-after": "7"})
+    with pytest.raises(openai.RateLimitError):
+        sdk(router).chat.completions.create(model="small", messages=MSG)
+
+
+def test_upstream_timeout_is_a_504(router, up):
+    up.configure(hang=True)
+    started = time.monotonic()
+    response = post(router)
+    assert response.status_code == 504 and error_of(response)["code"] == "upstream_timeout"
+    assert time.monotonic() - started < 10  # the model's timeout_seconds is 1.5
+
+
+def test_unreachable_upstream_is_a_502(router, up):
+    response = post(router, model="nowhere")
+    assert response.status_code == 502 and error_of(response)["code"] == "upstream_unreachable"
+    response = post(router, model="nowhere", stream=True)
+    assert response.status_code == 502
+
+
+def test_error_before_the_first_byte_of_a_stream_keeps_its_status(router, up):
+    up.configure(error_status=503)
+    response = post(router, stream=True)
+    assert response.status_code == 503 and error_of(response)
+
+
+def test_error_after_the_first_byte_goes_in_band(router, up):
+    up.configure(fail_after_chunks=2)
+    with httpx.stream(
+        "POST",
+        f"{router.url}/v1/chat/completions",
+        json={"model": "small", "messages": MSG, "stream": True},
+        timeout=20,
+    ) as response:
+        assert response.status_code == 200
+        frames = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert "[DONE]" not in frames
+    error = json.loads(frames[-1])["error"]
+    assert error["code"] == "upstream_protocol" and error["message"]
+    assert all("choices" in json.loads(f) for f in frames[:-1]) and len(frames) >= 2
+
+
+def test_client_disconnect_cancels_the_upstream_request(router, up):
+    up.configure(chunk_delay_ms=300, stream_chunks=50)
+    with httpx.Client(timeout=20) as client:
+        with client.stream(
+            "POST",
+            f"{router.url}/v1/chat/completions",
+            json={"model": "small", "messages": MSG, "stream": True},
+        ) as response:
+            lines = response.iter_lines()
+            assert next(lines).startswith("data:")
+        # leaving the block closes our connection mid-stream
+    assert up.wait_for_disconnects(1, timeout=5), "the upstream request was not cancelled"
+
+
+def test_metrics_count_decisions_and_upstream_errors(router, up):
+    post(router, model="auto", messages=[{"role": "user", "content": "python"}])
+    up.configure(error_status=500)
+    post(router)
+    text = httpx.get(f"{router.url}/metrics").text
+    assert 'routekeeper_requests_total{decision="coding",model="large",outcome="completed"}' in text
+    assert 'routekeeper_upstream_errors_total{kind="http",status="500"}' in text
+    assert "routekeeper_request_duration_seconds_bucket" in text
