@@ -191,3 +191,47 @@ async def test_prepend_keeps_existing_system_messages(tmp_path):
         assert [m["content"] for m in plan.body["messages"]] == ["Be brief.", "old", "hi"]
     finally:
         await pool.aclose()
+
+
+class CountingEmbedder:
+    """A deterministic stand-in that counts how often texts are embedded."""
+
+    name = "counting"
+    dimension = 3
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+
+    async def embed(self, texts):
+        import numpy as np
+
+        self.calls.append(list(texts))
+        rows = [
+            [1.0, 0.0, 0.0] if "refund" in t or "money" in t else [0.0, 1.0, 0.0] for t in texts
+        ]
+        return np.asarray(rows, dtype=np.float32)
+
+    async def aclose(self):
+        pass
+
+
+async def test_candidates_are_embedded_once_per_load_not_per_request(tmp_path):
+    data = yaml.safe_load(CONFIG)
+    data["signals"]["embeddings"] = [
+        {"name": "billing", "candidates": ["refund please", "invoice refund"], "threshold": 0.9}
+    ]
+    data["decisions"].insert(
+        0, {"name": "money", "priority": 50, "when": "embeddings:billing", "model": "large"}
+    )
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump(data))
+    embedder = CountingEmbedder()
+    engine = RoutingEngine(load_settings(path, workspace=tmp_path), embedder)
+    await engine.prepare()
+    assert embedder.calls == [["refund please", "invoice refund"]]
+    first = await engine.route(prompt_input("give me my money"))
+    second = await engine.route(prompt_input("hello"))
+    assert (first.decision.name, second.decision.name) == ("money", "default")
+    assert embedder.calls[1:] == [["give me my money"], ["hello"]]  # one query each, no candidates
+    signal = next(s for s in first.signals if s.family == "embeddings")
+    assert signal.score == 1.0 and signal.detail["closest"] == "refund please"
