@@ -14,9 +14,9 @@ from routekeeper.testing.server import ServerProcess, free_port
 from routekeeper.testing.tcpproxy import TcpProxy
 
 __all__ = [
-    "FakeUpstream",
     "REQUIRE_SERVICES_ENV",
     "TEST_POSTGRES_DSN_ENV",
+    "FakeUpstream",
     "ServerProcess",
     "TcpProxy",
     "free_port",

@@ -102,7 +102,7 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest) 
         try:
             data = await transport.complete(plan.body)
         except UpstreamError as exc:
-            metrics.upstream_errors.labels(exc.kind.value, str(exc.status or "")).inc()
+            metrics.upstream_failed(exc.kind.value, exc.status)
             metrics.observe(
                 decision, plan.model.name, "upstream_error", time.perf_counter() - started
             )
@@ -115,7 +115,7 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest) 
         chunks = await stack.enter_async_context(transport.stream(plan.body))
     except UpstreamError as exc:
         await stack.aclose()
-        metrics.upstream_errors.labels(exc.kind.value, str(exc.status or "")).inc()
+        metrics.upstream_failed(exc.kind.value, exc.status)
         metrics.observe(decision, plan.model.name, "upstream_error", time.perf_counter() - started)
         return upstream_error_response(request, exc, headers)
 
@@ -148,7 +148,7 @@ async def _sse(
         yield "data: [DONE]\n\n"
         outcome = "completed"
     except UpstreamError as exc:
-        metrics.upstream_errors.labels(exc.kind.value, str(exc.status or "")).inc()
+        metrics.upstream_failed(exc.kind.value, exc.status)
         outcome = "upstream_error"
         error = openai_error_body(exc.message, type_="server_error", code=f"upstream_{exc.kind}")
         yield f"data: {json.dumps(error)}\n\n"

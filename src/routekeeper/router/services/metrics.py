@@ -35,5 +35,8 @@ class RouterMetrics:
         self.requests.labels(label, model, outcome).inc()
         self.latency.labels(label, model).observe(seconds)
 
+    def upstream_failed(self, kind: str, status: int | None) -> None:
+        self.upstream_errors.labels(kind, str(status or "")).inc()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
