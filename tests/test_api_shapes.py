@@ -87,15 +87,17 @@ def test_status_lists_this_replica_and_both_runtime_surfaces(client):
     for key in ("id", "phase", "started_at", "heartbeat_at"):
         assert key in me[0]
     surfaces = {s["name"]: s for s in body["surfaces"]}
-    assert set(surfaces) == {"runtime_status", "runtime_events"}
+    assert set(surfaces) == {"runtime_status", "runtime_events", "router_replay"}
     assert surfaces["runtime_status"]["class"] == "shared_durable_workflow_state"
     assert surfaces["runtime_events"]["class"] == "audit_analytics_telemetry"
+    assert surfaces["router_replay"]["class"] == "audit_analytics_telemetry"
     for s in surfaces.values():
         assert s["backend"] == "main" and s["backend_type"] in ("sqlite", "postgres")
         assert s["ephemeral"] is False and s["owner"] == "router"
     assert surfaces["runtime_status"]["rows"] == 1
-    # starting, migrating, recovering, recovery.completed (runtime_status), ready
-    assert surfaces["runtime_events"]["rows"] == 5
+    # starting, migrating, recovering, recovery.completed (runtime_status, router_replay), ready
+    assert surfaces["runtime_events"]["rows"] == 6
+    assert surfaces["router_replay"]["rows"] == 0
 
 
 def test_readyz_and_livez(client):

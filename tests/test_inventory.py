@@ -32,6 +32,7 @@ def test_json_inventory_lists_every_surface_with_its_placement(tmp_path):
     config.write_text(
         "state:\n  backends:\n    main: {type: sqlite}\n    pg: {type: postgres, dsn: 'postgresql://u:pw@h/db'}\n"
         "  surfaces:\n    runtime_status: {backend: pg}\n    runtime_events: {backend: pg}\n"
+        "    router_replay: {backend: pg}\n"
     )
     result = CliRunner().invoke(
         app,

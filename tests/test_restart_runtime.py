@@ -62,7 +62,8 @@ def test_sigkill_is_recorded_as_a_crash_before_the_next_replica_is_ready(server_
     assert len(ready) == 1 and crash[0]["id"] < ready[0]["id"], "crash recorded after ready"
     recovered = events(second, replica_id=me, kind="recovery.completed")
     assert [e["data"] for e in recovered] == [
-        {"surface": "runtime_status", "counts": {"dead_found": 1, "marked_crashed": 1}}
+        {"surface": "runtime_status", "counts": {"dead_found": 1, "marked_crashed": 1}},
+        {"surface": "router_replay", "counts": {"aborted": 0}},
     ]
 
 

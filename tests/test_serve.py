@@ -47,6 +47,7 @@ def test_example_config_serves_and_status_cli_shows_the_same(tmp_path):
         assert {s["name"]: s["class"] for s in body["surfaces"]} == {
             "runtime_status": "shared_durable_workflow_state",
             "runtime_events": "audit_analytics_telemetry",
+            "router_replay": "audit_analytics_telemetry",
         }
         table = run_cli("status", "--url", server.url)
         assert table.returncode == 0, table.stderr

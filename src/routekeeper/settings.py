@@ -216,6 +216,20 @@ class ServerSettings(_Strict):
         return self
 
 
+class ReplaySettings(_Strict):
+    enabled: bool = Field(True, description="Record every /v1 request (router_replay).")
+    retention_days: int = Field(30, ge=1, le=3650, description="Records older than this go.")
+    max_records: int = Field(
+        1_000_000, ge=1000, description="Beyond this many records the oldest go."
+    )
+    queue_max: int = Field(
+        10_000, ge=10, le=10_000_000, description="Records waiting for the writer, at most."
+    )
+    flush_interval_ms: int = Field(
+        100, ge=5, le=60_000, description="How often the writer stores what is queued."
+    )
+
+
 class Settings(BaseSettings):
     """Everything routekeeper is configured with. Build it with :func:`load_settings`."""
 
@@ -236,6 +250,7 @@ class Settings(BaseSettings):
     decisions: list[DecisionConfig] = Field(default_factory=list)
     auto_model_names: list[str] = Field(default_factory=lambda: ["auto"])
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
 
     @model_validator(mode="after")
     def _routing_references(self) -> Settings:

@@ -100,4 +100,25 @@ RUNTIME_EVENTS = Surface(
     colocated_with="runtime_status",
 )
 
-SURFACES = SurfaceRegistry((RUNTIME_STATUS, RUNTIME_EVENTS))
+ROUTER_REPLAY = Surface(
+    name="router_replay",
+    owner=Owner.ROUTER,
+    state_class=StateClass.AUDIT_ANALYTICS_TELEMETRY,
+    stores=(
+        "One record per routed or passed-through chat completion: ids, replica, session, "
+        "decision, matched signals with scores, requested and selected model, streaming, "
+        "upstream status, lifecycle_state and terminal_reason, durations, token usage, cost."
+    ),
+    restart_expectation=(
+        "Every request that finished is there after SIGTERM, and after SIGKILL when it "
+        "finished at least replay.flush_interval_ms before the kill; a request in flight at a "
+        "crash is `aborted` / `process_restart`. Drops (queue full, database down) are "
+        "counted, never silent."
+    ),
+    recovery=(
+        "Records left `in_progress` by a replica that is no longer live become `aborted` with "
+        "terminal_reason `process_restart` (at start, and when a sweep records a crash)."
+    ),
+)
+
+SURFACES = SurfaceRegistry((RUNTIME_STATUS, RUNTIME_EVENTS, ROUTER_REPLAY))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from routekeeper.contract.replay import ReplayRecord
 from routekeeper.contract.runtime import ReplicaRecord, RuntimeEvent
 
 
@@ -60,6 +62,13 @@ class SurfaceOut(BaseModel):
     model_config = {"populate_by_name": True}
 
 
+class ReplayStatusOut(BaseModel):
+    enabled: bool
+    queued: int
+    written: int
+    dropped: dict[str, int] = Field(description="Records not stored, by reason.")
+
+
 class StatusOut(BaseModel):
     replica_id: str = Field(description="The replica that answered.")
     phase: str
@@ -67,6 +76,7 @@ class StatusOut(BaseModel):
     replicas: list[ReplicaOut]
     replicas_has_more: bool
     surfaces: list[SurfaceOut]
+    replay: ReplayStatusOut
     errors: list[str]
 
 
@@ -90,3 +100,44 @@ class RuntimeEventOut(BaseModel):
             data=event.data,
             occurred_at=event.occurred_at,
         )
+
+
+class ReplayOut(BaseModel):
+    """A replay record; ``request_body``/``response_body`` only on ``GET /api/replay/{id}``."""
+
+    id: str
+    request_id: str
+    replica_id: str
+    tenant_id: str
+    endpoint: str
+    session_id: str | None
+    decision: str | None
+    signals: dict[str, list[dict[str, Any]]]
+    requested_model: str
+    selected_model: str | None
+    stream: bool
+    upstream_status: int | None
+    lifecycle_state: str
+    terminal_reason: str | None
+    started_at: datetime
+    completed_at: datetime | None
+    routing_ms: float | None
+    ttfb_ms: float | None
+    total_ms: float | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+    cost: float | None
+    currency: str | None
+    error: str | None
+    request_body: str | None = None
+    request_body_truncated: bool
+    response_body: str | None = None
+    response_body_truncated: bool
+
+    @classmethod
+    def of(cls, record: ReplayRecord) -> ReplayOut:
+        data = asdict(record)
+        data["lifecycle_state"] = str(record.lifecycle_state)
+        data["terminal_reason"] = str(record.terminal_reason) if record.terminal_reason else None
+        return cls(**data)

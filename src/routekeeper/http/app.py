@@ -10,6 +10,7 @@ import httpx
 from fastapi import FastAPI
 
 from routekeeper import __version__
+from routekeeper.dashboard.routes import replay as replay_routes
 from routekeeper.dashboard.routes import routing as routing_routes
 from routekeeper.dashboard.routes import status as status_routes
 from routekeeper.http import ops
@@ -17,6 +18,7 @@ from routekeeper.http.errors import install_error_handlers
 from routekeeper.router.routes import v1 as v1_routes
 from routekeeper.router.services.chat import ChatService
 from routekeeper.router.services.metrics import RouterMetrics
+from routekeeper.router.services.replay import ReplayRecorder
 from routekeeper.routing.engine import RoutingEngine, build_embedder
 from routekeeper.runtime.replica import ReplicaRuntime
 from routekeeper.settings import Settings
@@ -39,8 +41,20 @@ def create_app(
     storage = StateStorage(settings)
     engine = RoutingEngine(settings, build_embedder(settings))
     pool = UpstreamPool(transport=upstream_transport)
+    recorder = ReplayRecorder(
+        storage.replay,
+        enabled=settings.replay.enabled,
+        queue_max=settings.replay.queue_max,
+        flush_interval_ms=settings.replay.flush_interval_ms,
+    )
     runtime = ReplicaRuntime(
-        settings, storage, listen=listen, on_fatal=on_fatal, prepare=engine.prepare
+        settings,
+        storage,
+        listen=listen,
+        on_fatal=on_fatal,
+        prepare=engine.prepare,
+        on_ready=recorder.begin,
+        before_stop=recorder.stop,
     )
 
     @asynccontextmanager
@@ -67,9 +81,11 @@ def create_app(
     app.state.engine = engine
     app.state.metrics = RouterMetrics()
     app.state.chat = ChatService(settings, engine, pool)
+    app.state.recorder = recorder
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(v1_routes.router)
     app.include_router(status_routes.router)
     app.include_router(routing_routes.router)
+    app.include_router(replay_routes.router)
     return app

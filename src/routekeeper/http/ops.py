@@ -48,4 +48,6 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", operation_id="metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics of this replica (its own registry)."""
-    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    recorder = request.app.state.recorder
+    body = request.app.state.metrics.render(dict(recorder.dropped), recorder.queued)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

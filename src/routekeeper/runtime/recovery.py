@@ -107,6 +107,23 @@ async def sweep_crashed_replicas(ctx: RecoveryContext, dry_run: bool) -> Recover
     )
 
 
+async def abort_orphaned_replay_records(ctx: RecoveryContext, dry_run: bool) -> RecoveryReport:
+    """router_replay recovery: records left ``in_progress`` by replicas that are not live any
+    more become ``aborted`` / ``process_restart``."""
+    live = {r.id for r in await ctx.storage.runtime.live_replicas()}
+    if ctx.replica_id is not None:
+        live.add(ctx.replica_id)
+    dead = [
+        rid for rid in await ctx.storage.replay.replicas_with_records_in_flight() if rid not in live
+    ]
+    if dry_run:
+        found = await ctx.storage.replay.count_in_flight(dead)
+        findings = [f"{found} replay record(s) in flight from {', '.join(dead)}"] if found else []
+        return RecoveryReport("router_replay", {"aborted": found}, True, findings)
+    aborted = await ctx.storage.replay.abort_in_flight(dead)
+    return RecoveryReport("router_replay", {"aborted": aborted}, False)
+
+
 def recovery_steps() -> list[RecoveryStep]:
     """The recovery steps of every registered surface that declares one, in registry order."""
     steps = [
@@ -114,6 +131,11 @@ def recovery_steps() -> list[RecoveryStep]:
             surface="runtime_status",
             description="replicas left live by a dead process become crashed",
             run=sweep_crashed_replicas,
+        ),
+        RecoveryStep(
+            surface="router_replay",
+            description="records in flight at a crash become aborted / process_restart",
+            run=abort_orphaned_replay_records,
         ),
     ]
     unknown = [s.surface for s in steps if s.surface not in SURFACES]

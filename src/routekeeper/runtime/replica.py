@@ -26,7 +26,12 @@ from routekeeper.contract.runtime import (
     ReplicaRecord,
     transition_allowed,
 )
-from routekeeper.runtime.recovery import RecoveryContext, run_recovery, sweep_crashed_replicas
+from routekeeper.runtime.recovery import (
+    RecoveryContext,
+    abort_orphaned_replay_records,
+    run_recovery,
+    sweep_crashed_replicas,
+)
 from routekeeper.settings import Settings
 from routekeeper.storage.state import StateStorage
 from routekeeper.storage.types import utcnow
@@ -47,6 +52,8 @@ class ReplicaRuntime:
         listen: str | None = None,
         on_fatal: Callable[[str], None] | None = None,
         prepare: Callable[[], Awaitable[None]] | None = None,
+        on_ready: Callable[[], None] | None = None,
+        before_stop: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
@@ -57,6 +64,8 @@ class ReplicaRuntime:
         self.error: str | None = None
         self.on_fatal = on_fatal
         self._prepare = prepare
+        self._on_ready = on_ready
+        self._before_stop = before_stop
         self._history: list[PhaseChange] = [
             PhaseChange(None, ReplicaPhase.STARTING, self.started_at)
         ]
@@ -145,6 +154,8 @@ class ReplicaRuntime:
         for report in await run_recovery(self._recovery_context()):
             log.info("recovery of %s: %s", report.surface, report.counts)
         await self._change(ReplicaPhase.READY)
+        if self._on_ready is not None:
+            self._on_ready()
         self._healthy_since = asyncio.get_running_loop().time()
         self._heartbeat = asyncio.create_task(self._beat(), name=f"heartbeat {self.id}")
 
@@ -205,7 +216,10 @@ class ReplicaRuntime:
             log.info("replica %s: heartbeat stored again", self.id)
             self._healthy_since = asyncio.get_running_loop().time()
         self.last_heartbeat_error = None
-        await sweep_crashed_replicas(self._recovery_context(), False)
+        swept = await sweep_crashed_replicas(self._recovery_context(), False)
+        if swept.counts.get("marked_crashed"):
+            # What the crashed replica had in flight will never finish.
+            await abort_orphaned_replay_records(self._recovery_context(), False)
         return True
 
     async def _fenced(self) -> None:
@@ -261,6 +275,8 @@ class ReplicaRuntime:
             self._heartbeat.cancel()
             await self._bounded(_swallow(self._heartbeat), "stop the heartbeat")
         try:
+            if self._before_stop is not None:
+                await self._bounded(self._before_stop(), "flush before stopping")
             if self._registered:
                 await self._bounded(self._change(ReplicaPhase.STOPPED), "record stopped")
             if not self.phase.terminal:

@@ -3,7 +3,20 @@ produce exactly this (a test compares them on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
 
 from routekeeper.storage.types import UTCDateTime
 
@@ -51,8 +64,56 @@ runtime_events = Table(
     Index("ix_runtime_events_occurred_at", "occurred_at"),
 )
 
+router_replay = Table(
+    "router_replay",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("replica_id", String(40), nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("session_id", String(256), nullable=True),
+    Column("decision", String(128), nullable=True),
+    Column("signals", JSON, nullable=False),
+    Column("requested_model", String(256), nullable=False),
+    Column("selected_model", String(128), nullable=True),
+    Column("stream", Boolean, nullable=False),
+    Column("upstream_status", Integer, nullable=True),
+    Column("lifecycle_state", String(16), nullable=False),
+    Column("terminal_reason", String(32), nullable=True),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("completed_at", UTCDateTime(), nullable=True),
+    Column("routing_ms", Float, nullable=True),
+    Column("ttfb_ms", Float, nullable=True),
+    Column("total_ms", Float, nullable=True),
+    Column("prompt_tokens", Integer, nullable=True),
+    Column("completion_tokens", Integer, nullable=True),
+    Column("total_tokens", Integer, nullable=True),
+    Column("cost", Float, nullable=True),
+    Column("currency", String(8), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("request_body", Text, nullable=True),
+    Column("request_body_truncated", Boolean, nullable=False),
+    Column("response_body", Text, nullable=True),
+    Column("response_body_truncated", Boolean, nullable=False),
+    Index("ix_router_replay_tenant_id_id", "tenant_id", "id"),
+    Index("ix_router_replay_decision_id", "decision", "id"),
+    Index("ix_router_replay_selected_model_id", "selected_model", "id"),
+    Index("ix_router_replay_lifecycle_state_id", "lifecycle_state", "id"),
+    Index("ix_router_replay_session_id_id", "session_id", "id"),
+    Index("ix_router_replay_started_at", "started_at"),
+    # Recovery finds what a dead replica left in flight without scanning finished records.
+    Index(
+        "ix_router_replay_in_progress",
+        "replica_id",
+        postgresql_where=text("lifecycle_state = 'in_progress'"),
+        sqlite_where=text("lifecycle_state = 'in_progress'"),
+    ),
+)
+
 # Which tables hold each registered surface (tests check this covers the registry exactly).
 SURFACE_TABLES: dict[str, tuple[Table, ...]] = {
     "runtime_status": (runtime_replicas,),
     "runtime_events": (runtime_events,),
+    "router_replay": (router_replay,),
 }

@@ -13,6 +13,7 @@ from routekeeper.storage.database import Database
 from routekeeper.storage.liveness import liveness_for
 from routekeeper.storage.migrate import MigrationState, ensure_schema
 from routekeeper.storage.placement import SurfacePlacement, check_contract
+from routekeeper.storage.replay_store import ReplayStore
 from routekeeper.storage.runtime_store import RuntimeStore
 from routekeeper.storage.schema import SURFACE_TABLES
 
@@ -43,6 +44,7 @@ class StateStorage:
             )
             self.databases[name] = Database(name, backend, sqlite_path=path)
         self.runtime = RuntimeStore(self.database_for("runtime_status"))
+        self.replay = ReplayStore(self.database_for("router_replay"))
         self.liveness = liveness_for(self.database_for("runtime_status"), settings.workspace)
 
     def database_for(self, surface: str) -> Database:

@@ -9,8 +9,15 @@ from fastapi import APIRouter, Query, Request
 from routekeeper.contract.ids import id_pattern
 from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, SortOrder
 from routekeeper.contract.runtime import ReplicaPhase, RuntimeEventKind
-from routekeeper.dashboard.schemas import ReplicaOut, RuntimeEventOut, StatusOut, SurfaceOut
+from routekeeper.dashboard.schemas import (
+    ReplayStatusOut,
+    ReplicaOut,
+    RuntimeEventOut,
+    StatusOut,
+    SurfaceOut,
+)
 from routekeeper.http.pages import Limit, ListPage, Order
+from routekeeper.router.services.replay import ReplayRecorder
 from routekeeper.runtime.replica import ReplicaRuntime
 from routekeeper.runtime.status import status_snapshot
 
@@ -34,6 +41,7 @@ async def get_status(request: Request) -> StatusOut:
     class, backend, whether it is ephemeral, and its row count."""
     runtime = _runtime(request)
     snap = await status_snapshot(runtime)
+    recorder: ReplayRecorder = request.app.state.recorder
     return StatusOut(
         replica_id=snap.replica_id,
         phase=snap.phase,
@@ -58,6 +66,12 @@ async def get_status(request: Request) -> StatusOut:
             )
             for s in snap.surfaces
         ],
+        replay=ReplayStatusOut(
+            enabled=recorder.enabled,
+            queued=recorder.queued,
+            written=recorder.written,
+            dropped=dict(recorder.dropped),
+        ),
         errors=snap.errors,
     )
 

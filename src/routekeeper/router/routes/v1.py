@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from routekeeper.http.errors import error_response, openai_error_body
 from routekeeper.router.services.chat import ChatPlan, ChatService
 from routekeeper.router.services.metrics import RouterMetrics
+from routekeeper.router.services.trace import RequestTrace
 from routekeeper.upstream.errors import UpstreamError, UpstreamErrorKind
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -93,21 +94,32 @@ def upstream_error_response(
 @router.post("/chat/completions", operation_id="create_chat_completion", response_model=None)
 async def create_chat_completion(request: Request, body: ChatCompletionRequest) -> Response:
     started = time.perf_counter()
-    service, metrics = _service(request), _metrics(request)
+    service = _service(request)
     plan = await service.plan(body.model_dump(exclude_unset=True), request.headers)
-    headers = _routing_headers(plan)
-    decision = plan.decision.name if plan.decision else None
+    trace = RequestTrace(
+        plan,
+        recorder=request.app.state.recorder,
+        metrics=_metrics(request),
+        replica_id=request.app.state.runtime.id,
+        requested_model=body.model,
+        session_id=request.headers.get("x-session-id"),
+        started=started,
+    )
+    headers = {**_routing_headers(plan), "x-routekeeper-replay-id": trace.replay_id}
     transport = service.transport(plan)
     if not plan.stream:
         try:
             data = await transport.complete(plan.body)
         except UpstreamError as exc:
-            metrics.upstream_failed(exc.kind.value, exc.status)
-            metrics.observe(
-                decision, plan.model.name, "upstream_error", time.perf_counter() - started
-            )
+            trace.failed(exc)
             return upstream_error_response(request, exc, headers)
-        metrics.observe(decision, plan.model.name, "completed", time.perf_counter() - started)
+        except asyncio.CancelledError:
+            trace.canceled()
+            raise
+        trace.mark_first_byte()
+        usage = data.get("usage")
+        trace.usage = usage if isinstance(usage, dict) else None
+        trace.completed()
         return JSONResponse(data, headers=headers)
 
     stack = AsyncExitStack()
@@ -115,49 +127,44 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest) 
         chunks = await stack.enter_async_context(transport.stream(plan.body))
     except UpstreamError as exc:
         await stack.aclose()
-        metrics.upstream_failed(exc.kind.value, exc.status)
-        metrics.observe(decision, plan.model.name, "upstream_error", time.perf_counter() - started)
+        trace.failed(exc)
         return upstream_error_response(request, exc, headers)
-
-    def done(outcome: str) -> None:
-        metrics.observe(decision, plan.model.name, outcome, time.perf_counter() - started)
-
+    except asyncio.CancelledError:
+        await stack.aclose()
+        trace.canceled()
+        raise
     return StreamingResponse(
-        _sse(chunks, plan, stack, done, metrics),
+        _sse(chunks, plan, stack, trace),
         media_type="text/event-stream",
         headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
     )
 
 
 async def _sse(
-    chunks: AsyncIterator[str],
-    plan: ChatPlan,
-    stack: AsyncExitStack,
-    done: Callable[[str], None],
-    metrics: RouterMetrics,
+    chunks: AsyncIterator[str], plan: ChatPlan, stack: AsyncExitStack, trace: RequestTrace
 ) -> AsyncIterator[str]:
     """Relay the upstream's chunks one by one. Usage was always requested upstream; it is
-    dropped here unless the client asked for it. The upstream connection is closed when this
-    generator ends, including when the client disconnects (Starlette cancels it)."""
-    outcome = "client_canceled"
+    recorded, and dropped here unless the client asked for it. The upstream connection is
+    closed when this generator ends, including when the client disconnects (Starlette
+    cancels it)."""
     try:
         async for payload in chunks:
+            trace.mark_first_byte()
+            if '"usage"' in payload:
+                _note_usage(payload, trace)
             relayed = payload if plan.client_wants_usage else _without_usage(payload)
             if relayed is not None:
                 yield f"data: {relayed}\n\n"
         yield "data: [DONE]\n\n"
-        outcome = "completed"
+        trace.completed()
     except UpstreamError as exc:
-        metrics.upstream_failed(exc.kind.value, exc.status)
-        outcome = "upstream_error"
+        trace.failed(exc)
         error = openai_error_body(exc.message, type_="server_error", code=f"upstream_{exc.kind}")
         yield f"data: {json.dumps(error)}\n\n"
-    except asyncio.CancelledError:
-        outcome = "client_canceled"
-        raise
     finally:
+        # Reached without an outcome only when the client went away (cancellation).
+        trace.canceled()
         await stack.aclose()
-        done(outcome)
 
 
 def _without_usage(payload: str) -> str | None:
@@ -175,6 +182,15 @@ def _without_usage(payload: str) -> str | None:
         data.pop("usage")
         return json.dumps(data, separators=(",", ":"))
     return payload
+
+
+def _note_usage(payload: str, trace: RequestTrace) -> None:
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return
+    if isinstance(data, dict) and isinstance(data.get("usage"), dict):
+        trace.usage = data["usage"]
 
 
 @router.get("/models", operation_id="list_models")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -30,6 +30,18 @@ class RouterMetrics:
             registry=self.registry,
         )
 
+        self.replay_dropped = Gauge(
+            "routekeeper_replay_dropped_records",
+            "Replay records not stored since start, by reason (queue_full, db_unavailable).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.replay_queued = Gauge(
+            "routekeeper_replay_queued_records",
+            "Replay records waiting for the writer.",
+            registry=self.registry,
+        )
+
     def observe(self, decision: str | None, model: str, outcome: str, seconds: float) -> None:
         label = decision or "(pass-through)"
         self.requests.labels(label, model, outcome).inc()
@@ -38,5 +50,8 @@ class RouterMetrics:
     def upstream_failed(self, kind: str, status: int | None) -> None:
         self.upstream_errors.labels(kind, str(status or "")).inc()
 
-    def render(self) -> bytes:
+    def render(self, dropped: dict[str, int], queued: int) -> bytes:
+        for reason, count in dropped.items():
+            self.replay_dropped.labels(reason).set(count)
+        self.replay_queued.set(queued)
         return generate_latest(self.registry)

@@ -1,0 +1,66 @@
+"""Router replay: one audit record per ``/v1`` request."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class LifecycleState(enum.StrEnum):
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+class TerminalReason(enum.StrEnum):
+    RESPONSE_COMPLETE = "response_complete"
+    UPSTREAM_ERROR = "upstream_error"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    CLIENT_CANCELED = "client_canceled"
+    PROCESS_RESTART = "process_restart"
+
+
+class DropReason(enum.StrEnum):
+    """Why a replay record was not stored (counted, never silent)."""
+
+    QUEUE_FULL = "queue_full"
+    DB_UNAVAILABLE = "db_unavailable"
+
+
+@dataclass
+class ReplayRecord:
+    """A request's replay record; ``None`` fields are not known (yet)."""
+
+    id: str
+    request_id: str
+    replica_id: str
+    endpoint: str
+    started_at: datetime
+    requested_model: str
+    selected_model: str | None
+    decision: str | None
+    stream: bool
+    lifecycle_state: LifecycleState = LifecycleState.IN_PROGRESS
+    tenant_id: str = "default"
+    session_id: str | None = None
+    signals: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Matched signals per family: ``{"keywords": [{"name": "code", "score": 1.0}]}``."""
+    terminal_reason: TerminalReason | None = None
+    upstream_status: int | None = None
+    completed_at: datetime | None = None
+    routing_ms: float | None = None
+    ttfb_ms: float | None = None
+    total_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cost: float | None = None
+    currency: str | None = None
+    error: str | None = None
+    request_body: str | None = None
+    request_body_truncated: bool = False
+    response_body: str | None = None
+    response_body_truncated: bool = False

@@ -1,0 +1,77 @@
+"""``GET /api/replay`` and ``GET /api/replay/{id}``: the router's audit records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from routekeeper.contract.ids import id_pattern
+from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, SortOrder
+from routekeeper.contract.replay import LifecycleState
+from routekeeper.dashboard.schemas import ReplayOut
+from routekeeper.http.pages import Limit, ListPage, Order
+from routekeeper.storage.replay_store import ReplayFilters, ReplayStore
+
+router = APIRouter(prefix="/api/replay", tags=["replay"])
+
+REPLAY_ID = id_pattern("rpl")
+ReplayCursor = Annotated[str | None, Query(pattern=REPLAY_ID, description="A replay id.")]
+Name = Annotated[str | None, Query(min_length=1, max_length=256)]
+
+
+def _store(request: Request) -> ReplayStore:
+    store: ReplayStore = request.app.state.runtime.storage.replay
+    return store
+
+
+@router.get("", operation_id="list_replay", response_model=ListPage[ReplayOut])
+async def list_replay(
+    request: Request,
+    limit: Limit = DEFAULT_PAGE_SIZE,
+    order: Order = SortOrder.DESC,
+    after: ReplayCursor = None,
+    before: ReplayCursor = None,
+    decision: Name = None,
+    model: Annotated[
+        str | None, Query(min_length=1, max_length=128, description="Selected model.")
+    ] = None,
+    lifecycle_state: LifecycleState | None = None,
+    session_id: Name = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> ListPage[ReplayOut]:
+    """Replay summaries (no bodies), newest first; every filter uses an index."""
+    filters = ReplayFilters(
+        decision=decision,
+        model=model,
+        lifecycle_state=lifecycle_state,
+        session_id=session_id,
+        since=_aware(since),
+        until=_aware(until),
+    )
+    page = await _store(request).list_records(
+        filters, limit=limit, order=order, after=after, before=before
+    )
+    return ListPage[ReplayOut](
+        data=[ReplayOut.of(r) for r in page.data],
+        first_id=page.first_id,
+        last_id=page.last_id,
+        has_more=page.has_more,
+    )
+
+
+@router.get("/{replay_id}", operation_id="get_replay", response_model=ReplayOut)
+async def get_replay(
+    request: Request, replay_id: Annotated[str, Path(pattern=REPLAY_ID)]
+) -> ReplayOut:
+    """One record, with captured bodies when its decision captured them."""
+    return ReplayOut.of(await _store(request).get(replay_id))
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """Times without a zone are taken as UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)

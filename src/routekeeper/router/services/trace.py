@@ -1,0 +1,118 @@
+"""One chat request's trace: timings, usage and outcome, reported once to the replay recorder
+and to the metrics when the request ends (however it ends)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+from routekeeper.contract.ids import new_id
+from routekeeper.contract.replay import LifecycleState, ReplayRecord, TerminalReason
+from routekeeper.router.services.chat import ChatPlan
+from routekeeper.router.services.metrics import RouterMetrics
+from routekeeper.router.services.replay import ReplayRecorder
+from routekeeper.storage.types import utcnow
+from routekeeper.upstream.errors import UpstreamError, UpstreamErrorKind
+
+
+class RequestTrace:
+    def __init__(
+        self,
+        plan: ChatPlan,
+        *,
+        recorder: ReplayRecorder,
+        metrics: RouterMetrics,
+        replica_id: str,
+        requested_model: str,
+        session_id: str | None,
+        started: float,
+        endpoint: str = "/v1/chat/completions",
+    ) -> None:
+        self.plan = plan
+        self.recorder = recorder
+        self.metrics = metrics
+        self.started = started
+        self.routed = time.perf_counter()
+        self.first_byte: float | None = None
+        self.usage: dict[str, Any] | None = None
+        self.done = False
+        signals: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        if plan.routing is not None:
+            for s in plan.routing.matched_signals:
+                signals[s.family].append({"name": s.name, "score": s.score})
+        self.record = ReplayRecord(
+            id=new_id("rpl"),
+            request_id=new_id("req"),
+            replica_id=replica_id,
+            endpoint=endpoint,
+            started_at=utcnow(),
+            requested_model=requested_model,
+            selected_model=plan.model.name,
+            decision=plan.decision.name if plan.decision else None,
+            stream=plan.stream,
+            session_id=session_id,
+            signals=dict(signals),
+            routing_ms=round((self.routed - started) * 1000, 3),
+        )
+        recorder.start(self.record)
+
+    @property
+    def replay_id(self) -> str:
+        return self.record.id
+
+    def mark_first_byte(self) -> None:
+        if self.first_byte is None:
+            self.first_byte = time.perf_counter()
+
+    def _ms(self, at: float | None) -> float | None:
+        return None if at is None else round((at - self.started) * 1000, 3)
+
+    def _finish(self, state: LifecycleState, reason: TerminalReason, **changes: Any) -> None:
+        if self.done:
+            return
+        self.done = True
+        now = time.perf_counter()
+        usage = self.usage or {}
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        pricing = self.plan.model.pricing
+        cost = None
+        if pricing is not None and isinstance(prompt, int) and isinstance(completion, int):
+            cost = (prompt * pricing.prompt_per_1m + completion * pricing.completion_per_1m) / 1e6
+        self.recorder.finish(
+            self.record.id,
+            lifecycle_state=state,
+            terminal_reason=reason,
+            completed_at=utcnow(),
+            ttfb_ms=self._ms(self.first_byte),
+            total_ms=self._ms(now),
+            prompt_tokens=prompt if isinstance(prompt, int) else None,
+            completion_tokens=completion if isinstance(completion, int) else None,
+            total_tokens=usage.get("total_tokens")
+            if isinstance(usage.get("total_tokens"), int)
+            else None,
+            cost=cost,
+            currency=pricing.currency if cost is not None and pricing else None,
+            **changes,
+        )
+        decision = self.plan.decision.name if self.plan.decision else None
+        self.metrics.observe(decision, self.plan.model.name, state.value, now - self.started)
+
+    def completed(self, status: int = 200) -> None:
+        self._finish(
+            LifecycleState.COMPLETED, TerminalReason.RESPONSE_COMPLETE, upstream_status=status
+        )
+
+    def failed(self, exc: UpstreamError) -> None:
+        self.metrics.upstream_failed(exc.kind.value, exc.status)
+        reason = (
+            TerminalReason.UPSTREAM_TIMEOUT
+            if exc.kind is UpstreamErrorKind.TIMEOUT
+            else TerminalReason.UPSTREAM_ERROR
+        )
+        self._finish(
+            LifecycleState.FAILED, reason, upstream_status=exc.status, error=exc.message[:2000]
+        )
+
+    def canceled(self) -> None:
+        self._finish(LifecycleState.ABORTED, TerminalReason.CLIENT_CANCELED)

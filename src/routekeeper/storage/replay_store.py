@@ -1,0 +1,194 @@
+"""The ``router_replay`` surface: one record per ``/v1`` request.
+
+Writes arrive in batches from the recorder (one transaction per batch): new records are
+inserted, finished ones updated by id. Recovery turns records a dead replica left
+``in_progress`` into ``aborted`` / ``process_restart``, found through a partial index."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+
+from routekeeper.contract.errors import NotFound
+from routekeeper.contract.pages import Page, SortOrder
+from routekeeper.contract.replay import LifecycleState, ReplayRecord, TerminalReason
+from routekeeper.storage.database import Database
+from routekeeper.storage.pagination import keyset_page
+from routekeeper.storage.schema import router_replay
+from routekeeper.storage.types import utcnow
+
+_ENUMS = ("lifecycle_state", "terminal_reason")
+
+
+def _row(record: ReplayRecord) -> dict[str, Any]:
+    row = asdict(record)
+    for key in _ENUMS:
+        if row[key] is not None:
+            row[key] = str(row[key])
+    return row
+
+
+def _summary(row: Any) -> ReplayRecord:
+    data = dict(row._mapping)
+    data.setdefault("request_body", None)
+    data.setdefault("response_body", None)
+    return _record_from(data)
+
+
+def _record(row: Any) -> ReplayRecord:
+    return _record_from(dict(row._mapping))
+
+
+def _record_from(data: dict[str, Any]) -> ReplayRecord:
+    data["lifecycle_state"] = LifecycleState(data["lifecycle_state"])
+    if data["terminal_reason"] is not None:
+        data["terminal_reason"] = TerminalReason(data["terminal_reason"])
+    return ReplayRecord(**data)
+
+
+class ReplayStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def write_batch(
+        self, inserts: Sequence[ReplayRecord], updates: Sequence[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """Insert new records and apply finished records' changes, in one transaction.
+        Updates are grouped by the set of columns they change (one executemany each)."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for record_id, changes in updates:
+            values = {
+                k: (str(v) if k in _ENUMS and v is not None else v) for k, v in changes.items()
+            }
+            groups.setdefault(tuple(sorted(values)), []).append({"_id": record_id, **values})
+        async with self.db.write() as conn:
+            if inserts:
+                await conn.execute(router_replay.insert(), [_row(r) for r in inserts])
+            for columns, rows in groups.items():
+                statement = (
+                    update(router_replay)
+                    .where(router_replay.c.id == bindparam("_id"))
+                    .values({c: bindparam(c) for c in columns})
+                )
+                await conn.execute(statement, rows)
+
+    async def get(self, record_id: str) -> ReplayRecord:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(select(router_replay).where(router_replay.c.id == record_id))
+            ).one_or_none()
+        if row is None:
+            raise NotFound(f"no replay record {record_id}")
+        return _record(row)
+
+    async def list_records(
+        self,
+        filters: ReplayFilters,
+        *,
+        limit: int = 20,
+        order: SortOrder = SortOrder.DESC,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> Page[ReplayRecord]:
+        """Summaries (bodies left out) by id, newest first by default; keyset pages."""
+        summary = [c for c in router_replay.c if c.name not in ("request_body", "response_body")]
+        query = filters.apply(select(*summary))
+        async with self.db.read() as conn:
+            return await keyset_page(
+                conn,
+                query,
+                router_replay.c.id,
+                _summary,
+                lambda r: r.id,
+                limit=limit,
+                order=order,
+                after=after,
+                before=before,
+            )
+
+    async def replicas_with_records_in_flight(self) -> list[str]:
+        """Replica ids that have ``in_progress`` records (reads only the partial index)."""
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(router_replay.c.replica_id)
+                .where(router_replay.c.lifecycle_state == LifecycleState.IN_PROGRESS.value)
+                .distinct()
+            )
+            return [r[0] for r in rows]
+
+    async def count_in_flight(self, replica_ids: Iterable[str]) -> int:
+        ids = list(replica_ids)
+        if not ids:
+            return 0
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(router_replay.c.id)
+                .where(router_replay.c.lifecycle_state == LifecycleState.IN_PROGRESS.value)
+                .where(router_replay.c.replica_id.in_(ids))
+            )
+            return len(rows.all())
+
+    async def abort_in_flight(
+        self, replica_ids: Iterable[str], *, at: datetime | None = None
+    ) -> int:
+        """Records the given (dead) replicas left ``in_progress`` become ``aborted`` /
+        ``process_restart``. Idempotent: returns how many changed."""
+        ids = list(replica_ids)
+        if not ids:
+            return 0
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(router_replay)
+                .where(router_replay.c.lifecycle_state == LifecycleState.IN_PROGRESS.value)
+                .where(router_replay.c.replica_id.in_(ids))
+                .values(
+                    lifecycle_state=LifecycleState.ABORTED.value,
+                    terminal_reason=TerminalReason.PROCESS_RESTART.value,
+                    completed_at=at or utcnow(),
+                )
+            )
+        return int(result.rowcount)
+
+
+class ReplayFilters:
+    """The list filters of ``GET /api/replay``; every one is backed by an index."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: str = "default",
+        decision: str | None = None,
+        model: str | None = None,
+        lifecycle_state: LifecycleState | None = None,
+        session_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.decision = decision
+        self.model = model
+        self.lifecycle_state = lifecycle_state
+        self.session_id = session_id
+        self.since = since
+        self.until = until
+
+    def apply(self, query: Any) -> Any:
+        c = router_replay.c
+        query = query.where(c.tenant_id == self.tenant_id)
+        if self.decision is not None:
+            query = query.where(c.decision == self.decision)
+        if self.model is not None:
+            query = query.where(c.selected_model == self.model)
+        if self.lifecycle_state is not None:
+            query = query.where(c.lifecycle_state == self.lifecycle_state.value)
+        if self.session_id is not None:
+            query = query.where(c.session_id == self.session_id)
+        if self.since is not None:
+            query = query.where(c.started_at >= self.since)
+        if self.until is not None:
+            query = query.where(c.started_at < self.until)
+        return query

@@ -1,0 +1,148 @@
+"""The router_replay store and the batched recorder, on SQLite and PostgreSQL."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from routekeeper.contract.errors import NotFound
+from routekeeper.contract.ids import new_id
+from routekeeper.contract.pages import SortOrder
+from routekeeper.contract.replay import LifecycleState, ReplayRecord, TerminalReason
+from routekeeper.router.services.replay import ReplayRecorder
+from routekeeper.storage.replay_store import ReplayFilters
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def record(i: int, **kw) -> ReplayRecord:
+    base = dict(
+        id=new_id("rpl", now_ms=1_700_000_000_000 + i),
+        request_id=f"req_{i}",
+        replica_id=kw.pop("replica_id", "rep_a"),
+        endpoint="/v1/chat/completions",
+        started_at=T0 + timedelta(seconds=i),
+        requested_model="auto",
+        selected_model="small" if i % 2 else "large",
+        decision="default" if i % 2 else "coding",
+        stream=False,
+        session_id=f"s{i % 3}",
+        signals={"keywords": [{"name": "code", "score": 1.0}]} if not i % 2 else {},
+    )
+    base.update(kw)
+    return ReplayRecord(**base)
+
+
+async def test_batch_inserts_and_updates_in_one_go(state_storage):
+    store = state_storage.replay
+    a, b = record(1), record(2)
+    await store.write_batch([a, b], [])
+    await store.write_batch(
+        [],
+        [
+            (
+                a.id,
+                {
+                    "lifecycle_state": LifecycleState.COMPLETED,
+                    "terminal_reason": TerminalReason.RESPONSE_COMPLETE,
+                    "total_tokens": 9,
+                },
+            ),
+            (b.id, {"lifecycle_state": LifecycleState.FAILED, "upstream_status": 500}),
+        ],
+    )
+    got_a, got_b = await store.get(a.id), await store.get(b.id)
+    assert got_a.lifecycle_state is LifecycleState.COMPLETED and got_a.total_tokens == 9
+    assert got_a.terminal_reason is TerminalReason.RESPONSE_COMPLETE
+    assert got_b.lifecycle_state is LifecycleState.FAILED and got_b.upstream_status == 500
+    assert got_b.signals == {"keywords": [{"name": "code", "score": 1.0}]}
+    assert got_a.started_at == T0 + timedelta(seconds=1)
+    with pytest.raises(NotFound):
+        await store.get("rpl_" + "0" * 26)
+
+
+async def test_list_filters_and_pages(state_storage):
+    store = state_storage.replay
+    records = [record(i) for i in range(10)]
+    await store.write_batch(records, [])
+    page = await store.list_records(ReplayFilters(), limit=4)
+    assert [r.id for r in page.data] == [r.id for r in records[::-1][:4]] and page.has_more
+    rest = await store.list_records(ReplayFilters(), limit=10, after=page.last_id)
+    assert len(rest.data) == 6 and not rest.has_more
+    assert {
+        r.decision
+        for r in (await store.list_records(ReplayFilters(decision="coding"), limit=20)).data
+    } == {"coding"}
+    by_model = await store.list_records(ReplayFilters(model="small"), limit=20)
+    assert len(by_model.data) == 5
+    session = await store.list_records(
+        ReplayFilters(session_id="s0"), limit=20, order=SortOrder.ASC
+    )
+    assert [r.request_id for r in session.data] == ["req_0", "req_3", "req_6", "req_9"]
+    window = await store.list_records(
+        ReplayFilters(since=T0 + timedelta(seconds=3), until=T0 + timedelta(seconds=5)), limit=20
+    )
+    assert {r.request_id for r in window.data} == {"req_3", "req_4"}
+    assert all(r.request_body is None for r in page.data)
+
+
+async def test_abort_in_flight_only_touches_dead_replicas_and_is_idempotent(state_storage):
+    store = state_storage.replay
+    dead, live = record(1, replica_id="rep_dead"), record(2, replica_id="rep_live")
+    done = record(3, replica_id="rep_dead", lifecycle_state=LifecycleState.COMPLETED)
+    await store.write_batch([dead, live, done], [])
+    assert sorted(await store.replicas_with_records_in_flight()) == ["rep_dead", "rep_live"]
+    assert await store.count_in_flight(["rep_dead"]) == 1
+    assert await store.abort_in_flight(["rep_dead"]) == 1
+    assert await store.abort_in_flight(["rep_dead"]) == 0
+    aborted = await store.get(dead.id)
+    assert aborted.lifecycle_state is LifecycleState.ABORTED
+    assert aborted.terminal_reason is TerminalReason.PROCESS_RESTART
+    assert (await store.get(live.id)).lifecycle_state is LifecycleState.IN_PROGRESS
+    assert (await store.get(done.id)).lifecycle_state is LifecycleState.COMPLETED
+
+
+async def test_recorder_coalesces_and_flushes_on_stop(state_storage):
+    recorder = ReplayRecorder(
+        state_storage.replay, enabled=True, queue_max=100, flush_interval_ms=50
+    )
+    r = record(1)
+    recorder.start(r)
+    recorder.finish(r.id, lifecycle_state=LifecycleState.COMPLETED, total_ms=12.5)
+    assert recorder.queued == 1
+    assert await recorder.flush() == 1
+    stored = await state_storage.replay.get(r.id)
+    assert stored.lifecycle_state is LifecycleState.COMPLETED and stored.total_ms == 12.5
+    later = record(2)
+    recorder.start(later)
+    await recorder.flush()
+    recorder.finish(
+        later.id,
+        lifecycle_state=LifecycleState.ABORTED,
+        terminal_reason=TerminalReason.CLIENT_CANCELED,
+    )
+    await recorder.stop()  # the final flush applies the pending update
+    assert (
+        await state_storage.replay.get(later.id)
+    ).terminal_reason is TerminalReason.CLIENT_CANCELED
+    assert recorder.written == 3 and recorder.dropped == {"queue_full": 0, "db_unavailable": 0}
+
+
+async def test_recorder_drops_and_counts_instead_of_blocking(state_storage):
+    recorder = ReplayRecorder(state_storage.replay, enabled=True, queue_max=3, flush_interval_ms=50)
+    for i in range(5):
+        recorder.start(record(i))
+    assert recorder.queued == 3 and recorder.dropped["queue_full"] == 2
+    await state_storage.replay.db.close()  # the database goes away
+    assert await recorder.flush() == 0
+    assert recorder.dropped["db_unavailable"] == 3 and recorder.queued == 0
+    await state_storage.replay.db.open()
+    recorder.start(record(9))
+    assert await recorder.flush() == 1  # back without a restart
+
+
+async def test_disabled_recorder_records_nothing(state_storage):
+    recorder = ReplayRecorder(
+        state_storage.replay, enabled=False, queue_max=3, flush_interval_ms=50
+    )
+    recorder.start(record(1))
+    assert recorder.queued == 0 and await recorder.flush() == 0

@@ -1,0 +1,137 @@
+"""Kill-and-restart tests of router_replay, on SQLite and PostgreSQL, through the real server."""
+
+import asyncio
+import threading
+import time
+
+import httpx
+import pytest
+
+from routekeeper.testing import FakeUpstream
+
+pytestmark = pytest.mark.slow
+
+ECHO = {
+    "models": [
+        {"name": "small", "backend": {"type": "echo"}},
+        {"name": "large", "backend": {"type": "echo"}},
+    ],
+    "signals": {"keywords": [{"name": "code", "any": ["python"]}]},
+    "decisions": [
+        {"name": "coding", "priority": 10, "when": "keywords:code", "model": "large"},
+        {"name": "default", "model": "small"},
+    ],
+}
+
+
+async def _burst(url: str, n: int, concurrency: int) -> list[str]:
+    ids: list[str] = []
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def one(i: int) -> None:
+            async with limit:
+                content = "python" if i % 2 else "hello"
+                response = await client.post(
+                    f"{url}/v1/chat/completions",
+                    json={
+                        "model": "auto",
+                        "messages": [{"role": "user", "content": f"{content} {i}"}],
+                    },
+                    headers={"x-session-id": f"s{i % 5}"},
+                )
+                assert response.status_code == 200, response.text
+                ids.append(response.headers["x-routekeeper-replay-id"])
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+    return ids
+
+
+def replay(server, replay_id: str) -> dict:
+    response = httpx.get(f"{server.url}/api/replay/{replay_id}", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def all_replay(server, **filters) -> list[dict]:
+    out, after = [], None
+    while True:
+        params = {"limit": 100, **filters}
+        if after:
+            params["after"] = after
+        page = httpx.get(f"{server.url}/api/replay", params=params, timeout=10).json()
+        out += page["data"]
+        if not page["has_more"]:
+            return out
+        after = page["last_id"]
+
+
+@pytest.mark.restart(surface="router_replay")
+def test_sigterm_keeps_every_finished_request(server_factory):
+    first = server_factory(**ECHO).start()
+    ids = asyncio.run(_burst(first.url, 500, 8))
+    assert first.terminate() == 0
+    second = server_factory(**ECHO).start()
+    records = {r["id"]: r for r in all_replay(second)}
+    assert set(ids) <= set(records)
+    assert sum(r["lifecycle_state"] == "completed" for r in records.values()) == 500
+    sample = records[ids[0]]
+    assert sample["terminal_reason"] == "response_complete" and sample["total_tokens"] > 0
+    assert sample["decision"] in ("coding", "default") and sample["requested_model"] == "auto"
+    coding = [r for r in records.values() if r["decision"] == "coding"]
+    assert len(coding) == 250 and all(r["signals"]["keywords"][0]["name"] == "code" for r in coding)
+    assert len(all_replay(second, session_id="s0")) == 100
+
+
+@pytest.mark.restart(surface="router_replay")
+def test_sigkill_after_the_last_response_loses_nothing_finished(server_factory):
+    first = server_factory(**ECHO).start()
+    ids = asyncio.run(_burst(first.url, 200, 8))
+    time.sleep(0.5)
+    first.kill()
+    second = server_factory(**ECHO).start()
+    for replay_id in ids:
+        assert replay(second, replay_id)["lifecycle_state"] == "completed"
+
+
+@pytest.mark.restart(surface="router_replay")
+def test_a_request_in_flight_at_sigkill_is_aborted_after_restart(server_factory):
+    with FakeUpstream(models=["m"], hang=True) as upstream:
+        config = {
+            "models": [
+                {
+                    "name": "hung",
+                    "backend": {"type": "openai", "base_url": upstream.base_url, "model": "m"},
+                }
+            ],
+            "decisions": [{"name": "default", "model": "hung"}],
+        }
+        first = server_factory(**config).start()
+
+        def call() -> None:
+            try:
+                httpx.post(
+                    f"{first.url}/v1/chat/completions",
+                    json={
+                        "model": "auto",
+                        "stream": True,
+                        "messages": [{"role": "user", "content": "x"}],
+                    },
+                    timeout=30,
+                )
+            except httpx.HTTPError:
+                pass  # the server dies under it
+
+        client = threading.Thread(target=call)
+        client.start()
+        assert upstream.wait_for_requests(1, timeout=10)
+        time.sleep(0.5)  # > flush_interval_ms: the in_progress record is stored
+        first.kill()
+        client.join(30)
+        second = server_factory(**config).start()
+        records = all_replay(second)
+        assert len(records) == 1
+        record = records[0]
+        assert record["stream"] is True and record["selected_model"] == "hung"
+        assert record["lifecycle_state"] == "aborted"
+        assert record["terminal_reason"] == "process_restart"
