@@ -90,8 +90,8 @@ def test_killed_replica_is_reported_and_recovery_dry_run_changes_nothing(tmp_pat
         assert any(f["check"] == "replicas" and "lock_free" in f["message"] for f in warned)
         recovery = next(f for f in report["findings"] if f["check"] == "recovery")
         assert recovery["details"]["counts"] == {"dead_found": 1, "marked_crashed": 0}
-    server.start()
-    code, report = doctor("--workspace", str(workspace))
+    with server.start():
+        code, report = doctor("--workspace", str(workspace))
     assert code == 0
     assert any(
         f["check"] == "replicas" and "crashed at" in f["message"] for f in report["findings"]

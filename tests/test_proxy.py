@@ -2,6 +2,7 @@
 client, the fake upstream on a real socket."""
 
 import json
+import signal
 import socket
 import time
 from pathlib import Path
@@ -63,6 +64,8 @@ def router(upstream, tmp_path_factory):
             {"name": "default", "model": "small"},
         ],
     }
+    config["server"] = {"sse_ping_seconds": 0.5}
+    config["replay"] = {"flush_interval_ms": 20}
     path = tmp / "c.yaml"
     path.write_text(yaml.safe_dump(config))
     with ServerProcess(workspace=tmp / "ws", config=path, env={"RK_TEST_KEY": "sk-test"}) as server:
@@ -261,3 +264,168 @@ def test_metrics_count_decisions_and_upstream_errors(router, up):
     assert 'routekeeper_requests_total{decision="coding",model="large",outcome="completed"}' in text
     assert 'routekeeper_upstream_errors_total{kind="http",status="500"}' in text
     assert "routekeeper_request_duration_seconds_bucket" in text
+
+
+def replay_of(router, replay_id: str, timeout: float = 5.0) -> dict:
+    """The stored replay record once its final state is flushed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.get(f"{router.url}/api/replay/{replay_id}")
+        if response.status_code == 200 and response.json()["lifecycle_state"] != "in_progress":
+            return response.json()
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.05)
+
+
+def test_replay_records_each_outcome(router, up):
+    ok = post(router, model="auto", messages=[{"role": "user", "content": "python"}])
+    record = replay_of(router, ok.headers["x-routekeeper-replay-id"])
+    assert (record["lifecycle_state"], record["terminal_reason"]) == (
+        "completed",
+        "response_complete",
+    )
+    assert record["decision"] == "coding" and record["selected_model"] == "large"
+    assert record["signals"] == {"keywords": [{"name": "code", "score": 1.0}]}
+    assert (
+        record["total_tokens"] > 0 and record["ttfb_ms"] is not None and record["routing_ms"] >= 0
+    )
+    up.configure(error_status=500)
+    failed = replay_of(router, post(router).headers["x-routekeeper-replay-id"])
+    assert (failed["lifecycle_state"], failed["terminal_reason"], failed["upstream_status"]) == (
+        "failed",
+        "upstream_error",
+        500,
+    )
+    assert failed["decision"] is None  # pass-through
+    up.reset()
+    up.configure(hang=True)
+    timed_out = replay_of(router, post(router).headers["x-routekeeper-replay-id"])
+    assert (timed_out["lifecycle_state"], timed_out["terminal_reason"]) == (
+        "failed",
+        "upstream_timeout",
+    )
+
+
+def _disconnect_after_first_line(router, **body):
+    with httpx.Client(timeout=20) as client:
+        with client.stream(
+            "POST",
+            f"{router.url}/v1/chat/completions",
+            json={"model": "small", "messages": MSG, **body},
+        ) as response:
+            replay_id = response.headers["x-routekeeper-replay-id"]
+            lines = response.iter_lines()
+            assert next(lines).startswith("data:")
+    return replay_id
+
+
+def test_disconnect_mid_stream_is_recorded_client_canceled(router, up):
+    up.configure(chunk_delay_ms=300, stream_chunks=50)
+    replay_id = _disconnect_after_first_line(router, stream=True)
+    assert up.wait_for_disconnects(1, timeout=5)
+    record = replay_of(router, replay_id)
+    assert (record["lifecycle_state"], record["terminal_reason"]) == ("aborted", "client_canceled")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_leaving_before_the_first_byte_cancels_the_upstream(router, up, stream):
+    up.configure(hang=True)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{router.url}/v1/chat/completions",
+            json={"model": "large", "messages": MSG, "stream": stream},
+            timeout=0.5,
+        )
+    assert up.wait_for_disconnects(1, timeout=5), "the upstream request outlived its client"
+    records = httpx.get(f"{router.url}/api/replay", params={"model": "large", "limit": 1}).json()[
+        "data"
+    ]
+    deadline = time.monotonic() + 5
+    while records[0]["lifecycle_state"] == "in_progress" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        records = httpx.get(
+            f"{router.url}/api/replay", params={"model": "large", "limit": 1}
+        ).json()["data"]
+    assert (records[0]["lifecycle_state"], records[0]["terminal_reason"]) == (
+        "aborted",
+        "client_canceled",
+    )
+
+
+def test_a_quiet_stream_gets_pings(router, up):
+    up.configure(chunk_delay_ms=1300, stream_chunks=2)
+    with httpx.stream(
+        "POST",
+        f"{router.url}/v1/chat/completions",
+        json={"model": "small", "messages": MSG, "stream": True},
+        timeout=20,
+    ) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert ": ping" in lines
+    assert lines[-1] == "data: [DONE]"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"model": "small", "messages": [{"role": "user", "content": "\\ud800"}]}',
+        '{"model": "small", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+        '{"model": "small", "messages": [{"role": "user", "content": "x"}], "top_p": 1e400}',
+    ],
+)
+def test_json_python_accepts_but_nobody_can_send_is_a_400(router, raw):
+    response = httpx.post(
+        f"{router.url}/v1/chat/completions",
+        content=raw,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert error_of(response)["type"] == "invalid_request_error"
+    explain = httpx.post(
+        f"{router.url}/api/routing/explain",
+        content='{"prompt": "x", "headers": {"x-tenant": "\\ud800"}}',
+        headers={"content-type": "application/json"},
+    )
+    assert explain.status_code == 400
+
+
+def test_sigterm_ends_an_open_stream_with_an_in_band_error(tmp_path, upstream):
+    upstream.reset()
+    upstream.configure(chunk_delay_ms=500, stream_chunks=100)
+    config = {
+        "models": [
+            {
+                "name": "m",
+                "backend": {
+                    "type": "openai",
+                    "base_url": upstream.base_url,
+                    "model": "qwen-small",
+                    "api_key_env": "RK_TEST_KEY",
+                },
+            }
+        ],
+        "server": {"graceful_timeout_seconds": 4},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    server = ServerProcess(
+        workspace=tmp_path / "ws", config=path, env={"RK_TEST_KEY": "sk-test"}
+    ).start()
+    try:
+        with httpx.stream(
+            "POST",
+            f"{server.url}/v1/chat/completions",
+            json={"model": "m", "messages": MSG, "stream": True},
+            timeout=20,
+        ) as response:
+            lines = response.iter_lines()
+            assert next(lines).startswith("data:")
+            started = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            rest = [line for line in lines if line.startswith("data:")]
+        assert json.loads(rest[-1][6:])["error"]["code"] == "server_shutting_down"
+        assert server.wait_exit(15) == 0, server.log_tail()
+        assert time.monotonic() - started < 4.5
+        assert "Exception in ASGI application" not in server.log()
+    finally:
+        server.stop_quietly()

@@ -205,6 +205,9 @@ class ServerSettings(_Strict):
         ),
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    sse_ping_seconds: float = Field(
+        15.0, gt=0, le=3600, description="A `: ping` comment after this much stream silence."
+    )
 
     @model_validator(mode="after")
     def _drain_within_budget(self) -> ServerSettings:

@@ -9,6 +9,7 @@ Contract errors carry their HTTP status; request validation is a 400 (``/api``) 
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -17,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from routekeeper.contract.errors import RoutekeeperError
+from routekeeper.contract.errors import InvalidRequest, RoutekeeperError
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +130,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(request, 500, "internal_error", "internal error; see the server log")
+
+
+def ensure_json_safe(value: Any) -> None:
+    """Refuse (400) what Python's JSON parser accepts but no JSON consumer can take back:
+    NaN or Infinity, and lone UTF-16 surrogates (``"\\ud800"``)."""
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except ValueError as exc:  # UnicodeEncodeError is a ValueError
+        reason = "a lone surrogate" if isinstance(exc, UnicodeEncodeError) else "NaN or Infinity"
+        raise InvalidRequest(
+            f"the request body contains {reason}, which JSON does not allow"
+        ) from None

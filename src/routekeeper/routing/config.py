@@ -35,7 +35,15 @@ class OpenAIModelBackend(_Strict):
     base_url: str = Field(description="Up to and including /v1, e.g. http://127.0.0.1:9000/v1")
     model: str = Field(description="The model name the upstream expects.")
     api_key_env: str | None = Field(None, description="Environment variable holding the key.")
-    timeout_seconds: float = Field(120.0, gt=0, le=3600, description="Whole-request timeout.")
+    timeout_seconds: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Longest wait: for the whole answer of a non-streaming request; for a stream, "
+            "for its first chunk and between chunks."
+        ),
+    )
     connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
 
     @field_validator("base_url")

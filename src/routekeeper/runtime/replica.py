@@ -82,6 +82,11 @@ class ReplicaRuntime:
     # -- phases ----------------------------------------------------------------------------
 
     @property
+    def shutdown_deadline(self) -> float | None:
+        """Event-loop time by which shutdown must be over (None until SIGTERM)."""
+        return self._deadline
+
+    @property
     def ready(self) -> bool:
         return self.phase is ReplicaPhase.READY
 

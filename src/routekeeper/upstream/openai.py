@@ -3,6 +3,7 @@ process, shared by every model; timeouts per model."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -50,16 +51,23 @@ class OpenAITransport:
         return {**body, "model": self.backend.model}
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The whole answer within ``timeout_seconds`` (not only each read)."""
         try:
-            response = await self.pool.client.post(
-                self.url, json=self._body(body), headers=self._headers(), timeout=self.timeout
-            )
+            async with asyncio.timeout(self.backend.timeout_seconds):
+                response = await self.pool.client.post(
+                    self.url, json=self._body(body), headers=self._headers(), timeout=self.timeout
+                )
+        except TimeoutError as exc:
+            raise UpstreamError(
+                UpstreamErrorKind.TIMEOUT, "upstream did not answer in time"
+            ) from exc
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from exc
         if response.status_code >= 400:
             raise _http_error(response, response.content)
         try:
-            data = response.json()
+            # Only standard JSON: NaN or Infinity could not be sent on to the client.
+            data = json.loads(response.content, parse_constant=_refuse_constant)
         except ValueError as exc:
             raise UpstreamError(UpstreamErrorKind.PROTOCOL, "upstream sent invalid JSON") from exc
         if not isinstance(data, dict):
@@ -106,6 +114,10 @@ async def _data_lines(response: httpx.Response) -> AsyncIterator[str]:
             UpstreamErrorKind.PROTOCOL, f"upstream stream broke: {type(exc).__name__}"
         ) from exc
     raise UpstreamError(UpstreamErrorKind.PROTOCOL, "upstream stream ended without [DONE]")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _transport_error(exc: httpx.HTTPError) -> UpstreamError:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from routekeeper.contract.errors import InvalidRequest
+from routekeeper.http.errors import ensure_json_safe
 from routekeeper.routing.engine import RoutingEngine
 from routekeeper.routing.explain import explain
 from routekeeper.routing.request import prompt_input, routing_input
@@ -28,6 +29,7 @@ class ExplainRequest(BaseModel):
 async def explain_routing(request: Request, body: ExplainRequest) -> dict[str, Any]:
     """Which signals match (with scores), which decisions match, which wins and why. No
     model is called."""
+    ensure_json_safe(body.model_dump())
     engine: RoutingEngine = request.app.state.engine
     if not engine.routes:
         raise InvalidRequest("no decisions are configured, so nothing is routed")

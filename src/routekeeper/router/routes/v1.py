@@ -5,23 +5,30 @@ go in-band as ``data: {"error": {...}}``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from routekeeper.http.errors import error_response, openai_error_body
+from routekeeper.http.errors import ensure_json_safe, error_response, openai_error_body
 from routekeeper.router.services.chat import ChatPlan, ChatService
 from routekeeper.router.services.metrics import RouterMetrics
 from routekeeper.router.services.trace import RequestTrace
+from routekeeper.runtime.replica import ReplicaRuntime
 from routekeeper.upstream.errors import UpstreamError, UpstreamErrorKind
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+
+T = TypeVar("T")
+CLIENT_CLOSED_REQUEST = 499  # nginx's convention; never seen by the departed client
+# Open streams end this long before the shutdown deadline, ahead of uvicorn's cancellation.
+STREAM_SHUTDOWN_MARGIN_SECONDS = 2.0
 
 
 class ChatMessage(BaseModel):
@@ -95,12 +102,15 @@ def upstream_error_response(
 async def create_chat_completion(request: Request, body: ChatCompletionRequest) -> Response:
     started = time.perf_counter()
     service = _service(request)
-    plan = await service.plan(body.model_dump(exclude_unset=True), request.headers)
+    payload = body.model_dump(exclude_unset=True)
+    ensure_json_safe(payload)
+    plan = await service.plan(payload, request.headers)
+    runtime: ReplicaRuntime = request.app.state.runtime
     trace = RequestTrace(
         plan,
         recorder=request.app.state.recorder,
         metrics=_metrics(request),
-        replica_id=request.app.state.runtime.id,
+        replica_id=runtime.id,
         requested_model=body.model,
         session_id=request.headers.get("x-session-id"),
         started=started,
@@ -109,10 +119,13 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest) 
     transport = service.transport(plan)
     if not plan.stream:
         try:
-            data = await transport.complete(plan.body)
+            data = await _unless_client_leaves(request, transport.complete(plan.body))
         except UpstreamError as exc:
             trace.failed(exc)
             return upstream_error_response(request, exc, headers)
+        except ClientGone:
+            trace.canceled()
+            return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody is listening
         except asyncio.CancelledError:
             trace.canceled()
             raise
@@ -124,31 +137,99 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest) 
 
     stack = AsyncExitStack()
     try:
-        chunks = await stack.enter_async_context(transport.stream(plan.body))
+        chunks = await _unless_client_leaves(
+            request, stack.enter_async_context(transport.stream(plan.body))
+        )
     except UpstreamError as exc:
         await stack.aclose()
         trace.failed(exc)
         return upstream_error_response(request, exc, headers)
-    except asyncio.CancelledError:
+    except (ClientGone, asyncio.CancelledError) as exc:
         await stack.aclose()
         trace.canceled()
+        if isinstance(exc, ClientGone):
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         raise
     return StreamingResponse(
-        _sse(chunks, plan, stack, trace),
+        _sse(
+            chunks, plan, stack, trace, runtime, request.app.state.settings.server.sse_ping_seconds
+        ),
         media_type="text/event-stream",
         headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
     )
 
 
+class ClientGone(Exception):
+    """The client disconnected before the upstream answered."""
+
+
+async def _unless_client_leaves(request: Request, awaitable: Awaitable[T]) -> T:
+    """Await the upstream, but cancel it (closing its connection) as soon as the client
+    disconnects: an abandoned request must not hold an upstream slot until it times out."""
+    work = asyncio.ensure_future(awaitable)
+
+    async def client_left() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(client_left())
+    try:
+        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await work
+    if work.cancelled():
+        raise ClientGone
+    return work.result()
+
+
 async def _sse(
-    chunks: AsyncIterator[str], plan: ChatPlan, stack: AsyncExitStack, trace: RequestTrace
+    chunks: AsyncIterator[str],
+    plan: ChatPlan,
+    stack: AsyncExitStack,
+    trace: RequestTrace,
+    runtime: ReplicaRuntime,
+    ping_seconds: float,
 ) -> AsyncIterator[str]:
     """Relay the upstream's chunks one by one. Usage was always requested upstream; it is
-    recorded, and dropped here unless the client asked for it. The upstream connection is
-    closed when this generator ends, including when the client disconnects (Starlette
-    cancels it)."""
+    recorded, and dropped here unless the client asked for it. A ``: ping`` comment goes out
+    after every ``ping_seconds`` of silence. On SIGTERM an open stream ends in time with an
+    in-band ``server_shutting_down`` error. The upstream connection is closed when this
+    generator ends, including when the client disconnects (Starlette cancels it)."""
+    loop = asyncio.get_running_loop()
+    iterator = aiter(chunks)
+    pending: asyncio.Future[str] | None = None
     try:
-        async for payload in chunks:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            wait = ping_seconds
+            deadline = runtime.shutdown_deadline
+            if deadline is not None:
+                wait = min(wait, deadline - STREAM_SHUTDOWN_MARGIN_SECONDS - loop.time())
+                if wait <= 0:
+                    error = openai_error_body(
+                        "the server is shutting down; retry the request",
+                        type_="server_error",
+                        code="server_shutting_down",
+                    )
+                    yield f"data: {json.dumps(error)}\n\n"
+                    trace.canceled()
+                    return
+            done, _ = await asyncio.wait({pending}, timeout=wait)
+            if not done:
+                if runtime.shutdown_deadline is None or wait == ping_seconds:
+                    yield ": ping\n\n"
+                continue
+            try:
+                payload = pending.result()
+            except StopAsyncIteration:
+                break
+            finally:
+                pending = None
             trace.mark_first_byte()
             if '"usage"' in payload:
                 _note_usage(payload, trace)
@@ -162,6 +243,8 @@ async def _sse(
         error = openai_error_body(exc.message, type_="server_error", code=f"upstream_{exc.kind}")
         yield f"data: {json.dumps(error)}\n\n"
     finally:
+        if pending is not None:
+            pending.cancel()
         # Reached without an outcome only when the client went away (cancellation).
         trace.canceled()
         await stack.aclose()
