@@ -134,3 +134,28 @@ def test_malformed_input_is_a_400_never_an_empty_page_or_a_500(client, path):
 def test_a_well_formed_unknown_cursor_pages_normally(client):
     body = client.get("/api/replicas?order=asc&after=rep_" + "Z" * 26).json()
     assert body["data"] == [] and body["has_more"] is False
+
+
+def test_an_oversized_body_is_a_413_in_each_envelope(tmp_path):
+    from routekeeper.settings import load_settings
+
+    settings = load_settings(
+        None, workspace=tmp_path, overrides={"server": {"max_request_bytes": 2048}}
+    )
+    with TestClient(create_app(settings)) as small:
+        big = {"model": "x", "messages": [{"role": "user", "content": "a" * 5000}]}
+        response = small.post("/v1/chat/completions", json=big)
+        assert_openai_error(response, 413)
+        response = small.post("/api/routing/explain", json={"prompt": "a" * 5000})
+        assert_api_error(response, 413, "payload_too_large")
+
+        def chunked():  # no Content-Length: counted while it streams in
+            yield b'{"prompt": "'
+            for _ in range(10):
+                yield b"a" * 500
+            yield b'"}'
+
+        response = small.post(
+            "/api/routing/explain", content=chunked(), headers={"content-type": "application/json"}
+        )
+        assert_api_error(response, 413, "payload_too_large")

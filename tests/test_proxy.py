@@ -182,6 +182,20 @@ def test_upstream_500_keeps_its_status(router, up):
     )
     response = post(router)
     assert response.status_code == 400 and error_of(response)["message"] == "bad temperature"
+    assert error_of(response)["param"] == "temperature"
+    up.configure(
+        error_status=400,
+        error_body={
+            "error": {
+                "message": "too long",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        },
+    )
+    error = error_of(post(router))
+    assert (error["code"], error["param"]) == ("context_length_exceeded", "messages")
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -238,7 +252,7 @@ def test_error_after_the_first_byte_goes_in_band(router, up):
         frames = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     assert "[DONE]" not in frames
     error = json.loads(frames[-1])["error"]
-    assert error["code"] == "upstream_protocol" and error["message"]
+    assert error["code"] == "upstream_protocol_error" and error["message"]
     assert all("choices" in json.loads(f) for f in frames[:-1]) and len(frames) >= 2
 
 
@@ -429,3 +443,24 @@ def test_sigterm_ends_an_open_stream_with_an_in_band_error(tmp_path, upstream):
         assert "Exception in ASGI application" not in server.log()
     finally:
         server.stop_quietly()
+
+
+async def test_sse_events_are_assembled_per_the_spec():
+    """Multi-line data fields join with newlines; other fields and comments are skipped."""
+    from routekeeper.routing.config import OpenAIModelBackend
+    from routekeeper.upstream.openai import OpenAITransport, UpstreamPool
+
+    body = (
+        b': comment\n\nevent: x\nid: 1\ndata: {"a":\ndata: 1}\n\ndata: {"b": 2}\n\ndata: [DONE]\n\n'
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    pool = UpstreamPool(transport=httpx.MockTransport(handler))
+    try:
+        transport = OpenAITransport(pool, OpenAIModelBackend(base_url="http://up/v1", model="m"))
+        async with transport.stream({"messages": []}) as chunks:
+            assert [json.loads(c) for c in [c async for c in chunks]] == [{"a": 1}, {"b": 2}]
+    finally:
+        await pool.aclose()

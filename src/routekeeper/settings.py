@@ -205,6 +205,9 @@ class ServerSettings(_Strict):
         ),
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_request_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Larger request bodies are refused (413)."
+    )
     sse_ping_seconds: float = Field(
         15.0, gt=0, le=3600, description="A `: ping` comment after this much stream silence."
     )

@@ -15,6 +15,7 @@ from routekeeper.dashboard.routes import routing as routing_routes
 from routekeeper.dashboard.routes import status as status_routes
 from routekeeper.http import ops
 from routekeeper.http.errors import install_error_handlers
+from routekeeper.http.limits import BodySizeLimit
 from routekeeper.router.routes import v1 as v1_routes
 from routekeeper.router.services.chat import ChatService
 from routekeeper.router.services.metrics import RouterMetrics
@@ -83,6 +84,7 @@ def create_app(
     app.state.chat = ChatService(settings, engine, pool)
     app.state.recorder = recorder
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_request_bytes)
     app.include_router(ops.router)
     app.include_router(v1_routes.router)
     app.include_router(status_routes.router)

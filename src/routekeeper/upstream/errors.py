@@ -33,6 +33,13 @@ class UpstreamError(Exception):
         self.body = body
         self.retry_after = retry_after
 
+    def upstream_field(self, name: str) -> str | None:
+        """``code`` or ``param`` from the upstream's OpenAI error envelope, if it sent one."""
+        if isinstance(self.body, dict) and isinstance(self.body.get("error"), dict):
+            value = self.body["error"].get(name)
+            return value if isinstance(value, str) else None
+        return None
+
     def upstream_message(self) -> str:
         """The upstream's own error message when it sent an OpenAI envelope."""
         if isinstance(self.body, dict):

@@ -84,7 +84,7 @@ class OpenAITransport:
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from exc
         try:
-            if response.status_code >= 400:
+            if response.status_code >= 300:
                 try:
                     content = await response.aread()
                 except httpx.HTTPError:
@@ -99,20 +99,30 @@ class OpenAITransport:
 
 
 async def _data_lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The ``data`` of each server-sent event: consecutive ``data:`` lines joined with newlines
+    up to the blank line that ends the event; other fields and comments are ignored."""
+    data: list[str] = []
     try:
         async for line in response.aiter_lines():
-            if not line.startswith("data:"):
+            if line == "":
+                if data:
+                    payload = "\n".join(data)
+                    data = []
+                    if payload.strip() == "[DONE]":
+                        return
+                    yield payload
                 continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                return
-            yield payload
+            if line.startswith("data:"):
+                value = line[5:]
+                data.append(value[1:] if value.startswith(" ") else value)
     except httpx.TimeoutException as exc:
         raise UpstreamError(UpstreamErrorKind.TIMEOUT, "upstream stream timed out") from exc
     except httpx.HTTPError as exc:
         raise UpstreamError(
             UpstreamErrorKind.PROTOCOL, f"upstream stream broke: {type(exc).__name__}"
         ) from exc
+    if data and "\n".join(data).strip() == "[DONE]":
+        return
     raise UpstreamError(UpstreamErrorKind.PROTOCOL, "upstream stream ended without [DONE]")
 
 

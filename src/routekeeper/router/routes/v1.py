@@ -77,25 +77,38 @@ def upstream_error_response(
     """Upstream 4xx/5xx keep their status, except 401/403 (routekeeper's credentials, not
     the client's, were refused): 502. Timeouts 504, unreachable or broken upstreams 502."""
     extra = dict(headers)
+    param: str | None = None
     if exc.kind is UpstreamErrorKind.HTTP and exc.status is not None:
         status, message = exc.status, exc.upstream_message()
-        code = "upstream_error"
+        # The upstream's own code (e.g. context_length_exceeded) and param reach the client.
+        code = exc.upstream_field("code") or "upstream_error"
+        param = exc.upstream_field("param")
         if status in (401, 403):
             status, code = 502, "upstream_auth_failed"
             message = f"the upstream refused routekeeper's credentials ({exc.status}): {message}"
         elif status == 429:
-            code = "rate_limited"
+            code = exc.upstream_field("code") or "rate_limited"
             if exc.retry_after:
                 extra["retry-after"] = exc.retry_after
         elif status < 400 or status > 599:
             status = 502
     elif exc.kind is UpstreamErrorKind.TIMEOUT:
-        status, code, message = 504, "upstream_timeout", exc.message
+        status, code, message = 504, upstream_error_code(exc), exc.message
     elif exc.kind is UpstreamErrorKind.CONNECT:
-        status, code, message = 502, "upstream_unreachable", exc.message
+        status, code, message = 502, upstream_error_code(exc), exc.message
     else:
-        status, code, message = 502, "upstream_protocol_error", exc.message
-    return error_response(request, status, code, message, headers=extra)
+        status, code, message = 502, upstream_error_code(exc), exc.message
+    return error_response(request, status, code, message, param=param, headers=extra)
+
+
+def upstream_error_code(exc: UpstreamError) -> str:
+    """The ``code`` routekeeper gives an upstream failure (before or after the first byte)."""
+    return {
+        UpstreamErrorKind.HTTP: "upstream_error",
+        UpstreamErrorKind.TIMEOUT: "upstream_timeout",
+        UpstreamErrorKind.CONNECT: "upstream_unreachable",
+        UpstreamErrorKind.PROTOCOL: "upstream_protocol_error",
+    }[exc.kind]
 
 
 @router.post("/chat/completions", operation_id="create_chat_completion", response_model=None)
@@ -231,16 +244,14 @@ async def _sse(
             finally:
                 pending = None
             trace.mark_first_byte()
-            if '"usage"' in payload:
-                _note_usage(payload, trace)
-            relayed = payload if plan.client_wants_usage else _without_usage(payload)
+            relayed = _relay(payload, trace, keep_usage=plan.client_wants_usage)
             if relayed is not None:
                 yield f"data: {relayed}\n\n"
         yield "data: [DONE]\n\n"
         trace.completed()
     except UpstreamError as exc:
         trace.failed(exc)
-        error = openai_error_body(exc.message, type_="server_error", code=f"upstream_{exc.kind}")
+        error = openai_error_body(exc.message, type_="server_error", code=upstream_error_code(exc))
         yield f"data: {json.dumps(error)}\n\n"
     finally:
         if pending is not None:
@@ -250,30 +261,32 @@ async def _sse(
         await stack.aclose()
 
 
-def _without_usage(payload: str) -> str | None:
+def _relay(payload: str, trace: RequestTrace, *, keep_usage: bool) -> str | None:
+    """Check one upstream chunk (it must be a JSON object), note its usage, and return what
+    the client gets: the chunk as sent, or without usage (None: nothing) if it did not ask."""
     try:
-        data = json.loads(payload)
+        data = json.loads(payload, parse_constant=_refuse_constant)
     except ValueError:
         raise UpstreamError(
             UpstreamErrorKind.PROTOCOL, "upstream sent a chunk that is not JSON"
         ) from None
     if not isinstance(data, dict):
+        raise UpstreamError(
+            UpstreamErrorKind.PROTOCOL, "upstream sent a chunk that is not an object"
+        )
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        trace.usage = usage
+    if keep_usage or "usage" not in data:
         return payload
-    if data.get("choices") == [] and data.get("usage") is not None:
+    if data.get("choices") == [] and usage is not None:
         return None
-    if "usage" in data:
-        data.pop("usage")
-        return json.dumps(data, separators=(",", ":"))
-    return payload
+    data.pop("usage")
+    return json.dumps(data, separators=(",", ":"))
 
 
-def _note_usage(payload: str, trace: RequestTrace) -> None:
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        return
-    if isinstance(data, dict) and isinstance(data.get("usage"), dict):
-        trace.usage = data["usage"]
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 @router.get("/models", operation_id="list_models")
