@@ -146,3 +146,18 @@ async def test_disabled_recorder_records_nothing(state_storage):
     )
     recorder.start(record(1))
     assert recorder.queued == 0 and await recorder.flush() == 0
+
+
+async def test_retention_by_age_and_count_in_batches(state_storage):
+    store = state_storage.replay
+    records = [record(i) for i in range(30)]  # started T0 + i seconds
+    await store.write_batch(records, [])
+    # age: everything started before T0+5s goes
+    assert await store.prune(older_than=T0 + timedelta(seconds=5), keep=1000) == 5
+    # count: keep the newest 20 of the remaining 25, two records per batch
+    removed = []
+    while n := await store.prune(older_than=T0, keep=20, batch_size=2):
+        removed.append(n)
+    assert sum(removed) == 5 and max(removed) == 2
+    left = await store.list_records(ReplayFilters(), limit=100)
+    assert [r.id for r in left.data] == [r.id for r in records[::-1][:20]]

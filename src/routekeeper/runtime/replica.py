@@ -240,11 +240,12 @@ class ReplicaRuntime:
         if self.on_fatal is not None:
             self.on_fatal(self.error)
 
-    async def prune(self) -> tuple[int, int]:
-        """Apply retention to runtime events and finished replicas, in batches."""
+    async def prune(self) -> tuple[int, int, int]:
+        """Apply retention to runtime events, finished replicas and replay records, in
+        batches; returns what each removed."""
         now = utcnow()
-        runtime = self.settings.runtime
-        total_events = total_replicas = 0
+        runtime, replay = self.settings.runtime, self.settings.replay
+        total_events = total_replicas = total_replay = 0
         while True:
             events, replicas = await self.storage.runtime.prune(
                 events_before=now - timedelta(days=runtime.event_retention_days),
@@ -253,7 +254,14 @@ class ReplicaRuntime:
             total_events += events
             total_replicas += replicas
             if events < 1000 and replicas < 1000:
-                return total_events, total_replicas
+                break
+        while True:
+            removed = await self.storage.replay.prune(
+                older_than=now - timedelta(days=replay.retention_days), keep=replay.max_records
+            )
+            total_replay += removed
+            if removed < 1000:
+                return total_events, total_replicas, total_replay
 
     # -- shutdown --------------------------------------------------------------------------
 

@@ -110,6 +110,27 @@ class ReplayStore:
                 before=before,
             )
 
+    async def prune(self, *, older_than: datetime, keep: int, batch_size: int = 1000) -> int:
+        """Delete up to ``batch_size`` records that are older than ``older_than`` or beyond
+        the newest ``keep``; returns how many. Call again while it returns a full batch."""
+        c = router_replay.c
+        async with self.db.write() as conn:
+            boundary = (
+                await conn.execute(select(c.id).order_by(c.id.desc()).offset(keep).limit(1))
+            ).scalar_one_or_none()
+            condition = c.started_at < older_than
+            if boundary is not None:
+                condition = condition | (c.id <= boundary)
+            ids = [
+                r[0]
+                for r in await conn.execute(
+                    select(c.id).where(condition).order_by(c.id).limit(batch_size)
+                )
+            ]
+            if ids:
+                await conn.execute(router_replay.delete().where(c.id.in_(ids)))
+        return len(ids)
+
     async def replicas_with_records_in_flight(self) -> list[str]:
         """Replica ids that have ``in_progress`` records (reads only the partial index)."""
         async with self.db.read() as conn:
