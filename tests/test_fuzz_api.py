@@ -26,7 +26,7 @@ def server(tmp_path_factory):
 
 OPERATIONS = (
     r"^/(v1/chat/completions|v1/models|api/routing/explain|api/status|api/replicas"
-    r"|api/runtime/events|readyz|livez)$"
+    r"|api/runtime/events|api/replay|api/replay/[^/]+|api/replay/sessions/[^/]+|readyz|livez)$"
 )
 
 

@@ -62,6 +62,27 @@ async def list_replay(
     )
 
 
+@router.get(
+    "/sessions/{session_id}", operation_id="get_replay_session", response_model=ListPage[ReplayOut]
+)
+async def get_replay_session(
+    request: Request,
+    session_id: Annotated[str, Path(min_length=1, max_length=256)],
+    limit: Limit = 100,
+    after: ReplayCursor = None,
+) -> ListPage[ReplayOut]:
+    """A session's records (by its ``x-session-id``) in the order they started."""
+    page = await _store(request).list_records(
+        ReplayFilters(session_id=session_id), limit=limit, order=SortOrder.ASC, after=after
+    )
+    return ListPage[ReplayOut](
+        data=[ReplayOut.of(r) for r in page.data],
+        first_id=page.first_id,
+        last_id=page.last_id,
+        has_more=page.has_more,
+    )
+
+
 @router.get("/{replay_id}", operation_id="get_replay", response_model=ReplayOut)
 async def get_replay(
     request: Request, replay_id: Annotated[str, Path(pattern=REPLAY_ID)]
