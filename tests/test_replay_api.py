@@ -104,3 +104,69 @@ def test_cli_list_show_tail(server):
     assert response.headers["x-routekeeper-replay-id"] in out
     missing = cli("show", "rpl_" + "0" * 26, "--url", server.url)
     assert missing.returncode == 1 and "404" in missing.stderr
+
+
+def test_truncate_utf8_never_splits_a_character():
+    from routekeeper.router.services.trace import truncate_utf8
+
+    assert truncate_utf8("héllo", 100) == ("héllo", False)
+    assert truncate_utf8("héllo", 2) == ("h", True)  # "é" is two bytes: not cut in half
+    assert truncate_utf8("€€", 4) == ("€", True)
+
+
+def test_bodies_are_captured_only_when_the_decision_says_so(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from routekeeper.http.app import create_app
+    from routekeeper.settings import load_settings
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "models: [{name: small, backend: {type: echo, chunks: 3}}]\n"
+        "signals: {keywords: [{name: secret, any: [secret]}]}\n"
+        "decisions:\n"
+        "  - {name: audited, priority: 1, when: 'keywords:secret', model: small,\n"
+        "     plugins: {replay: {capture_request_body: true, capture_response_body: true, max_body_bytes: 400}}}\n"
+        "  - {name: default, model: small}\n"
+        "replay: {flush_interval_ms: 10}\n"
+    )
+    app = create_app(load_settings(config, workspace=tmp_path / "ws"))
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 20
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        ids = {}
+        for name, text, stream in [
+            ("plain", "hello", False),
+            ("audited", "a secret ✓", False),
+            ("streamed", "secret again", True),
+            ("long", "secret " + "é" * 300, False),
+        ]:
+            response = client.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "auto",
+                    "stream": stream,
+                    "messages": [{"role": "user", "content": text}],
+                },
+            )
+            assert response.status_code == 200
+            ids[name] = response.headers["x-routekeeper-replay-id"]
+        time.sleep(0.3)
+        got = {name: client.get(f"/api/replay/{rid}").json() for name, rid in ids.items()}
+        listed = client.get("/api/replay").json()["data"]
+    assert got["plain"]["request_body"] is None and got["plain"]["response_body"] is None
+    audited = got["audited"]
+    assert json.loads(audited["request_body"])["messages"][0]["content"] == "a secret ✓"
+    assert (
+        json.loads(audited["response_body"])["choices"][0]["message"]["content"]
+        == "echo:small: a secret ✓"
+    )
+    assert audited["request_body_truncated"] is False
+    assert got["streamed"]["response_body"] == "echo:small: secret again"
+    long = got["long"]
+    assert long["request_body_truncated"] is True and long["response_body_truncated"] is True
+    assert len(long["request_body"].encode()) <= 400 and long["request_body"].endswith("é")
+    assert len(listed) == 4
+    assert all(r["request_body"] is None and r["response_body"] is None for r in listed)

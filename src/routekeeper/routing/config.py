@@ -252,8 +252,17 @@ class SystemPromptPlugin(_Strict):
     text: str = Field(min_length=1)
 
 
+class ReplayPlugin(_Strict):
+    """What replay records capture for requests this decision routes (nothing by default)."""
+
+    capture_request_body: bool = False
+    capture_response_body: bool = False
+    max_body_bytes: int = Field(65536, ge=64, le=16 * 1024 * 1024)
+
+
 class DecisionPlugins(_Strict):
     system_prompt: SystemPromptPlugin | None = None
+    replay: ReplayPlugin | None = None
 
 
 class DecisionConfig(_Strict):

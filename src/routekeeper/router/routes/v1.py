@@ -127,6 +127,7 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest) 
         requested_model=body.model,
         session_id=request.headers.get("x-session-id"),
         started=started,
+        client_body=payload,
     )
     headers = {**_routing_headers(plan), "x-routekeeper-replay-id": trace.replay_id}
     transport = service.transport(plan)
@@ -143,6 +144,8 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest) 
             trace.canceled()
             raise
         trace.mark_first_byte()
+        if trace.captures_response:
+            trace.capture_response(json.dumps(data, ensure_ascii=False))
         usage = data.get("usage")
         trace.usage = usage if isinstance(usage, dict) else None
         trace.completed()
@@ -277,6 +280,11 @@ def _relay(payload: str, trace: RequestTrace, *, keep_usage: bool) -> str | None
     usage = data.get("usage")
     if isinstance(usage, dict):
         trace.usage = usage
+    if trace.captures_response:
+        for choice in data.get("choices") or []:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+                trace.capture_response(delta["content"])
     if keep_usage or "usage" not in data:
         return payload
     if data.get("choices") == [] and usage is not None:

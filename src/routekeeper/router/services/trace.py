@@ -3,6 +3,7 @@ and to the metrics when the request ends (however it ends)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from typing import Any
@@ -16,6 +17,14 @@ from routekeeper.storage.types import utcnow
 from routekeeper.upstream.errors import UpstreamError, UpstreamErrorKind
 
 
+def truncate_utf8(text: str, max_bytes: int) -> tuple[str, bool]:
+    """At most ``max_bytes`` of UTF-8, never cutting a character in half."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= max_bytes:
+        return text, False
+    return data[:max_bytes].decode("utf-8", "ignore"), True
+
+
 class RequestTrace:
     def __init__(
         self,
@@ -27,6 +36,7 @@ class RequestTrace:
         requested_model: str,
         session_id: str | None,
         started: float,
+        client_body: dict[str, Any] | None = None,
         endpoint: str = "/v1/chat/completions",
     ) -> None:
         self.plan = plan
@@ -55,11 +65,31 @@ class RequestTrace:
             signals=dict(signals),
             routing_ms=round((self.routed - started) * 1000, 3),
         )
+        self.capture = plan.decision.plugins.replay if plan.decision else None
+        self._response_text: list[str] = []
+        self._response_size = 0
+        if self.capture is not None and self.capture.capture_request_body:
+            text, cut = truncate_utf8(
+                json.dumps(client_body, ensure_ascii=False), self.capture.max_body_bytes
+            )
+            self.record.request_body, self.record.request_body_truncated = text, cut
         recorder.start(self.record)
 
     @property
     def replay_id(self) -> str:
         return self.record.id
+
+    @property
+    def captures_response(self) -> bool:
+        return self.capture is not None and self.capture.capture_response_body
+
+    def capture_response(self, text: str) -> None:
+        """Add response text (a JSON answer, or a stream's content deltas) to the capture."""
+        if self.captures_response and self._response_size <= (
+            self.capture.max_body_bytes if self.capture else 0
+        ):
+            self._response_text.append(text)
+            self._response_size += len(text.encode("utf-8", "surrogatepass"))
 
     def mark_first_byte(self) -> None:
         if self.first_byte is None:
@@ -95,6 +125,9 @@ class RequestTrace:
             currency=pricing.currency if cost is not None and pricing else None,
             **changes,
         )
+        if self.captures_response and self.capture is not None:
+            text, cut = truncate_utf8("".join(self._response_text), self.capture.max_body_bytes)
+            self.recorder.finish(self.record.id, response_body=text, response_body_truncated=cut)
         decision = self.plan.decision.name if self.plan.decision else None
         self.metrics.observe(decision, self.plan.model.name, state.value, now - self.started)
 
