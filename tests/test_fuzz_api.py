@@ -26,7 +26,8 @@ def server(tmp_path_factory):
 
 OPERATIONS = (
     r"^/(v1/chat/completions|v1/models|api/routing/explain|api/status|api/replicas"
-    r"|api/runtime/events|api/replay|api/replay/[^/]+|api/replay/sessions/[^/]+|readyz|livez)$"
+    r"|api/runtime/events|api/replay|api/replay/aggregate|api/replay/[^/]+|api/replay/sessions/[^/]+"
+    r"|readyz|livez)$"
 )
 
 

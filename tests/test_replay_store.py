@@ -161,3 +161,45 @@ async def test_retention_by_age_and_count_in_batches(state_storage):
     assert sum(removed) == 5 and max(removed) == 2
     left = await store.list_records(ReplayFilters(), limit=100)
     assert [r.id for r in left.data] == [r.id for r in records[::-1][:20]]
+
+
+async def test_aggregate_counts_sums_and_percentiles_agree_with_numpy(state_storage):
+    """The same data on SQLite (ORDER BY ... OFFSET) and PostgreSQL (percentile_cont) must give
+    numpy's linear percentiles."""
+    import numpy as np
+
+    store = state_storage.replay
+    latencies = [float(x) for x in np.random.default_rng(7).gamma(2.0, 50.0, size=257).round(3)]
+    records = [
+        record(
+            i,
+            total_ms=latencies[i],
+            prompt_tokens=i,
+            completion_tokens=2,
+            total_tokens=i + 2,
+            cost=0.001,
+            lifecycle_state=LifecycleState.COMPLETED if i % 5 else LifecycleState.FAILED,
+        )
+        for i in range(257)
+    ]
+    records.append(record(999))  # in flight: no latency yet
+    await store.write_batch(records, [])
+    agg = await store.aggregate(ReplayFilters())
+    assert agg["count"] == 258
+    assert agg["by_decision"] == {"coding": 129, "default": 129}
+    assert agg["by_model"] == {"large": 129, "small": 129}
+    assert agg["by_lifecycle_state"] == {"completed": 205, "failed": 52, "in_progress": 1}
+    assert agg["tokens"] == {
+        "prompt": sum(range(257)),
+        "completion": 514,
+        "total": sum(range(257)) + 514,
+    }
+    assert agg["cost"] == pytest.approx(0.257)
+    for name, p in (("p50", 50), ("p95", 95), ("p99", 99)):
+        assert agg["latency_ms"][name] == pytest.approx(
+            float(np.percentile(latencies, p)), abs=0.002
+        )
+    coding = await store.aggregate(ReplayFilters(decision="coding"))
+    assert coding["count"] == 129 and set(coding["by_decision"]) == {"coding"}
+    empty = await store.aggregate(ReplayFilters(session_id="nobody"))
+    assert empty["count"] == 0 and empty["latency_ms"] == {"p50": None, "p95": None, "p99": None}

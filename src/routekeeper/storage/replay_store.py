@@ -11,7 +11,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from routekeeper.contract.errors import NotFound
 from routekeeper.contract.pages import Page, SortOrder
@@ -130,6 +130,82 @@ class ReplayStore:
             if ids:
                 await conn.execute(router_replay.delete().where(c.id.in_(ids)))
         return len(ids)
+
+    async def aggregate(
+        self, filters: ReplayFilters, percentiles: Sequence[float] = (0.5, 0.95, 0.99)
+    ) -> dict[str, Any]:
+        """Counts by decision, model and lifecycle state, token and cost sums, and latency
+        percentiles of ``total_ms`` (continuous, as PostgreSQL's percentile_cont; on SQLite
+        by ORDER BY ... OFFSET at the two ranks around each percentile), all in SQL."""
+        c = router_replay.c
+        out: dict[str, Any] = {}
+        async with self.db.read() as conn:
+            for key, column in (
+                ("by_decision", c.decision),
+                ("by_model", c.selected_model),
+                ("by_lifecycle_state", c.lifecycle_state),
+            ):
+                rows = await conn.execute(
+                    filters.apply(select(column, func.count()).select_from(router_replay)).group_by(
+                        column
+                    )
+                )
+                out[key] = {str(value) if value is not None else "(none)": n for value, n in rows}
+            sums = (
+                await conn.execute(
+                    filters.apply(
+                        select(
+                            func.count(),
+                            func.sum(c.prompt_tokens),
+                            func.sum(c.completion_tokens),
+                            func.sum(c.total_tokens),
+                            func.sum(c.cost),
+                        ).select_from(router_replay)
+                    )
+                )
+            ).one()
+            out["count"] = int(sums[0])
+            out["tokens"] = {
+                "prompt": int(sums[1] or 0),
+                "completion": int(sums[2] or 0),
+                "total": int(sums[3] or 0),
+            }
+            out["cost"] = float(sums[4] or 0.0)
+            out["latency_ms"] = await self._percentiles(conn, filters, percentiles)
+        return out
+
+    async def _percentiles(
+        self, conn: Any, filters: ReplayFilters, percentiles: Sequence[float]
+    ) -> dict[str, float | None]:
+        c = router_replay.c
+        names = [f"p{round(p * 100):g}" for p in percentiles]
+        timed = filters.apply(select(c.total_ms).select_from(router_replay)).where(
+            c.total_ms.is_not(None)
+        )
+        if self.db.dialect == "postgresql":
+            ordered = [func.percentile_cont(p).within_group(c.total_ms.asc()) for p in percentiles]
+            query = filters.apply(select(*ordered).select_from(router_replay)).where(
+                c.total_ms.is_not(None)
+            )
+            row = (await conn.execute(query)).one()
+            return {
+                n: (None if v is None else round(float(v), 3))
+                for n, v in zip(names, row, strict=True)
+            }
+        n = (await conn.execute(select(func.count()).select_from(timed.subquery()))).scalar_one()
+        result: dict[str, float | None] = {}
+        for name, p in zip(names, percentiles, strict=True):
+            if n == 0:
+                result[name] = None
+                continue
+            position = p * (n - 1)
+            low = int(position)
+            values = [
+                r[0] for r in await conn.execute(timed.order_by(c.total_ms).offset(low).limit(2))
+            ]
+            high = values[1] if len(values) > 1 else values[0]
+            result[name] = round(values[0] + (high - values[0]) * (position - low), 3)
+        return result
 
     async def replicas_with_records_in_flight(self) -> list[str]:
         """Replica ids that have ``in_progress`` records (reads only the partial index)."""

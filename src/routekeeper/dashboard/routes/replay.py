@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 
@@ -60,6 +60,29 @@ async def list_replay(
         last_id=page.last_id,
         has_more=page.has_more,
     )
+
+
+@router.get("/aggregate", operation_id="aggregate_replay")
+async def aggregate_replay(
+    request: Request,
+    decision: Name = None,
+    model: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    lifecycle_state: LifecycleState | None = None,
+    session_id: Name = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """Counts by decision, model and lifecycle state; token and cost sums; total latency
+    p50/p95/p99 in milliseconds. Same filters as the list."""
+    filters = ReplayFilters(
+        decision=decision,
+        model=model,
+        lifecycle_state=lifecycle_state,
+        session_id=session_id,
+        since=_aware(since),
+        until=_aware(until),
+    )
+    return await _store(request).aggregate(filters)
 
 
 @router.get(
