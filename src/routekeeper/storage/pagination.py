@@ -15,6 +15,30 @@ from routekeeper.contract.pages import MAX_PAGE_SIZE, Page, SortOrder
 T = TypeVar("T")
 
 
+def keyset_query(
+    query: Select[Any],
+    key: ColumnElement[Any],
+    *,
+    limit: int,
+    order: SortOrder,
+    after: str | int | None = None,
+    before: str | int | None = None,
+) -> Select[Any]:
+    """The SQL of one page: a range on the unique ``key``, ordered, ``limit + 1`` rows (the
+    extra row tells whether there is more). Index tests explain exactly this query."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+    if after is not None and before is not None:
+        raise InvalidRequest("give either after or before, not both")
+    descending = order is SortOrder.DESC
+    if after is not None:
+        query = query.where(key < after if descending else key > after)
+    if before is not None:
+        query = query.where(key > before if descending else key < before)
+    walk_descending = descending != (before is not None)
+    return query.order_by(key.desc() if walk_descending else key.asc()).limit(limit + 1)
+
+
 async def keyset_page(
     conn: AsyncConnection,
     query: Select[Any],
@@ -29,22 +53,11 @@ async def keyset_page(
 ) -> Page[T]:
     """Rows of ``query`` ordered by the unique ``key``. ``after`` continues a listing past a
     cursor in ``order``; ``before`` returns the page that ends just before a cursor."""
-    if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
-    if after is not None and before is not None:
-        raise InvalidRequest("give either after or before, not both")
-    descending = order is SortOrder.DESC
-    if after is not None:
-        query = query.where(key < after if descending else key > after)
-    reverse = before is not None
-    if before is not None:
-        query = query.where(key > before if descending else key < before)
-    walk_descending = descending != reverse
-    query = query.order_by(key.desc() if walk_descending else key.asc()).limit(limit + 1)
-    rows = (await conn.execute(query)).all()
+    paged = keyset_query(query, key, limit=limit, order=order, after=after, before=before)
+    rows = (await conn.execute(paged)).all()
     has_more = len(rows) > limit
     records: Sequence[T] = [to_record(row) for row in rows[:limit]]
-    if reverse:
+    if before is not None:
         records = list(reversed(records))
     first = record_key(records[0]) if records else None
     last = record_key(records[-1]) if records else None

@@ -95,8 +95,7 @@ class ReplayStore:
         before: str | None = None,
     ) -> Page[ReplayRecord]:
         """Summaries (bodies left out) by id, newest first by default; keyset pages."""
-        summary = [c for c in router_replay.c if c.name not in ("request_body", "response_body")]
-        query = filters.apply(select(*summary))
+        query = summary_query(filters)
         async with self.db.read() as conn:
             return await keyset_page(
                 conn,
@@ -249,6 +248,12 @@ class ReplayStore:
                 )
             )
         return int(result.rowcount)
+
+
+def summary_query(filters: ReplayFilters) -> Any:
+    """The list query before paging: every column but the bodies, filtered."""
+    summary = [c for c in router_replay.c if c.name not in ("request_body", "response_body")]
+    return filters.apply(select(*summary))
 
 
 class ReplayFilters:

@@ -1,0 +1,131 @@
+"""100k replay records, ANALYZE, then every list filter at page 1 and at page 1,000 must read
+through an index, never a full scan of router_replay (both dialects)."""
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from routekeeper.contract.ids import new_id
+from routekeeper.contract.pages import SortOrder
+from routekeeper.contract.replay import LifecycleState, ReplayRecord
+from routekeeper.storage.pagination import keyset_query
+from routekeeper.storage.replay_store import ReplayFilters, summary_query
+from routekeeper.storage.schema import router_replay
+
+pytestmark = pytest.mark.slow
+N = 100_000
+PAGE = 20
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+STATES = [LifecycleState.COMPLETED] * 17 + [
+    LifecycleState.FAILED,
+    LifecycleState.ABORTED,
+    LifecycleState.IN_PROGRESS,
+]
+
+
+def make(i: int) -> ReplayRecord:
+    return ReplayRecord(
+        id=new_id("rpl", now_ms=1_760_000_000_000 + i),
+        request_id=f"req_{i}",
+        replica_id=f"rep_{i % 7}",
+        endpoint="/v1/chat/completions",
+        started_at=T0 + timedelta(seconds=i),
+        requested_model="auto",
+        selected_model=f"model_{i % 13}",
+        decision=f"decision_{i % 11}",
+        stream=bool(i % 2),
+        session_id=f"session_{i % 997}",
+        lifecycle_state=STATES[i % len(STATES)],
+        total_ms=float(i % 1000),
+    )
+
+
+FILTERS = {
+    "none": ReplayFilters(),
+    "decision": ReplayFilters(decision="decision_3"),
+    "model": ReplayFilters(model="model_5"),
+    "lifecycle_state": ReplayFilters(lifecycle_state=LifecycleState.FAILED),
+    "session_id": ReplayFilters(session_id="session_42"),
+    "since_until": ReplayFilters(since=T0 + timedelta(hours=5), until=T0 + timedelta(hours=20)),
+}
+
+
+# SQLite's planner is deterministic here: each filter walks its own (column, id) index. (On
+# PostgreSQL the planner may prefer walking the primary key backwards from the cursor, which
+# reads about limit / selectivity rows; either way no sequential scan.)
+SQLITE_INDEX = {
+    "none": "ix_router_replay_tenant_id_id",
+    "decision": "ix_router_replay_decision_id",
+    "model": "ix_router_replay_selected_model_id",
+    "lifecycle_state": "ix_router_replay_lifecycle_state_id",
+    "session_id": "ix_router_replay_session_id_id",
+    "since_until": "ix_router_replay_started_at",
+}
+
+
+async def plan_of(conn, dialect: str, query) -> str:
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+    if dialect == "sqlite":
+        rows = await conn.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))
+        return "\n".join(r[-1] for r in rows)
+    rows = await conn.execute(text(f"EXPLAIN (FORMAT JSON) {compiled}"))
+    return json.dumps(rows.scalar_one())
+
+
+def full_scan(dialect: str, plan: str) -> bool:
+    if dialect == "sqlite":
+        return any(
+            line.strip().startswith("SCAN router_replay") and "USING" not in line
+            for line in plan.splitlines()
+        )
+    return '"Node Type": "Seq Scan"' in plan
+
+
+async def test_every_filter_uses_an_index_at_page_1_and_1000(state_storage):
+    store = state_storage.replay
+    db = store.db
+    started = time.monotonic()
+    for start in range(0, N, 10_000):
+        await store.write_batch([make(i) for i in range(start, start + 10_000)], [])
+    load_seconds = time.monotonic() - started
+    async with db.write() as conn:
+        await conn.execute(text("ANALYZE"))
+    problems = []
+    async with db.read() as conn:
+        for name, filters in FILTERS.items():
+            query = summary_query(filters)
+            # page 1000's cursor: the id that ends page 999, found the way a client would
+            ids = (
+                (
+                    await conn.execute(
+                        keyset_query(
+                            query.with_only_columns(router_replay.c.id),
+                            router_replay.c.id,
+                            limit=100,
+                            order=SortOrder.DESC,
+                        )
+                        .limit(None)
+                        .offset(PAGE * 999 - 1)
+                        .limit(1)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            cursors = {"page 1": None, "page 1000": ids[0] if ids else None}
+            for page, after in cursors.items():
+                paged = keyset_query(
+                    query, router_replay.c.id, limit=PAGE, order=SortOrder.DESC, after=after
+                )
+                plan = await plan_of(conn, db.dialect, paged)
+                used = [w for w in plan.replace('"', " ").split() if w.startswith(("ix_", "pk_"))]
+                if full_scan(db.dialect, plan) or not used:
+                    problems.append(f"{name} {page}: {plan}")
+                elif db.dialect == "sqlite" and SQLITE_INDEX[name] not in used:
+                    problems.append(f"{name} {page}: uses {used}, not {SQLITE_INDEX[name]}")
+                print(f"{db.dialect} {name} {page}: {used}")
+    print(f"{db.dialect}: loaded {N} records in {load_seconds:.1f}s")
+    assert problems == []
