@@ -203,3 +203,44 @@ async def test_aggregate_counts_sums_and_percentiles_agree_with_numpy(state_stor
     assert coding["count"] == 129 and set(coding["by_decision"]) == {"coding"}
     empty = await store.aggregate(ReplayFilters(session_id="nobody"))
     assert empty["count"] == 0 and empty["latency_ms"] == {"p50": None, "p95": None, "p99": None}
+
+
+async def test_stop_during_a_flush_loses_nothing(state_storage):
+    """Found by bench/replay_ingest.py: stopping used to cancel the writer mid-batch."""
+    import asyncio
+
+    from routekeeper.storage.schema import router_replay
+
+    recorder = ReplayRecorder(
+        state_storage.replay, enabled=True, queue_max=10_000, flush_interval_ms=5
+    )
+    recorder.begin()
+    for i in range(3000):
+        recorder.start(record(i))
+        if i % 250 == 0:
+            await asyncio.sleep(0.001)  # let the writer pick up batches meanwhile
+    await recorder.stop()
+    assert await state_storage.replay.db.count_rows(router_replay) == 3000
+
+
+async def test_a_cancelled_flush_puts_its_batch_back(state_storage):
+    import asyncio
+
+    from routekeeper.storage.schema import router_replay
+
+    recorder = ReplayRecorder(
+        state_storage.replay, enabled=True, queue_max=10_000, flush_interval_ms=5
+    )
+    first = [record(i) for i in range(2000)]
+    for r in first:
+        recorder.start(r)
+    flushing = asyncio.ensure_future(recorder.flush())
+    await asyncio.sleep(0)  # the batch is taken, the write has begun
+    recorder.finish(first[0].id, lifecycle_state=LifecycleState.COMPLETED)  # arrives meanwhile
+    flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    assert recorder.queued == 2000
+    await recorder.flush()
+    assert await state_storage.replay.db.count_rows(router_replay) == 2000
+    assert (await state_storage.replay.get(first[0].id)).lifecycle_state is LifecycleState.COMPLETED

@@ -46,6 +46,7 @@ class ReplayRecorder:
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
         self._last_error: str | None = None
+        self._stopping = False
 
     @property
     def queued(self) -> int:
@@ -86,7 +87,7 @@ class ReplayRecorder:
             self._task = asyncio.create_task(self._run(), name="replay writer")
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.flush_interval):
                     await self._wake.wait()
@@ -102,27 +103,50 @@ class ReplayRecorder:
             if not self._pending:
                 return 0
             batch, self._pending = self._pending, {}
-            inserts = [p.record for p in batch.values() if p.record is not None]
-            updates = [(rid, p.changes) for rid, p in batch.items() if p.record is None]
             try:
-                await self.store.write_batch(inserts, updates)
-            except StorageError as exc:
-                self._drop(DropReason.DB_UNAVAILABLE, len(batch))
-                if self._last_error is None:
-                    log.warning("replay records dropped, storage failed: %s", exc)
-                self._last_error = str(exc)
-                return 0
-            if self._last_error is not None:
-                log.info("replay records are stored again")
-            self._last_error = None
-            self.written += len(batch)
-            return len(batch)
+                return await self._write(batch)
+            except asyncio.CancelledError:
+                # Cancelled mid-batch (the caller's deadline): put it back for whoever
+                # flushes next rather than lose it silently.
+                self._requeue(batch)
+                raise
+
+    def _requeue(self, batch: dict[str, _Pending]) -> None:
+        """Put an unwritten batch back in front of what arrived since, merging updates."""
+        merged = dict(batch)
+        for record_id, later in self._pending.items():
+            earlier = merged.get(record_id)
+            if earlier is None:
+                merged[record_id] = later
+            elif earlier.record is not None:
+                earlier.record = replace(earlier.record, **later.changes)
+            else:
+                earlier.changes.update(later.changes)
+        self._pending = merged
+
+    async def _write(self, batch: dict[str, _Pending]) -> int:
+        inserts = [p.record for p in batch.values() if p.record is not None]
+        updates = [(rid, p.changes) for rid, p in batch.items() if p.record is None]
+        try:
+            await self.store.write_batch(inserts, updates)
+        except StorageError as exc:
+            self._drop(DropReason.DB_UNAVAILABLE, len(batch))
+            if self._last_error is None:
+                log.warning("replay records dropped, storage failed: %s", exc)
+            self._last_error = str(exc)
+            return 0
+        if self._last_error is not None:
+            log.info("replay records are stored again")
+        self._last_error = None
+        self.written += len(batch)
+        return len(batch)
 
     async def stop(self) -> None:
-        """Stop the background writer and flush what is queued (SIGTERM)."""
+        """Stop the background writer and flush what is queued (SIGTERM). The writer is
+        never cancelled in the middle of a batch: it finishes it, then the rest is flushed."""
         task, self._task = self._task, None
+        self._stopping = True
+        self._wake.set()
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await task
         await self.flush()
