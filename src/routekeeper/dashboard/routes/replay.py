@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from routekeeper.contract.ids import id_pattern
 from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, SortOrder
@@ -26,24 +26,18 @@ def _store(request: Request) -> ReplayStore:
     return store
 
 
-@router.get("", operation_id="list_replay", response_model=ListPage[ReplayOut])
-async def list_replay(
-    request: Request,
-    limit: Limit = DEFAULT_PAGE_SIZE,
-    order: Order = SortOrder.DESC,
-    after: ReplayCursor = None,
-    before: ReplayCursor = None,
+def replay_filters(
     decision: Name = None,
     model: Annotated[
         str | None, Query(min_length=1, max_length=128, description="Selected model.")
     ] = None,
     lifecycle_state: LifecycleState | None = None,
     session_id: Name = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> ListPage[ReplayOut]:
-    """Replay summaries (no bodies), newest first; every filter uses an index."""
-    filters = ReplayFilters(
+    since: Annotated[datetime | None, Query(description="Started at or after (ISO).")] = None,
+    until: Annotated[datetime | None, Query(description="Started before (ISO).")] = None,
+) -> ReplayFilters:
+    """The filters shared by the list and the aggregate; times without a zone are UTC."""
+    return ReplayFilters(
         decision=decision,
         model=model,
         lifecycle_state=lifecycle_state,
@@ -51,37 +45,31 @@ async def list_replay(
         since=_aware(since),
         until=_aware(until),
     )
+
+
+Filters = Annotated[ReplayFilters, Depends(replay_filters)]
+
+
+@router.get("", operation_id="list_replay", response_model=ListPage[ReplayOut])
+async def list_replay(
+    request: Request,
+    filters: Filters,
+    limit: Limit = DEFAULT_PAGE_SIZE,
+    order: Order = SortOrder.DESC,
+    after: ReplayCursor = None,
+    before: ReplayCursor = None,
+) -> ListPage[ReplayOut]:
+    """Replay summaries (no bodies), newest first; every filter uses an index."""
     page = await _store(request).list_records(
         filters, limit=limit, order=order, after=after, before=before
     )
-    return ListPage[ReplayOut](
-        data=[ReplayOut.of(r) for r in page.data],
-        first_id=page.first_id,
-        last_id=page.last_id,
-        has_more=page.has_more,
-    )
+    return ListPage.of(page, ReplayOut.of)
 
 
 @router.get("/aggregate", operation_id="aggregate_replay")
-async def aggregate_replay(
-    request: Request,
-    decision: Name = None,
-    model: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
-    lifecycle_state: LifecycleState | None = None,
-    session_id: Name = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> dict[str, Any]:
+async def aggregate_replay(request: Request, filters: Filters) -> dict[str, Any]:
     """Counts by decision, model and lifecycle state; token and cost sums; total latency
     p50/p95/p99 in milliseconds. Same filters as the list."""
-    filters = ReplayFilters(
-        decision=decision,
-        model=model,
-        lifecycle_state=lifecycle_state,
-        session_id=session_id,
-        since=_aware(since),
-        until=_aware(until),
-    )
     return await _store(request).aggregate(filters)
 
 
@@ -98,12 +86,7 @@ async def get_replay_session(
     page = await _store(request).list_records(
         ReplayFilters(session_id=session_id), limit=limit, order=SortOrder.ASC, after=after
     )
-    return ListPage[ReplayOut](
-        data=[ReplayOut.of(r) for r in page.data],
-        first_id=page.first_id,
-        last_id=page.last_id,
-        has_more=page.has_more,
-    )
+    return ListPage.of(page, ReplayOut.of)
 
 
 @router.get("/{replay_id}", operation_id="get_replay", response_model=ReplayOut)

@@ -90,12 +90,7 @@ async def list_replicas(
     page = await runtime.storage.runtime.list_replicas(
         limit=limit, order=order, after=after, before=before, phases=phase
     )
-    return ListPage[ReplicaOut](
-        data=[ReplicaOut.of(r, runtime.id) for r in page.data],
-        first_id=page.first_id,
-        last_id=page.last_id,
-        has_more=page.has_more,
-    )
+    return ListPage.of(page, lambda r: ReplicaOut.of(r, runtime.id))
 
 
 @router.get(
@@ -115,9 +110,4 @@ async def list_runtime_events(
     page = await runtime.storage.runtime.list_events(
         limit=limit, order=order, after=after, before=before, replica_id=replica_id, kind=kind
     )
-    return ListPage[RuntimeEventOut](
-        data=[RuntimeEventOut.of(e) for e in page.data],
-        first_id=page.first_id,
-        last_id=page.last_id,
-        has_more=page.has_more,
-    )
+    return ListPage.of(page, RuntimeEventOut.of)
