@@ -156,6 +156,8 @@ def test_bodies_are_captured_only_when_the_decision_says_so(tmp_path):
         time.sleep(0.3)
         got = {name: client.get(f"/api/replay/{rid}").json() for name, rid in ids.items()}
         listed = client.get("/api/replay").json()["data"]
+        searched = client.get("/api/replay", params={"q": "secret again"}).json()["data"]
+        assert client.get("/api/replay", params={"q": "%%%"}).status_code == 400
     assert got["plain"]["request_body"] is None and got["plain"]["response_body"] is None
     audited = got["audited"]
     assert json.loads(audited["request_body"])["messages"][0]["content"] == "a secret ✓"
@@ -169,4 +171,7 @@ def test_bodies_are_captured_only_when_the_decision_says_so(tmp_path):
     assert long["request_body_truncated"] is True and long["response_body_truncated"] is True
     assert len(long["request_body"].encode()) <= 400 and long["request_body"].endswith("é")
     assert len(listed) == 4
+    assert [r["id"] for r in searched] == [ids["streamed"]]
+    assert got["audited"]["prompt_text"] == "a secret ✓"
+    assert got["plain"]["prompt_text"] is None  # nothing captured, nothing searchable
     assert all(r["request_body"] is None and r["response_body"] is None for r in listed)

@@ -244,3 +244,30 @@ async def test_a_cancelled_flush_puts_its_batch_back(state_storage):
     await recorder.flush()
     assert await state_storage.replay.db.count_rows(router_replay) == 2000
     assert (await state_storage.replay.get(first[0].id)).lifecycle_state is LifecycleState.COMPLETED
+
+
+async def test_full_text_search_over_captured_prompts(state_storage):
+    store = state_storage.replay
+    a = record(1, prompt_text="My Python script raises a KeyError in the stack trace")
+    b = record(2, prompt_text="how do I bake sourdough bread")
+    c = record(3)  # nothing captured: never found
+    await store.write_batch([a, b, c], [])
+
+    async def found(q):
+        page = await store.list_records(ReplayFilters(q=q), limit=20)
+        return {r.request_id for r in page.data}
+
+    assert await found("python") == {"req_1"}
+    assert await found("stack trace") == {"req_1"}
+    assert await found("bread python") == set()  # every word must be there
+    assert await found('bread* "sourdough" (') == {"req_2"}  # syntax is ignored, words kept
+    assert await found("bread OR python") == set()  # OR is a word here, not an operator
+    assert await found("nothing") == set()
+    await store.write_batch([], [(b.id, {"prompt_text": "now about python too"})])
+    assert await found("python") == {"req_1", "req_2"}
+    assert await found("sourdough") == set()
+    assert await store.prune(older_than=T0 + timedelta(seconds=2), keep=1000) == 1  # a goes
+    assert await found("python") == {"req_2"}
+    assert (await store.aggregate(ReplayFilters(q="python")))["count"] == 1
+    with pytest.raises(Exception, match="at least one word"):
+        await store.list_records(ReplayFilters(q="!!!"), limit=5)

@@ -62,5 +62,7 @@ class ReplayRecord:
     error: str | None = None
     request_body: str | None = None
     request_body_truncated: bool = False
+    prompt_text: str | None = None
+    """The captured user messages' text (what ``q`` searches); only with request capture."""
     response_body: str | None = None
     response_body_truncated: bool = False

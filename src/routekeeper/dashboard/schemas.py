@@ -134,6 +134,7 @@ class ReplayOut(BaseModel):
     request_body_truncated: bool
     response_body: str | None = None
     response_body_truncated: bool
+    prompt_text: str | None = None
 
     @classmethod
     def of(cls, record: ReplayRecord) -> ReplayOut:

@@ -23,7 +23,7 @@ from sqlalchemy import Connection
 
 from routekeeper.contract.errors import SchemaNotReady, SchemaTooNew, StorageError
 from routekeeper.storage.database import Database
-from routekeeper.storage.schema import metadata
+from routekeeper.storage.schema import FULL_TEXT_OBJECTS, metadata
 
 # The pg_advisory_xact_lock key reserved for routekeeper's migrations (any fixed int64 works;
 # advisory locks are per database).
@@ -178,8 +178,16 @@ def _raw_exec(raw: Any, sql: str) -> None:
         cursor.close()
 
 
+def _outside_full_text(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    return not (name and name.startswith(FULL_TEXT_OBJECTS))
+
+
 def _schema_differences(conn: Connection) -> list[Any]:
-    context = MigrationContext.configure(conn, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        conn, opts={"compare_type": True, "include_object": _outside_full_text}
+    )
     return list(compare_metadata(context, metadata))
 
 

@@ -6,14 +6,15 @@ inserted, finished ones updated by id. Recovery turns records a dead replica lef
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, literal_column, select, text, update
 
-from routekeeper.contract.errors import NotFound
+from routekeeper.contract.errors import InvalidRequest, NotFound
 from routekeeper.contract.pages import Page, SortOrder
 from routekeeper.contract.replay import LifecycleState, ReplayRecord, TerminalReason
 from routekeeper.storage.database import Database
@@ -32,10 +33,13 @@ def _row(record: ReplayRecord) -> dict[str, Any]:
     return row
 
 
+BODY_COLUMNS = ("request_body", "response_body", "prompt_text")
+
+
 def _summary(row: Any) -> ReplayRecord:
     data = dict(row._mapping)
-    data.setdefault("request_body", None)
-    data.setdefault("response_body", None)
+    for column in BODY_COLUMNS:
+        data.setdefault(column, None)
     return _record_from(data)
 
 
@@ -95,7 +99,7 @@ class ReplayStore:
         before: str | None = None,
     ) -> Page[ReplayRecord]:
         """Summaries (bodies left out) by id, newest first by default; keyset pages."""
-        query = summary_query(filters)
+        query = summary_query(filters, self.db.dialect)
         async with self.db.read() as conn:
             return await keyset_page(
                 conn,
@@ -145,9 +149,9 @@ class ReplayStore:
                 ("by_lifecycle_state", c.lifecycle_state),
             ):
                 rows = await conn.execute(
-                    filters.apply(select(column, func.count()).select_from(router_replay)).group_by(
-                        column
-                    )
+                    filters.apply(
+                        select(column, func.count()).select_from(router_replay), self.db.dialect
+                    ).group_by(column)
                 )
                 out[key] = {str(value) if value is not None else "(none)": n for value, n in rows}
             sums = (
@@ -159,7 +163,8 @@ class ReplayStore:
                             func.sum(c.completion_tokens),
                             func.sum(c.total_tokens),
                             func.sum(c.cost),
-                        ).select_from(router_replay)
+                        ).select_from(router_replay),
+                        self.db.dialect,
                     )
                 )
             ).one()
@@ -178,14 +183,14 @@ class ReplayStore:
     ) -> dict[str, float | None]:
         c = router_replay.c
         names = [f"p{round(p * 100):g}" for p in percentiles]
-        timed = filters.apply(select(c.total_ms).select_from(router_replay)).where(
+        timed = filters.apply(select(c.total_ms).select_from(router_replay), self.db.dialect).where(
             c.total_ms.is_not(None)
         )
         if self.db.dialect == "postgresql":
             ordered = [func.percentile_cont(p).within_group(c.total_ms.asc()) for p in percentiles]
-            query = filters.apply(select(*ordered).select_from(router_replay)).where(
-                c.total_ms.is_not(None)
-            )
+            query = filters.apply(
+                select(*ordered).select_from(router_replay), self.db.dialect
+            ).where(c.total_ms.is_not(None))
             row = (await conn.execute(query)).one()
             return {
                 n: (None if v is None else round(float(v), 3))
@@ -250,10 +255,10 @@ class ReplayStore:
         return int(result.rowcount)
 
 
-def summary_query(filters: ReplayFilters) -> Any:
+def summary_query(filters: ReplayFilters, dialect: str) -> Any:
     """The list query before paging: every column but the bodies, filtered."""
-    summary = [c for c in router_replay.c if c.name not in ("request_body", "response_body")]
-    return filters.apply(select(*summary))
+    summary = [c for c in router_replay.c if c.name not in BODY_COLUMNS]
+    return filters.apply(select(*summary), dialect)
 
 
 class ReplayFilters:
@@ -269,7 +274,9 @@ class ReplayFilters:
         session_id: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        q: str | None = None,
     ) -> None:
+        self.q = q
         self.tenant_id = tenant_id
         self.decision = decision
         self.model = model
@@ -278,7 +285,7 @@ class ReplayFilters:
         self.since = since
         self.until = until
 
-    def apply(self, query: Any) -> Any:
+    def apply(self, query: Any, dialect: str) -> Any:
         c = router_replay.c
         query = query.where(c.tenant_id == self.tenant_id)
         if self.decision is not None:
@@ -293,4 +300,26 @@ class ReplayFilters:
             query = query.where(c.started_at >= self.since)
         if self.until is not None:
             query = query.where(c.started_at < self.until)
+        if self.q is not None:
+            query = query.where(_full_text_match(self.q, dialect))
         return query
+
+
+def _full_text_match(q: str, dialect: str) -> Any:
+    """Records whose captured prompt contains every word of ``q`` (words, not a query
+    language: quotes and operators in ``q`` are taken literally)."""
+    words = re.findall(r"\w+", q)
+    if not words:
+        raise InvalidRequest("q must contain at least one word")
+    if dialect == "postgresql":
+        # Matches the expression of ix_router_replay_prompt_fts, so the GIN index serves it.
+        vector = func.to_tsvector(
+            literal_column("'simple'"), func.coalesce(router_replay.c.prompt_text, "")
+        )
+        return vector.op("@@")(func.plainto_tsquery(literal_column("'simple'"), " ".join(words)))
+    phrase = " ".join('"' + w + '"' for w in words)  # \w+ words: nothing to escape
+    return literal_column("router_replay.rowid").in_(
+        select(literal_column("rowid"))
+        .select_from(text("router_replay_fts"))
+        .where(text("router_replay_fts MATCH :fts_query").bindparams(fts_query=phrase))
+    )

@@ -96,6 +96,9 @@ router_replay = Table(
     Column("request_body_truncated", Boolean, nullable=False),
     Column("response_body", Text, nullable=True),
     Column("response_body_truncated", Boolean, nullable=False),
+    # The captured prompt (user messages' text), searched by GET /api/replay?q=. The full-text
+    # objects over it are dialect-specific: see migration 0003 and FULL_TEXT_OBJECTS.
+    Column("prompt_text", Text, nullable=True),
     Index("ix_router_replay_tenant_id_id", "tenant_id", "id"),
     Index("ix_router_replay_decision_id", "decision", "id"),
     Index("ix_router_replay_selected_model_id", "selected_model", "id"),
@@ -110,6 +113,10 @@ router_replay = Table(
         sqlite_where=text("lifecycle_state = 'in_progress'"),
     ),
 )
+
+# Full-text search objects created by migrations only (FTS5 table and its shadow tables on
+# SQLite, a GIN expression index on PostgreSQL); the schema comparison leaves them out.
+FULL_TEXT_OBJECTS = ("router_replay_fts", "ix_router_replay_prompt_fts")
 
 # Which tables hold each registered surface (tests check this covers the registry exactly).
 SURFACE_TABLES: dict[str, tuple[Table, ...]] = {

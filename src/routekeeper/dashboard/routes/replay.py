@@ -35,6 +35,10 @@ def replay_filters(
     session_id: Name = None,
     since: Annotated[datetime | None, Query(description="Started at or after (ISO).")] = None,
     until: Annotated[datetime | None, Query(description="Started before (ISO).")] = None,
+    q: Annotated[
+        str | None,
+        Query(min_length=1, max_length=500, description="Words all found in the captured prompt."),
+    ] = None,
 ) -> ReplayFilters:
     """The filters shared by the list and the aggregate; times without a zone are UTC."""
     return ReplayFilters(
@@ -44,6 +48,7 @@ def replay_filters(
         session_id=session_id,
         since=_aware(since),
         until=_aware(until),
+        q=q,
     )
 
 

@@ -13,6 +13,7 @@ from routekeeper.contract.replay import LifecycleState, ReplayRecord, TerminalRe
 from routekeeper.router.services.chat import ChatPlan
 from routekeeper.router.services.metrics import RouterMetrics
 from routekeeper.router.services.replay import ReplayRecorder
+from routekeeper.routing.request import content_text
 from routekeeper.storage.types import utcnow
 from routekeeper.upstream.errors import UpstreamError, UpstreamErrorKind
 
@@ -73,6 +74,12 @@ class RequestTrace:
                 json.dumps(client_body, ensure_ascii=False), self.capture.max_body_bytes
             )
             self.record.request_body, self.record.request_body_truncated = text, cut
+            prompt = "\n".join(
+                content_text(m.get("content"))
+                for m in (client_body or {}).get("messages") or []
+                if isinstance(m, dict) and m.get("role") == "user"
+            )
+            self.record.prompt_text = truncate_utf8(prompt, self.capture.max_body_bytes)[0]
         recorder.start(self.record)
 
     @property
