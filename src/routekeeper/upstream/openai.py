@@ -102,26 +102,32 @@ async def _data_lines(response: httpx.Response) -> AsyncIterator[str]:
     """The ``data`` of each server-sent event: consecutive ``data:`` lines joined with newlines
     up to the blank line that ends the event; other fields and comments are ignored."""
     data: list[str] = []
+    done = False
     try:
         async for line in response.aiter_lines():
+            if done:
+                continue  # read to the end of the body so the connection can be reused
             if line == "":
                 if data:
                     payload = "\n".join(data)
                     data = []
                     if payload.strip() == "[DONE]":
-                        return
+                        done = True
+                        continue
                     yield payload
                 continue
             if line.startswith("data:"):
                 value = line[5:]
                 data.append(value[1:] if value.startswith(" ") else value)
-    except httpx.TimeoutException as exc:
-        raise UpstreamError(UpstreamErrorKind.TIMEOUT, "upstream stream timed out") from exc
     except httpx.HTTPError as exc:
+        if done:
+            return  # the answer was complete; only the tail of the body was lost
+        if isinstance(exc, httpx.TimeoutException):
+            raise UpstreamError(UpstreamErrorKind.TIMEOUT, "upstream stream timed out") from exc
         raise UpstreamError(
             UpstreamErrorKind.PROTOCOL, f"upstream stream broke: {type(exc).__name__}"
         ) from exc
-    if data and "\n".join(data).strip() == "[DONE]":
+    if done or (data and "\n".join(data).strip() == "[DONE]"):
         return
     raise UpstreamError(UpstreamErrorKind.PROTOCOL, "upstream stream ended without [DONE]")
 
