@@ -216,12 +216,21 @@ async def _sse(
     in-band ``server_shutting_down`` error. The upstream connection is closed when this
     generator ends, including when the client disconnects (Starlette cancels it)."""
     loop = asyncio.get_running_loop()
-    iterator = aiter(chunks)
-    pending: asyncio.Future[str] | None = None
+    # One reader task per stream feeds a small queue; waiting on the queue can time out (for
+    # pings and shutdown) without cancelling the upstream read, and costs no task per chunk.
+    queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue(maxsize=64)
+
+    async def read_upstream() -> None:
+        try:
+            async for payload in chunks:
+                await queue.put(payload)
+            await queue.put(None)
+        except UpstreamError as exc:
+            await queue.put(exc)
+
+    reader = asyncio.ensure_future(read_upstream())
     try:
         while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(iterator))
             wait = ping_seconds
             deadline = runtime.shutdown_deadline
             if deadline is not None:
@@ -235,19 +244,19 @@ async def _sse(
                     yield f"data: {json.dumps(error)}\n\n"
                     trace.canceled()
                     return
-            done, _ = await asyncio.wait({pending}, timeout=wait)
-            if not done:
+            try:
+                async with asyncio.timeout(wait):
+                    item = await queue.get()
+            except TimeoutError:
                 if runtime.shutdown_deadline is None or wait == ping_seconds:
                     yield ": ping\n\n"
                 continue
-            try:
-                payload = pending.result()
-            except StopAsyncIteration:
+            if item is None:
                 break
-            finally:
-                pending = None
+            if isinstance(item, BaseException):
+                raise item
             trace.mark_first_byte()
-            relayed = _relay(payload, trace, keep_usage=plan.client_wants_usage)
+            relayed = _relay(item, trace, keep_usage=plan.client_wants_usage)
             if relayed is not None:
                 yield f"data: {relayed}\n\n"
         yield "data: [DONE]\n\n"
@@ -257,11 +266,18 @@ async def _sse(
         error = openai_error_body(exc.message, type_="server_error", code=upstream_error_code(exc))
         yield f"data: {json.dumps(error)}\n\n"
     finally:
-        if pending is not None:
-            pending.cancel()
         # Reached without an outcome only when the client went away (cancellation).
         trace.canceled()
-        await stack.aclose()
+
+        async def close_upstream() -> None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            await stack.aclose()
+
+        # Shielded: a cancelled response (client gone) still closes the upstream connection,
+        # which is what cancels the upstream request.
+        await asyncio.shield(asyncio.ensure_future(close_upstream()))
 
 
 def _relay(payload: str, trace: RequestTrace, *, keep_usage: bool) -> str | None:
