@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from routekeeper.contract.errors import ConfigError, ContractViolation, RoutekeeperError
+from routekeeper.contract.errors import ConfigError
 from routekeeper.settings import Settings, load_settings
 
 EXIT_FAILURE = 1
@@ -56,11 +56,3 @@ def settings_from(config: Path | None, workspace: Path | None) -> Settings:
         return load_settings(config, workspace=workspace)
     except ConfigError as exc:
         fail(exc.message, EXIT_CONFIG)
-
-
-def exit_code_for(exc: RoutekeeperError) -> int:
-    if isinstance(exc, ConfigError):
-        return EXIT_CONFIG
-    if isinstance(exc, ContractViolation):
-        return EXIT_CONTRACT
-    return EXIT_FAILURE

@@ -8,7 +8,7 @@ from typing import Annotated, Generic, TypeVar
 from fastapi import Query
 from pydantic import BaseModel
 
-from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, SortOrder
+from routekeeper.contract.pages import MAX_PAGE_SIZE, Page, SortOrder
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -35,5 +35,3 @@ class ListPage(BaseModel, Generic[T]):
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"Page size, 1-{MAX_PAGE_SIZE}.")]
 Order = Annotated[SortOrder, Query(description="asc or desc (newest first).")]
-
-DEFAULT_LIMIT = DEFAULT_PAGE_SIZE

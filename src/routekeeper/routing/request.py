@@ -34,6 +34,15 @@ def content_text(content: Any) -> str:
     return ""
 
 
+def user_text(body: Mapping[str, Any]) -> str:
+    """Every user message's text, one per line (what replay captures as the prompt)."""
+    return "\n".join(
+        content_text(m.get("content"))
+        for m in body.get("messages") or []
+        if isinstance(m, dict) and m.get("role") == "user"
+    )
+
+
 def routing_input(
     body: Mapping[str, Any], headers: Mapping[str, str] | None = None
 ) -> RoutingInput:

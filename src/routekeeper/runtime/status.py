@@ -20,7 +20,6 @@ class StatusSnapshot:
     replicas: list[ReplicaRecord]
     replicas_more: bool
     surfaces: list[SurfaceCount]
-    allow_ephemeral: list[str]
     errors: list[str] = field(default_factory=list)
 
 
@@ -50,6 +49,5 @@ async def status_snapshot(runtime: ReplicaRuntime) -> StatusSnapshot:
         replicas=replicas,
         replicas_more=more,
         surfaces=surfaces,
-        allow_ephemeral=list(runtime.settings.state.allow_ephemeral),
         errors=errors,
     )

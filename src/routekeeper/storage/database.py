@@ -196,10 +196,6 @@ class Database:
             _raise_translated(exc)
             raise
 
-    async def ping(self) -> None:
-        async with self.read() as conn:
-            await conn.execute(select(1))
-
     async def count_rows(self, table: Any) -> int:
         async with self.read() as conn:
             return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())

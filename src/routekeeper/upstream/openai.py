@@ -67,7 +67,7 @@ class OpenAITransport:
             raise _http_error(response, response.content)
         try:
             # Only standard JSON: NaN or Infinity could not be sent on to the client.
-            data = json.loads(response.content, parse_constant=_refuse_constant)
+            data = loads_strict(response.content)
         except ValueError as exc:
             raise UpstreamError(UpstreamErrorKind.PROTOCOL, "upstream sent invalid JSON") from exc
         if not isinstance(data, dict):
@@ -130,6 +130,12 @@ async def _data_lines(response: httpx.Response) -> AsyncIterator[str]:
     if done or (data and "\n".join(data).strip() == "[DONE]"):
         return
     raise UpstreamError(UpstreamErrorKind.PROTOCOL, "upstream stream ended without [DONE]")
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """JSON as the standard has it: NaN and Infinity (which Python accepts) are refused with
+    ValueError, since nothing could be sent on to a client."""
+    return json.loads(text, parse_constant=_refuse_constant)
 
 
 def _refuse_constant(name: str) -> Any:

@@ -22,6 +22,7 @@ from routekeeper.router.services.metrics import RouterMetrics
 from routekeeper.router.services.trace import RequestTrace
 from routekeeper.runtime.replica import ReplicaRuntime
 from routekeeper.upstream.errors import UpstreamError, UpstreamErrorKind
+from routekeeper.upstream.openai import loads_strict
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -284,7 +285,7 @@ def _relay(payload: str, trace: RequestTrace, *, keep_usage: bool) -> str | None
     """Check one upstream chunk (it must be a JSON object), note its usage, and return what
     the client gets: the chunk as sent, or without usage (None: nothing) if it did not ask."""
     try:
-        data = json.loads(payload, parse_constant=_refuse_constant)
+        data = loads_strict(payload)
     except ValueError:
         raise UpstreamError(
             UpstreamErrorKind.PROTOCOL, "upstream sent a chunk that is not JSON"
@@ -307,10 +308,6 @@ def _relay(payload: str, trace: RequestTrace, *, keep_usage: bool) -> str | None
         return None
     data.pop("usage")
     return json.dumps(data, separators=(",", ":"))
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 @router.get("/models", operation_id="list_models")

@@ -13,7 +13,7 @@ from routekeeper.contract.replay import LifecycleState, ReplayRecord, TerminalRe
 from routekeeper.router.services.chat import ChatPlan
 from routekeeper.router.services.metrics import RouterMetrics
 from routekeeper.router.services.replay import ReplayRecorder
-from routekeeper.routing.request import content_text
+from routekeeper.routing.request import user_text
 from routekeeper.storage.types import utcnow
 from routekeeper.upstream.errors import UpstreamError, UpstreamErrorKind
 
@@ -74,11 +74,7 @@ class RequestTrace:
                 json.dumps(client_body, ensure_ascii=False), self.capture.max_body_bytes
             )
             self.record.request_body, self.record.request_body_truncated = text, cut
-            prompt = "\n".join(
-                content_text(m.get("content"))
-                for m in (client_body or {}).get("messages") or []
-                if isinstance(m, dict) and m.get("role") == "user"
-            )
+            prompt = user_text(client_body or {})
             self.record.prompt_text = truncate_utf8(prompt, self.capture.max_body_bytes)[0]
         recorder.start(self.record)
 
@@ -131,12 +127,16 @@ class RequestTrace:
             cost=cost,
             currency=pricing.currency if cost is not None and pricing else None,
             **changes,
+            **self._captured_response(),
         )
-        if self.captures_response and self.capture is not None:
-            text, cut = truncate_utf8("".join(self._response_text), self.capture.max_body_bytes)
-            self.recorder.finish(self.record.id, response_body=text, response_body_truncated=cut)
         decision = self.plan.decision.name if self.plan.decision else None
         self.metrics.observe(decision, self.plan.model.name, state.value, now - self.started)
+
+    def _captured_response(self) -> dict[str, Any]:
+        if not self.captures_response or self.capture is None:
+            return {}
+        text, cut = truncate_utf8("".join(self._response_text), self.capture.max_body_bytes)
+        return {"response_body": text, "response_body_truncated": cut}
 
     def completed(self, status: int = 200) -> None:
         self._finish(
