@@ -1,11 +1,12 @@
-# Two commands set everything up on a fresh machine: `make run` and `make test`.
+# On a fresh machine: `make run` serves, `make test` runs the whole suite (the local-model tests
+# skip), `make test-embeddings` adds the `embeddings` extra and runs those tests.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= examples/routekeeper.yaml
 WORKSPACE ?= ./.routekeeper
 
-.PHONY: run test lint inventory clean
+.PHONY: run test test-embeddings lint inventory clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +21,22 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,redis]'
 	@touch $@ $(VENV)/.installed-run
 
+# torch first, pinned: `pip install torch==2.13.0` is a local CPU build on these machines.
+$(VENV)/.installed-embeddings: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,redis,embeddings]'
+	@touch $@ $(VENV)/.installed-dev $(VENV)/.installed-run
+
 run: $(VENV)/.installed-run
 	$(BIN)/routekeeper serve --config $(CONFIG) --workspace $(WORKSPACE) --host 127.0.0.1 --port 8080
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Only the tests marked `embeddings`; here a missing extra fails them instead of skipping, and
+# pytest's exit code 5 (nothing collected) fails the target.
+test-embeddings: $(VENV)/.installed-embeddings
+	ROUTEKEEPER_REQUIRE_EMBEDDINGS=1 $(BIN)/python -m pytest -m embeddings $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
