@@ -124,7 +124,8 @@ async def test_recorder_coalesces_and_flushes_on_stop(state_storage):
     assert (
         await state_storage.replay.get(later.id)
     ).terminal_reason is TerminalReason.CLIENT_CANCELED
-    assert recorder.written == 3 and recorder.dropped == {"queue_full": 0, "db_unavailable": 0}
+    assert recorder.written == 3
+    assert recorder.dropped == {"queue_full": 0, "db_unavailable": 0, "value_refused": 0}
 
 
 async def test_recorder_drops_and_counts_instead_of_blocking(state_storage):
@@ -134,10 +135,12 @@ async def test_recorder_drops_and_counts_instead_of_blocking(state_storage):
     assert recorder.queued == 3 and recorder.dropped["queue_full"] == 2
     await state_storage.replay.db.close()  # the database goes away
     assert await recorder.flush() == 0
-    assert recorder.dropped["db_unavailable"] == 3 and recorder.queued == 0
+    # kept, not dropped: written once the database is back, without a restart
+    assert recorder.dropped["db_unavailable"] == 0 and recorder.queued == 3
+    assert recorder.degraded is not None
     await state_storage.replay.db.open()
-    recorder.start(record(9))
-    assert await recorder.flush() == 1  # back without a restart
+    assert await recorder.flush() == 3
+    assert recorder.degraded is None and recorder.queued == 0
 
 
 async def test_disabled_recorder_records_nothing(state_storage):

@@ -232,7 +232,24 @@ class ReplaySettings(_Strict):
         10_000, ge=10, le=10_000_000, description="Records waiting for the writer, at most."
     )
     flush_interval_ms: int = Field(
-        100, ge=5, le=60_000, description="How often the writer stores what is queued."
+        100,
+        ge=5,
+        le=60_000,
+        description="How often the writer stores what is queued (start records; every record "
+        "in `batch` mode).",
+    )
+    durability: Literal["acknowledged", "batch"] = Field(
+        "acknowledged",
+        description="`acknowledged`: a response's last byte is sent only after its record is "
+        "committed (group commit). `batch`: records are written every flush_interval_ms and a "
+        "SIGKILL loses what finished since the last flush.",
+    )
+    ack_timeout_ms: int = Field(
+        500,
+        ge=1,
+        le=60_000,
+        description="`acknowledged` mode: wait at most this long for a record's commit, then "
+        "answer anyway with `x-routekeeper-replay-durable: false` (counted as ack_timeout).",
     )
 
 

@@ -28,6 +28,10 @@ class DropReason(enum.StrEnum):
 
     QUEUE_FULL = "queue_full"
     DB_UNAVAILABLE = "db_unavailable"
+    VALUE_REFUSED = "value_refused"
+    """The database refused one of the record's values: the record was isolated from its
+    batch and the others were committed. A refused new record is not stored; a refused
+    finish is stored without its details (state, reason and times only)."""
 
 
 @dataclass

@@ -66,7 +66,15 @@ class ReplayStatusOut(BaseModel):
     enabled: bool
     queued: int
     written: int
-    dropped: dict[str, int] = Field(description="Records not stored, by reason.")
+    dropped: dict[str, int] = Field(
+        description="Records not stored, by reason (value_refused: isolated from its batch)."
+    )
+    durability: str = Field(description="`acknowledged` or `batch` (replay.durability).")
+    ack_timeout: int = Field(
+        description="Answers sent before their record was known to be committed (the commit "
+        "took longer than replay.ack_timeout_ms, or the database was known unreachable)."
+    )
+    storage: str = Field(description="`ok`, or `degraded` while writes fail and records wait.")
 
 
 class StatusOut(BaseModel):

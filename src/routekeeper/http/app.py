@@ -47,6 +47,8 @@ def create_app(
         enabled=settings.replay.enabled,
         queue_max=settings.replay.queue_max,
         flush_interval_ms=settings.replay.flush_interval_ms,
+        durability=settings.replay.durability,
+        ack_timeout_ms=settings.replay.ack_timeout_ms,
     )
     runtime = ReplicaRuntime(
         settings,

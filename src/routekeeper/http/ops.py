@@ -49,5 +49,7 @@ async def readyz(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     """Prometheus metrics of this replica (its own registry)."""
     recorder = request.app.state.recorder
-    body = request.app.state.metrics.render(dict(recorder.dropped), recorder.queued)
+    body = request.app.state.metrics.render(
+        dict(recorder.dropped), recorder.queued, recorder.ack_timeouts
+    )
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -70,6 +70,7 @@ class ReplicaRuntime:
             PhaseChange(None, ReplicaPhase.STARTING, self.started_at)
         ]
         self._registered = False
+        self._became_ready = False
         self._phase_lock = asyncio.Lock()
         self._startup: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -89,6 +90,12 @@ class ReplicaRuntime:
     @property
     def ready(self) -> bool:
         return self.phase is ReplicaPhase.READY
+
+    @property
+    def accepting(self) -> bool:
+        """Whether requests that leave records may be served: from ``ready`` (when the
+        recovery is done and the replay writer runs) until ``stopped``, draining included."""
+        return self._became_ready and self.phase in (ReplicaPhase.READY, ReplicaPhase.DRAINING)
 
     async def _change(self, to_phase: ReplicaPhase, detail: str | None = None) -> bool:
         async with self._phase_lock:
@@ -161,6 +168,7 @@ class ReplicaRuntime:
         await self._change(ReplicaPhase.READY)
         if self._on_ready is not None:
             self._on_ready()
+        self._became_ready = True
         self._healthy_since = asyncio.get_running_loop().time()
         self._heartbeat = asyncio.create_task(self._beat(), name=f"heartbeat {self.id}")
 

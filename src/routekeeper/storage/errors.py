@@ -28,6 +28,17 @@ def translate_storage_error(exc: BaseException) -> StorageError | None:
         return StorageUnavailable("no database connection became free in time")
     if isinstance(exc, sa_exc.DBAPIError):
         return _translate_dbapi(exc)
+    if isinstance(exc, sa_exc.StatementError):
+        # Raised while binding parameters, before the driver saw the statement: a column
+        # type refused a value (InvalidValue) or the driver could not convert one.
+        orig = exc.orig
+        if isinstance(orig, InvalidValue):
+            return orig
+        if isinstance(orig, OverflowError | ValueError | TypeError):
+            return InvalidValue(f"the database cannot hold a value: {orig}")
+        return None
+    if isinstance(exc, OverflowError):  # sqlite3: an int beyond 64 bits
+        return InvalidValue(f"the database cannot hold a value: {exc}")
     return None
 
 

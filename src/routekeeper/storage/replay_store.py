@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, literal_column, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from routekeeper.contract.errors import InvalidRequest, NotFound
 from routekeeper.contract.pages import Page, SortOrder
@@ -57,6 +59,14 @@ def _record_from(data: dict[str, Any]) -> ReplayRecord:
 class ReplayStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Inserts are idempotent: a batch whose commit outcome was lost with the connection is
+        # written again, and then its records replace themselves with their newer state.
+        insert = postgresql_insert if db.dialect == "postgresql" else sqlite_insert
+        statement = insert(router_replay)
+        self._upsert = statement.on_conflict_do_update(
+            index_elements=[router_replay.c.id],
+            set_={c.name: statement.excluded[c.name] for c in router_replay.c if c.name != "id"},
+        )
 
     async def write_batch(
         self, inserts: Sequence[ReplayRecord], updates: Sequence[tuple[str, dict[str, Any]]]
@@ -71,7 +81,7 @@ class ReplayStore:
             groups.setdefault(tuple(sorted(values)), []).append({"_id": record_id, **values})
         async with self.db.write() as conn:
             if inserts:
-                await conn.execute(router_replay.insert(), [_row(r) for r in inserts])
+                await conn.execute(self._upsert, [_row(r) for r in inserts])
             for columns, rows in groups.items():
                 statement = (
                     update(router_replay)

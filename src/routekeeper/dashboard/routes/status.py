@@ -71,6 +71,9 @@ async def get_status(request: Request) -> StatusOut:
             queued=recorder.queued,
             written=recorder.written,
             dropped=dict(recorder.dropped),
+            durability="acknowledged" if recorder.acknowledged else "batch",
+            ack_timeout=recorder.ack_timeouts,
+            storage="ok" if recorder.degraded is None else "degraded",
         ),
         errors=snap.errors,
     )

@@ -30,6 +30,7 @@ T = TypeVar("T")
 CLIENT_CLOSED_REQUEST = 499  # nginx's convention; never seen by the departed client
 # Open streams end this long before the shutdown deadline, ahead of uvicorn's cancellation.
 STREAM_SHUTDOWN_MARGIN_SECONDS = 2.0
+SESSION_ID_MAX = 256  # router_replay.session_id holds this many characters
 
 
 class ChatMessage(BaseModel):
@@ -115,29 +116,51 @@ def upstream_error_code(exc: UpstreamError) -> str:
 @router.post("/chat/completions", operation_id="create_chat_completion", response_model=None)
 async def create_chat_completion(request: Request, body: ChatCompletionRequest) -> Response:
     started = time.perf_counter()
+    runtime: ReplicaRuntime = request.app.state.runtime
+    if not runtime.accepting:
+        # Before the replica is ready its records could not be stored (the writer starts
+        # with readiness): refuse rather than acknowledge what may be lost.
+        return error_response(
+            request,
+            503,
+            "not_ready",
+            f"routekeeper is not ready yet (phase: {runtime.phase.value}); retry shortly",
+            headers={"retry-after": "1"},
+        )
+    session_id = request.headers.get("x-session-id")
+    if session_id is not None and len(session_id) > SESSION_ID_MAX:
+        return error_response(
+            request,
+            400,
+            "invalid_session_id",
+            f"x-session-id must be at most {SESSION_ID_MAX} characters (got {len(session_id)})",
+            param="x-session-id",
+        )
     service = _service(request)
     payload = body.model_dump(exclude_unset=True)
     ensure_json_safe(payload)
     plan = await service.plan(payload, request.headers)
-    runtime: ReplicaRuntime = request.app.state.runtime
     trace = RequestTrace(
         plan,
         recorder=request.app.state.recorder,
         metrics=_metrics(request),
         replica_id=runtime.id,
         requested_model=body.model,
-        session_id=request.headers.get("x-session-id"),
+        session_id=session_id,
         started=started,
         client_body=payload,
     )
-    headers = {**_routing_headers(plan), "x-routekeeper-replay-id": trace.replay_id}
+    headers = _routing_headers(plan)
     transport = service.transport(plan)
     if not plan.stream:
         try:
             data = await _unless_client_leaves(request, transport.complete(plan.body))
         except UpstreamError as exc:
             trace.failed(exc)
-            return upstream_error_response(request, exc, headers)
+            durable = await trace.acknowledged()
+            return upstream_error_response(
+                request, exc, {**headers, **trace.response_headers(durable)}
+            )
         except ClientGone:
             trace.canceled()
             return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody is listening
@@ -150,7 +173,8 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest) 
         usage = data.get("usage")
         trace.usage = usage if isinstance(usage, dict) else None
         trace.completed()
-        return JSONResponse(data, headers=headers)
+        durable = await trace.acknowledged()
+        return JSONResponse(data, headers={**headers, **trace.response_headers(durable)})
 
     stack = AsyncExitStack()
     try:
@@ -160,7 +184,8 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest) 
     except UpstreamError as exc:
         await stack.aclose()
         trace.failed(exc)
-        return upstream_error_response(request, exc, headers)
+        durable = await trace.acknowledged()
+        return upstream_error_response(request, exc, {**headers, **trace.response_headers(durable)})
     except (ClientGone, asyncio.CancelledError) as exc:
         await stack.aclose()
         trace.canceled()
@@ -172,7 +197,12 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest) 
             chunks, plan, stack, trace, runtime, request.app.state.settings.server.sse_ping_seconds
         ),
         media_type="text/event-stream",
-        headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+        headers={
+            **headers,
+            **trace.response_headers(),
+            "cache-control": "no-cache",
+            "x-accel-buffering": "no",
+        },
     )
 
 
@@ -260,10 +290,13 @@ async def _sse(
             relayed = _relay(item, trace, keep_usage=plan.client_wants_usage)
             if relayed is not None:
                 yield f"data: {relayed}\n\n"
-        yield "data: [DONE]\n\n"
+        # The terminal event goes out only once the record is committed (acknowledged mode).
         trace.completed()
+        await trace.acknowledged()
+        yield "data: [DONE]\n\n"
     except UpstreamError as exc:
         trace.failed(exc)
+        await trace.acknowledged()
         error = openai_error_body(exc.message, type_="server_error", code=upstream_error_code(exc))
         yield f"data: {json.dumps(error)}\n\n"
     finally:

@@ -32,8 +32,14 @@ class RouterMetrics:
 
         self.replay_dropped = Gauge(
             "routekeeper_replay_dropped_records",
-            "Replay records not stored since start, by reason (queue_full, db_unavailable).",
+            "Replay records not stored since start, by reason (queue_full, db_unavailable, "
+            "value_refused).",
             ["reason"],
+            registry=self.registry,
+        )
+        self.replay_ack_timeouts = Gauge(
+            "routekeeper_replay_ack_timeouts",
+            "Answers sent before their replay record was known to be committed, since start.",
             registry=self.registry,
         )
         self.replay_queued = Gauge(
@@ -50,8 +56,9 @@ class RouterMetrics:
     def upstream_failed(self, kind: str, status: int | None) -> None:
         self.upstream_errors.labels(kind, str(status or "")).inc()
 
-    def render(self, dropped: dict[str, int], queued: int) -> bytes:
+    def render(self, dropped: dict[str, int], queued: int, ack_timeouts: int = 0) -> bytes:
         for reason, count in dropped.items():
             self.replay_dropped.labels(reason).set(count)
         self.replay_queued.set(queued)
+        self.replay_ack_timeouts.set(ack_timeouts)
         return generate_latest(self.registry)

@@ -1,11 +1,26 @@
-"""The replay recorder: never blocks or fails a request.
+"""The replay recorder: never fails a request, and in ``acknowledged`` mode never lets a
+client see the end of a response whose record is not committed.
 
 Requests hand their record to :meth:`ReplayRecorder.start` and their outcome to
-:meth:`finish`; both only touch an in-memory map bounded by ``replay.queue_max``. A background
-task flushes that map every ``replay.flush_interval_ms`` (sooner when it fills up) in one
-transaction per batch; a record started and finished between two flushes is inserted once,
-already final. A full map or a failed flush drops records and counts them by reason
-(``queue_full``, ``db_unavailable``); :meth:`stop` flushes what is left (graceful shutdown)."""
+:meth:`finish`; both only touch an in-memory map. One background task writes that map in one
+transaction per batch; a record started and finished between two writes is inserted once,
+already final.
+
+When is a batch written? Start records wait for the next flush (every
+``replay.flush_interval_ms``, sooner when many are queued). A finish in ``acknowledged`` mode
+wakes the writer at once and returns a future that resolves when its record is committed
+(group commit: whatever else is pending goes into the same transaction, so concurrent
+requests share one fsync). ``batch`` mode flushes finishes on the timer too.
+
+What is never lost silently:
+- A failed write because the database is unreachable keeps its records queued and retries;
+  finishes of records already stored are always kept (they are bounded by the requests in
+  flight), new records up to ``replay.queue_max``; what does not fit is dropped and counted.
+- A batch the database refuses because of one record's value is split until that record is
+  alone: the others are committed, the record is counted as ``value_refused`` (a refused
+  finish is still stored with its state, reason and times, so the record does not stay
+  ``in_progress``).
+- :meth:`stop` writes what is left (graceful shutdown)."""
 
 from __future__ import annotations
 
@@ -15,37 +30,82 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from routekeeper.contract.errors import StorageError
-from routekeeper.contract.replay import DropReason, ReplayRecord
+from routekeeper.contract.errors import (
+    SchemaNotReady,
+    StorageBusy,
+    StorageUnavailable,
+)
+from routekeeper.contract.replay import DropReason, LifecycleState, ReplayRecord
 from routekeeper.storage.replay_store import ReplayStore
 
 log = logging.getLogger(__name__)
 
 FLUSH_BATCH = 500
+# Errors that say nothing about the records: keep the batch and write it again later.
+TRANSIENT = (StorageUnavailable, StorageBusy, SchemaNotReady)
+# What a finish keeps when the database refused its other values.
+MINIMAL_FINISH = ("lifecycle_state", "terminal_reason", "completed_at", "ttfb_ms", "total_ms")
 
 
 @dataclass
 class _Pending:
     record: ReplayRecord | None
-    """Not yet inserted (None: inserted by an earlier flush, only ``changes`` are pending)."""
+    """Not yet inserted (None: inserted by an earlier write, only ``changes`` are pending)."""
     changes: dict[str, Any] = field(default_factory=dict)
+    waiters: list[asyncio.Future[bool]] = field(default_factory=list)
+
+    @property
+    def final(self) -> bool:
+        if self.record is not None:
+            return self.record.lifecycle_state is not LifecycleState.IN_PROGRESS
+        return "lifecycle_state" in self.changes
+
+    def merge(self, later: _Pending) -> None:
+        """Apply what arrived for the same record after this entry was taken."""
+        if self.record is not None:
+            self.record = replace(self.record, **later.changes)
+        else:
+            self.changes.update(later.changes)
+        self.waiters += later.waiters
+
+    def resolve(self, durable: bool) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(durable)
+        self.waiters = []
 
 
 class ReplayRecorder:
     def __init__(
-        self, store: ReplayStore, *, enabled: bool, queue_max: int, flush_interval_ms: int
+        self,
+        store: ReplayStore,
+        *,
+        enabled: bool,
+        queue_max: int,
+        flush_interval_ms: int,
+        durability: str = "acknowledged",
+        ack_timeout_ms: int = 500,
     ) -> None:
         self.store = store
         self.enabled = enabled
         self.queue_max = queue_max
         self.flush_interval = flush_interval_ms / 1000
+        self.acknowledged = durability == "acknowledged"
+        self.ack_timeout = ack_timeout_ms / 1000
         self.dropped: dict[str, int] = {reason.value: 0 for reason in DropReason}
+        self.ack_timeouts = 0
+        """Responses sent before their record was known to be committed."""
         self.written = 0
+        self.batches = 0
+        """Transactions that stored records (written / batches: records per commit)."""
         self._pending: dict[str, _Pending] = {}
+        # Records accepted and not yet stored final: a finish is kept only for these.
+        self._live: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
-        self._last_error: str | None = None
+        self.degraded: str | None = None
+        """Why the last write failed while the database was unreachable (None: it works)."""
         self._stopping = False
 
     @property
@@ -55,32 +115,62 @@ class ReplayRecorder:
     def _drop(self, reason: DropReason, count: int = 1) -> None:
         self.dropped[reason.value] += count
 
-    def start(self, record: ReplayRecord) -> None:
-        """Queue a new (``in_progress``) record. Never raises, never waits."""
+    def start(self, record: ReplayRecord) -> bool:
+        """Queue a new (``in_progress``) record; False when it was dropped (queue full).
+        Never raises, never waits."""
         if not self.enabled:
-            return
+            return False
         if len(self._pending) >= self.queue_max:
             self._drop(DropReason.QUEUE_FULL)
-            return
+            return False
         self._pending[record.id] = _Pending(record)
+        self._live.add(record.id)
         if len(self._pending) >= FLUSH_BATCH:
             self._wake.set()
+        return True
 
-    def finish(self, record_id: str, **changes: Any) -> None:
-        """Queue the final state of a record. Never raises, never waits."""
-        if not self.enabled:
-            return
+    def finish(self, record_id: str, **changes: Any) -> asyncio.Future[bool]:
+        """Queue the final state of a record. Never raises, never waits: returns a future that
+        resolves to True once the record is committed, False when it never will be (dropped or
+        refused). In ``batch`` mode, or while the database is known unreachable, it is
+        already resolved to False: nobody should wait."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if not self.enabled or record_id not in self._live:
+            done.set_result(False)  # never accepted, or dropped (and counted) already
+            return done
         pending = self._pending.get(record_id)
-        if pending is not None:
-            if pending.record is not None:
-                pending.record = replace(pending.record, **changes)
-            else:
-                pending.changes.update(changes)
-            return
-        if len(self._pending) >= self.queue_max:
-            self._drop(DropReason.QUEUE_FULL)
-            return
-        self._pending[record_id] = _Pending(None, dict(changes))
+        if pending is None:
+            pending = self._pending[record_id] = _Pending(None)
+        pending.merge(_Pending(None, dict(changes)))
+        if self.acknowledged and self.degraded is None and not self._stopping:
+            pending.waiters.append(done)
+            self._wake.set()
+        else:
+            done.set_result(False)
+        return done
+
+    async def acknowledge(self, done: asyncio.Future[bool]) -> bool:
+        """Wait (at most ``replay.ack_timeout_ms``) for a finish to be committed; False, and
+        counted as ``ack_timeout``, when the answer goes out without that."""
+        if not self.enabled:
+            return False
+        if not done.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.ack_timeout):
+                    await asyncio.shield(done)
+        durable = done.done() and not done.cancelled() and done.result()
+        if not durable and self.acknowledged:
+            self.ack_timeouts += 1
+        return durable
+
+    def will_acknowledge(self, record_id: str) -> bool:
+        """Whether a finish of this record would be waited for now (what a stream's
+        header promises at its first byte)."""
+        return (
+            self.enabled and self.acknowledged and self.degraded is None and record_id in self._live
+        )
+
+    # -- the writer ------------------------------------------------------------------------
 
     def begin(self) -> None:
         if self.enabled and self._task is None:
@@ -88,9 +178,14 @@ class ReplayRecorder:
 
     async def _run(self) -> None:
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.flush_interval):
-                    await self._wake.wait()
+            if self.degraded is not None:
+                # While the database is unreachable, retry on the timer only: a wake per
+                # request would hammer a database that is down.
+                self._wake.clear()
+            if not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.flush_interval):
+                        await self._wake.wait()
             self._wake.clear()
             try:
                 await self.flush()
@@ -104,7 +199,7 @@ class ReplayRecorder:
                 return 0
             batch, self._pending = self._pending, {}
             try:
-                return await self._write(batch)
+                return await self._write(list(batch.items()))
             except asyncio.CancelledError:
                 # Cancelled mid-batch (the caller's deadline): put it back for whoever
                 # flushes next rather than lose it silently.
@@ -112,41 +207,112 @@ class ReplayRecorder:
                 raise
 
     def _requeue(self, batch: dict[str, _Pending]) -> None:
-        """Put an unwritten batch back in front of what arrived since, merging updates."""
+        """Put an unwritten batch back in front of what arrived since, merging updates.
+        Beyond queue_max, the newest records not yet stored at all are dropped (counted);
+        finishes of stored records are kept, so those records do not stay in_progress."""
         merged = dict(batch)
         for record_id, later in self._pending.items():
             earlier = merged.get(record_id)
             if earlier is None:
                 merged[record_id] = later
-            elif earlier.record is not None:
-                earlier.record = replace(earlier.record, **later.changes)
             else:
-                earlier.changes.update(later.changes)
+                earlier.merge(later)
+        excess = len(merged) - self.queue_max
+        if excess > 0:
+            for record_id in reversed(list(merged)):
+                if excess <= 0:
+                    break
+                entry = merged[record_id]
+                if entry.record is None:
+                    continue
+                del merged[record_id]
+                self._live.discard(record_id)
+                entry.resolve(False)
+                self._drop(DropReason.DB_UNAVAILABLE)
+                excess -= 1
         self._pending = merged
 
-    async def _write(self, batch: dict[str, _Pending]) -> int:
-        inserts = [p.record for p in batch.values() if p.record is not None]
-        updates = [(rid, p.changes) for rid, p in batch.items() if p.record is None]
-        try:
-            await self.store.write_batch(inserts, updates)
-        except StorageError as exc:
-            self._drop(DropReason.DB_UNAVAILABLE, len(batch))
-            if self._last_error is None:
-                log.warning("replay records dropped, storage failed: %s", exc)
-            self._last_error = str(exc)
-            return 0
-        if self._last_error is not None:
+    async def _write(self, items: list[tuple[str, _Pending]]) -> int:
+        """Write ``items`` in one transaction; when the database refuses the batch for a
+        reason tied to a record, split it until that record is alone."""
+        stored = 0
+        parts = [items]
+        while parts:
+            part = parts.pop()
+            try:
+                await self._write_part(part)
+            except TRANSIENT as exc:
+                rest = [pair for p in parts for pair in p]
+                self._requeue(dict(part + rest))
+                self._unavailable(str(exc))
+                return stored
+            except Exception as exc:
+                if len(part) == 1:
+                    stored += await self._refused(*part[0], exc)
+                    continue
+                middle = len(part) // 2
+                parts += [part[middle:], part[:middle]]  # first half is written first
+                continue
+            stored += self._committed(part)
+        return stored
+
+    async def _write_part(self, part: list[tuple[str, _Pending]]) -> None:
+        inserts = [p.record for _, p in part if p.record is not None]
+        updates = [(rid, p.changes) for rid, p in part if p.record is None]
+        await self.store.write_batch(inserts, updates)
+
+    def _committed(self, part: list[tuple[str, _Pending]]) -> int:
+        if self.degraded is not None:
             log.info("replay records are stored again")
-        self._last_error = None
-        self.written += len(batch)
-        return len(batch)
+            self.degraded = None
+        for record_id, entry in part:
+            if entry.final:
+                self._live.discard(record_id)
+            entry.resolve(True)
+        self.written += len(part)
+        self.batches += 1
+        return len(part)
+
+    async def _refused(self, record_id: str, entry: _Pending, exc: Exception) -> int:
+        """One record the database refused on its own: counted; a finish is still stored
+        with its state, reason and times."""
+        self._drop(DropReason.VALUE_REFUSED)
+        log.warning("replay record %s refused by the database: %s", record_id, exc)
+        if entry.record is None:
+            minimal = {k: v for k, v in entry.changes.items() if k in MINIMAL_FINISH}
+            minimal["error"] = f"the database refused this record's details: {exc}"[:2000]
+            try:
+                await self.store.write_batch([], [(record_id, minimal)])
+            except Exception as again:
+                log.warning("replay record %s: minimal finish refused too: %s", record_id, again)
+            else:
+                self._live.discard(record_id)
+                entry.resolve(True)
+                return 1
+        self._live.discard(record_id)
+        entry.resolve(False)
+        return 0
+
+    def _unavailable(self, reason: str) -> None:
+        if self.degraded is None:
+            log.warning("replay records kept in memory, the database failed: %s", reason)
+        self.degraded = reason
 
     async def stop(self) -> None:
-        """Stop the background writer and flush what is queued (SIGTERM). The writer is
-        never cancelled in the middle of a batch: it finishes it, then the rest is flushed."""
+        """Stop the background writer and write what is queued (SIGTERM). The writer is
+        never cancelled in the middle of a batch: it finishes it, then the rest is written."""
         task, self._task = self._task, None
         self._stopping = True
         self._wake.set()
         if task is not None:
             await task
         await self.flush()
+        lost = len(self._pending)
+        if lost:
+            # The database stayed unreachable to the end: these records are lost.
+            self._drop(DropReason.DB_UNAVAILABLE, lost)
+            for entry in self._pending.values():
+                entry.resolve(False)
+            self._pending = {}
+            self._live.clear()
+            log.error("replay: %d records could not be stored before stopping", lost)

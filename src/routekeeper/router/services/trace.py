@@ -3,6 +3,7 @@ and to the metrics when the request ends (however it ends)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import defaultdict
@@ -14,7 +15,7 @@ from routekeeper.router.services.chat import ChatPlan
 from routekeeper.router.services.metrics import RouterMetrics
 from routekeeper.router.services.replay import ReplayRecorder
 from routekeeper.routing.request import user_text
-from routekeeper.storage.types import utcnow
+from routekeeper.storage.types import INT32_MAX, utcnow
 from routekeeper.upstream.errors import UpstreamError, UpstreamErrorKind
 
 
@@ -47,7 +48,7 @@ class RequestTrace:
         self.routed = time.perf_counter()
         self.first_byte: float | None = None
         self.usage: dict[str, Any] | None = None
-        self.done = False
+        self.done: asyncio.Future[bool] | None = None
         signals: dict[str, list[dict[str, Any]]] = defaultdict(list)
         if plan.routing is not None:
             for s in plan.routing.matched_signals:
@@ -101,29 +102,31 @@ class RequestTrace:
     def _ms(self, at: float | None) -> float | None:
         return None if at is None else round((at - self.started) * 1000, 3)
 
-    def _finish(self, state: LifecycleState, reason: TerminalReason, **changes: Any) -> None:
-        if self.done:
-            return
-        self.done = True
+    def _finish(
+        self, state: LifecycleState, reason: TerminalReason, **changes: Any
+    ) -> asyncio.Future[bool]:
+        if self.done is not None:
+            return self.done
         now = time.perf_counter()
         usage = self.usage or {}
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        prompt, completion, total = (
+            token_count(usage.get(key))
+            for key in ("prompt_tokens", "completion_tokens", "total_tokens")
+        )
         pricing = self.plan.model.pricing
         cost = None
-        if pricing is not None and isinstance(prompt, int) and isinstance(completion, int):
+        if pricing is not None and prompt is not None and completion is not None:
             cost = (prompt * pricing.prompt_per_1m + completion * pricing.completion_per_1m) / 1e6
-        self.recorder.finish(
+        self.done = self.recorder.finish(
             self.record.id,
             lifecycle_state=state,
             terminal_reason=reason,
             completed_at=utcnow(),
             ttfb_ms=self._ms(self.first_byte),
             total_ms=self._ms(now),
-            prompt_tokens=prompt if isinstance(prompt, int) else None,
-            completion_tokens=completion if isinstance(completion, int) else None,
-            total_tokens=usage.get("total_tokens")
-            if isinstance(usage.get("total_tokens"), int)
-            else None,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=total,
             cost=cost,
             currency=pricing.currency if cost is not None and pricing else None,
             **changes,
@@ -131,6 +134,27 @@ class RequestTrace:
         )
         decision = self.plan.decision.name if self.plan.decision else None
         self.metrics.observe(decision, self.plan.model.name, state.value, now - self.started)
+        return self.done
+
+    async def acknowledged(self) -> bool:
+        """Wait for the record's commit (``replay.durability: acknowledged``, at most
+        ``replay.ack_timeout_ms``): call after ``completed``/``failed`` and before the last byte
+        goes out. True when the record is committed."""
+        if self.done is None:
+            return False
+        return await self.recorder.acknowledge(self.done)
+
+    def response_headers(self, durable: bool | None = None) -> dict[str, str]:
+        """The replay id and whether its record was committed before the answer (``durable``;
+        None: what a stream can promise at its first byte). Nothing when replay is off."""
+        if not self.recorder.enabled:
+            return {}
+        if durable is None:
+            durable = self.recorder.will_acknowledge(self.record.id)
+        return {
+            "x-routekeeper-replay-id": self.record.id,
+            REPLAY_DURABLE_HEADER: "true" if durable else "false",
+        }
 
     def _captured_response(self) -> dict[str, Any]:
         if not self.captures_response or self.capture is None:
@@ -138,21 +162,40 @@ class RequestTrace:
         text, cut = truncate_utf8("".join(self._response_text), self.capture.max_body_bytes)
         return {"response_body": text, "response_body_truncated": cut}
 
-    def completed(self, status: int = 200) -> None:
-        self._finish(
+    def completed(self, status: int = 200) -> asyncio.Future[bool]:
+        return self._finish(
             LifecycleState.COMPLETED, TerminalReason.RESPONSE_COMPLETE, upstream_status=status
         )
 
-    def failed(self, exc: UpstreamError) -> None:
-        self.metrics.upstream_failed(exc.kind.value, exc.status)
+    def failed(self, exc: UpstreamError) -> asyncio.Future[bool]:
+        if self.done is None:
+            self.metrics.upstream_failed(exc.kind.value, exc.status)
         reason = (
             TerminalReason.UPSTREAM_TIMEOUT
             if exc.kind is UpstreamErrorKind.TIMEOUT
             else TerminalReason.UPSTREAM_ERROR
         )
-        self._finish(
-            LifecycleState.FAILED, reason, upstream_status=exc.status, error=exc.message[:2000]
+        return self._finish(
+            LifecycleState.FAILED,
+            reason,
+            upstream_status=_status(exc.status),
+            error=exc.message[:2000],
         )
 
     def canceled(self) -> None:
         self._finish(LifecycleState.ABORTED, TerminalReason.CLIENT_CANCELED)
+
+
+REPLAY_DURABLE_HEADER = "x-routekeeper-replay-durable"
+
+
+def token_count(value: Any) -> int | None:
+    """An upstream's token count, or None when it is not a plausible one (a negative, a bool,
+    a float, or beyond what a 4-byte count column holds: no request has 2**31 tokens)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 0 <= value <= INT32_MAX else None
+
+
+def _status(status: int | None) -> int | None:
+    return status if status is None or 0 <= status <= INT32_MAX else None
