@@ -66,6 +66,9 @@ class ReplayStatusOut(BaseModel):
     enabled: bool
     queued: int
     written: int
+    batches: int = Field(
+        description="Transactions that stored records (written / batches: records per commit)."
+    )
     dropped: dict[str, int] = Field(
         description="Records not stored, by reason (value_refused: isolated from its batch)."
     )

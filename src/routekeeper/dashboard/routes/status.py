@@ -70,6 +70,7 @@ async def get_status(request: Request) -> StatusOut:
             enabled=recorder.enabled,
             queued=recorder.queued,
             written=recorder.written,
+            batches=recorder.batches,
             dropped=dict(recorder.dropped),
             durability="acknowledged" if recorder.acknowledged else "batch",
             ack_timeout=recorder.ack_timeouts,
