@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 
@@ -15,6 +16,8 @@ class Result:
     latencies_ms: list[float]
     elapsed_s: float
     errors: int
+    header_values: Counter[str] = field(default_factory=Counter)
+    """How many responses carried each value of the header ``run`` was asked to count."""
 
     def summary(self) -> dict[str, float]:
         ordered = sorted(self.latencies_ms)
@@ -31,7 +34,7 @@ class Result:
         }
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
     status_line = await reader.readline()
     status = int(status_line.split()[1])
     headers = {}
@@ -49,10 +52,13 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
             await reader.readexactly(size + 2)
             if size == 0:
                 break
-    return status
+    return status, headers
 
 
-async def run(url: str, body: dict, *, requests: int, concurrency: int) -> Result:
+async def run(
+    url: str, body: dict, *, requests: int, concurrency: int, header: str | None = None
+) -> Result:
+    """``header``: a (lower-case) response header whose values to count (absent: ``""``)."""
     parts = urlsplit(url)
     payload = json.dumps(body).encode()
     head = (
@@ -61,6 +67,7 @@ async def run(url: str, body: dict, *, requests: int, concurrency: int) -> Resul
     ).encode()
     latencies: list[float] = []
     errors = 0
+    values: Counter[str] = Counter()
     remaining = requests
 
     async def worker() -> None:
@@ -71,12 +78,14 @@ async def run(url: str, body: dict, *, requests: int, concurrency: int) -> Resul
                 remaining -= 1
                 started = time.perf_counter()
                 writer.write(head + payload)
-                status = await _read_response(reader)
+                status, headers = await _read_response(reader)
                 latencies.append((time.perf_counter() - started) * 1000)
                 errors += status != 200
+                if header is not None:
+                    values[headers.get(header, "")] += 1
         finally:
             writer.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return Result(latencies, time.perf_counter() - started, errors)
+    return Result(latencies, time.perf_counter() - started, errors, values)
