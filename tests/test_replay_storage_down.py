@@ -1,7 +1,9 @@
 """The database unreachable for 10 s under load (through a TCP proxy the test cuts and
-restores; the shared PostgreSQL server is never stopped): chat keeps routing, replay drops
-are counted, durable endpoints answer 503, readiness says degraded, and records resume
-without a restart."""
+restores; the shared PostgreSQL server is never stopped), in both durability modes: chat keeps
+routing, durable endpoints answer 503, readiness says degraded, records resume without a
+restart, and no record of a request that completed is left ``in_progress`` or ``aborted``:
+its finish was kept in memory until the database came back (records beyond
+``replay.queue_max`` are dropped and counted)."""
 
 import threading
 import time
@@ -21,7 +23,21 @@ def _via(dsn: str, proxy: TcpProxy) -> str:
     return urlunsplit(parts._replace(netloc=f"{proxy.host}:{proxy.port}"))
 
 
-def test_chat_survives_ten_seconds_without_its_database(tmp_path, postgres_dsn):
+def all_replay(server: ServerProcess, **filters) -> list[dict]:
+    out, after = [], None
+    while True:
+        params = {"limit": 100, **filters}
+        if after:
+            params["after"] = after
+        page = httpx.get(f"{server.url}/api/replay", params=params, timeout=10).json()
+        out += page["data"]
+        if not page["has_more"]:
+            return out
+        after = page["last_id"]
+
+
+@pytest.mark.parametrize("durability", ["acknowledged", "batch"])
+def test_chat_survives_ten_seconds_without_its_database(tmp_path, postgres_dsn, durability):
     target = urlsplit(postgres_dsn)
     with TcpProxy(target.hostname, target.port or 5432) as proxy:
         config = {
@@ -39,12 +55,12 @@ def test_chat_survives_ten_seconds_without_its_database(tmp_path, postgres_dsn):
                 },
             },
             "runtime": {"heartbeat_seconds": 0.5, "stale_after_seconds": 5},
-            "replay": {"flush_interval_ms": 50},
+            "replay": {"flush_interval_ms": 50, "durability": durability},
         }
         path = tmp_path / "c.yaml"
         path.write_text(yaml.safe_dump(config))
         with ServerProcess(workspace=tmp_path / "ws", config=path) as server:
-            statuses: list[int] = []
+            answers: list[tuple[int, str, str]] = []
             stop = threading.Event()
 
             def load() -> None:
@@ -54,7 +70,13 @@ def test_chat_survives_ten_seconds_without_its_database(tmp_path, postgres_dsn):
                             f"{server.url}/v1/chat/completions",
                             json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
                         )
-                        statuses.append(response.status_code)
+                        answers.append(
+                            (
+                                response.status_code,
+                                response.headers.get("x-routekeeper-replay-id", ""),
+                                response.headers.get("x-routekeeper-replay-durable", ""),
+                            )
+                        )
                         time.sleep(0.02)
 
             workers = [threading.Thread(target=load) for _ in range(4)]
@@ -63,6 +85,7 @@ def test_chat_survives_ten_seconds_without_its_database(tmp_path, postgres_dsn):
             time.sleep(1.0)
             proxy.cut()
             cut_at = time.monotonic()
+            during = len(answers)
             degraded = unavailable = False
             while time.monotonic() - cut_at < 10:
                 ready = httpx.get(f"{server.url}/readyz", timeout=5).json()
@@ -71,26 +94,53 @@ def test_chat_survives_ten_seconds_without_its_database(tmp_path, postgres_dsn):
                 if listing.status_code == 503:
                     unavailable = listing.json()["error"]["code"] == "storage_unavailable"
                 time.sleep(0.5)
+            served_during = len(answers) - during
             proxy.restore()
             time.sleep(3.0)
             stop.set()
             for w in workers:
                 w.join(30)
-            assert statuses and set(statuses) == {200}, f"chat failed: {set(statuses)}"
+            statuses = {status for status, _, _ in answers}
+            assert answers and statuses == {200}, f"chat failed: {statuses}"
+            assert served_during > 50, "chat stalled while the database was away"
             assert degraded and unavailable
-            status = httpx.get(f"{server.url}/api/status", timeout=10).json()
-            assert status["replay"]["dropped"]["db_unavailable"] > 0
             assert readiness_recovers(server)
+            # what was kept during the outage is written once the database is back
+            deadline = time.monotonic() + 20
+            while True:
+                status = httpx.get(f"{server.url}/api/status", timeout=10).json()["replay"]
+                if status["queued"] == 0:
+                    break
+                assert time.monotonic() < deadline, server.log_tail()
+                time.sleep(0.2)
+            records = {r["id"]: r for r in all_replay(server)}
+            ids = [replay_id for _, replay_id, _ in answers]
+            states = {records[i]["lifecycle_state"] for i in ids if i in records}
+            assert states == {"completed"}, states  # none in_progress, none aborted
+            missing = [i for i in ids if i not in records]
+            dropped = sum(status["dropped"].values())
+            assert len(missing) == dropped, (len(missing), status)
+            durable = [i for _, i, d in answers if d == "true"]
+            assert all(i in records for i in durable)
+            if durability == "batch":
+                assert durable == []
+            print(
+                f"{durability}: {len(answers)} chat requests, all 200 ({served_during} during "
+                f"the cut); {len(records)} records, all completed; {len(missing)} dropped; "
+                f"{len(durable)} acknowledged durable; replay status {status}"
+            )
             # a request after the outage is recorded again
             fresh = httpx.post(
                 f"{server.url}/v1/chat/completions",
                 json={"model": "auto", "messages": [{"role": "user", "content": "after"}]},
-            ).headers["x-routekeeper-replay-id"]
+            )
+            if durability == "acknowledged":
+                assert fresh.headers["x-routekeeper-replay-durable"] == "true"
+            replay_id = fresh.headers["x-routekeeper-replay-id"]
             deadline = time.monotonic() + 10
-            while httpx.get(f"{server.url}/api/replay/{fresh}").status_code != 200:
+            while httpx.get(f"{server.url}/api/replay/{replay_id}").status_code != 200:
                 assert time.monotonic() < deadline, server.log_tail()
                 time.sleep(0.1)
-            print(f"{len(statuses)} chat requests, all 200; replay {status['replay']}")
             assert server.terminate() == 0
 
 

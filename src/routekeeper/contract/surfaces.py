@@ -110,10 +110,12 @@ ROUTER_REPLAY = Surface(
         "upstream status, lifecycle_state and terminal_reason, durations, token usage, cost."
     ),
     restart_expectation=(
-        "Every request that finished is there after SIGTERM, and after SIGKILL when it "
-        "finished at least replay.flush_interval_ms before the kill; a request in flight at a "
-        "crash is `aborted` / `process_restart`. Drops (queue full, database down) are "
-        "counted, never silent."
+        "Every request that finished is there after SIGTERM. After SIGKILL, every answer "
+        "sent with `x-routekeeper-replay-durable: true` (replay.durability acknowledged, the "
+        "default) is there and final; in `batch` mode what finished within "
+        "replay.flush_interval_ms of the kill may be lost. A request in flight at a crash is "
+        "`aborted` / `process_restart`. Drops (queue full, database down, a refused value) "
+        "are counted, never silent."
     ),
     recovery=(
         "Records left `in_progress` by a replica that is no longer live become `aborted` with "
