@@ -278,3 +278,48 @@ def test_acknowledged_records_survive_repeated_sigkill_under_load(server_factory
     )
     assert len(durable) >= 0.95 * len(received)  # the ack timeout is the exception
     assert last.terminate() == 0
+
+
+def test_implausible_usage_and_long_session_ids_never_cost_a_record(server_factory):
+    """An upstream reporting token counts beyond a 4-byte integer (and negative, and not
+    integers) used to fail the whole flush on PostgreSQL and lose the batch uncounted on
+    SQLite; an x-session-id over 256 characters did the same on PostgreSQL. The counts are
+    stored as unknown, the long session id is a 400, and the neighbours are stored."""
+    from routekeeper.testing import FakeUpstream
+
+    usage = {"prompt_tokens": 2**64, "completion_tokens": -3, "total_tokens": 1.5}
+    with FakeUpstream(models=["m"], usage=usage) as upstream:
+        config = {
+            "models": [
+                {
+                    "name": "m",
+                    "backend": {"type": "openai", "base_url": upstream.base_url, "model": "m"},
+                }
+            ],
+            "decisions": [{"name": "default", "model": "m"}],
+            "replay": {"durability": "batch", "flush_interval_ms": 60_000},
+        }
+        server = server_factory(**config).start()
+        body = {"model": "auto", "messages": [{"role": "user", "content": "count me"}]}
+        too_long = httpx.post(
+            f"{server.url}/v1/chat/completions", json=body, headers={"x-session-id": "s" * 257}
+        )
+        assert too_long.status_code == 400
+        error = too_long.json()["error"]
+        assert error["param"] == "x-session-id" and "256" in error["message"]
+        ids = []
+        for session in ("s" * 256, "ok"):  # the longest session id that fits, and a short one
+            response = httpx.post(
+                f"{server.url}/v1/chat/completions", json=body, headers={"x-session-id": session}
+            )
+            assert response.status_code == 200
+            ids.append(response.headers["x-routekeeper-replay-id"])
+        assert server.terminate() == 0  # one final flush holds both records
+        server.start()
+        for replay_id in ids:
+            record = httpx.get(f"{server.url}/api/replay/{replay_id}").json()
+            assert record["lifecycle_state"] == "completed"
+            assert (record["prompt_tokens"], record["completion_tokens"]) == (None, None)
+            assert record["total_tokens"] is None
+        status = httpx.get(f"{server.url}/api/status").json()["replay"]
+        assert sum(status["dropped"].values()) == 0

@@ -12,7 +12,8 @@ every chunk has ``"usage": null`` and a last chunk with ``"choices": []`` carrie
 and ``encoding_format="base64"`` honoured). Errors use OpenAI's envelope (``error_envelope``).
 The reply is ``"fake:<model>:<last user message text>"`` unless the ``reply`` knob (a string,
 or a function of the request body) says otherwise; a stream sends it in ``stream_chunks``
-content chunks, then a ``finish_reason: "stop"`` chunk. Usage counts words.
+content chunks, then a ``finish_reason: "stop"`` chunk. Usage counts words, unless the
+``usage`` knob (a dict) replaces it (an upstream reporting implausible counts).
 
 Knobs are constructor keywords and attributes, settable from any thread at any time
 (``configure()`` sets several atomically); a request reads them once, on arrival, and they act
@@ -76,6 +77,7 @@ class _Knobs:
     fail_after_chunks: int | None = None
     require_api_key: str | None = None
     reply: str | ReplyFn | None = None
+    usage: dict[str, Any] | None = None
 
 
 def error_envelope(status: int, message: str | None = None) -> dict[str, Any]:
@@ -394,6 +396,8 @@ class FakeUpstream(_Knobs):
         prompt = max(1, sum(_words(_text(m.get("content"))) for m in messages))
         usage = {"prompt_tokens": prompt, "completion_tokens": _words(text)}
         usage["total_tokens"] = prompt + usage["completion_tokens"]
+        if knobs.usage is not None:
+            usage = dict(knobs.usage)
         base = {"id": id_, "created": int(time.time()), "model": model, "system_fingerprint": "fp"}
         if not body.get("stream"):
             message = {"role": "assistant", "content": text, "refusal": None}
