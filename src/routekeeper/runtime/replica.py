@@ -77,6 +77,8 @@ class ReplicaRuntime:
         self._healthy_since: float | None = None
         self._lock_held = False
         self._deadline: float | None = None
+        self.shutting_down = asyncio.Event()
+        """Set on SIGTERM, when ``shutdown_deadline`` is known (open requests watch it)."""
         self.stop_error: str | None = None
         self.last_heartbeat_error: str | None = None
 
@@ -279,6 +281,7 @@ class ReplicaRuntime:
         loop = asyncio.get_running_loop()
         if self._deadline is None:
             self._deadline = loop.time() + self.settings.server.graceful_timeout_seconds
+            self.shutting_down.set()
         if self._startup is not None and not self._startup.done():
             self._startup.cancel()
             await self._bounded(_swallow(self._startup), "cancel startup")
