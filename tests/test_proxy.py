@@ -4,6 +4,7 @@ client, the fake upstream on a real socket."""
 import json
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -441,7 +442,69 @@ def test_sigterm_ends_an_open_stream_with_an_in_band_error(tmp_path, upstream):
         assert server.wait_exit(15) == 0, server.log_tail()
         assert time.monotonic() - started < 4.5
         assert "Exception in ASGI application" not in server.log()
+        server.start()  # the record says the shutdown ended it (it used to say client_canceled)
+        record = replay_of(server, response.headers["x-routekeeper-replay-id"])
+        assert (record["lifecycle_state"], record["terminal_reason"]) == (
+            "aborted",
+            "server_shutdown",
+        )
     finally:
+        server.stop_quietly()
+
+
+def test_sigterm_answers_a_request_still_waiting_for_its_upstream(tmp_path, upstream):
+    """A non-streaming request cut by the shutdown budget used to get the server's plain-text
+    500; it gets OpenAI's envelope, a 503 to retry, and its replay id."""
+    upstream.reset()
+    upstream.configure(hang=True)
+    config = {
+        "models": [
+            {
+                "name": "m",
+                "backend": {
+                    "type": "openai",
+                    "base_url": upstream.base_url,
+                    "model": "qwen-small",
+                    "api_key_env": "RK_TEST_KEY",
+                    "timeout_seconds": 60,
+                },
+            }
+        ],
+        "server": {"graceful_timeout_seconds": 4},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    server = ServerProcess(
+        workspace=tmp_path / "ws", config=path, env={"RK_TEST_KEY": "sk-test"}
+    ).start()
+    try:
+        answer: list[httpx.Response] = []
+        call = threading.Thread(
+            target=lambda: answer.append(
+                httpx.post(
+                    f"{server.url}/v1/chat/completions",
+                    json={"model": "m", "messages": MSG},
+                    timeout=30,
+                )
+            )
+        )
+        call.start()
+        assert upstream.wait_for_requests(1, timeout=10)
+        server.proc.send_signal(signal.SIGTERM)
+        call.join(20)
+        response = answer[0]
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "server_shutting_down"
+        assert response.headers["retry-after"] == "1"
+        assert server.wait_exit(15) == 0, server.log_tail()
+        server.start()
+        record = replay_of(server, response.headers["x-routekeeper-replay-id"])
+        assert (record["lifecycle_state"], record["terminal_reason"]) == (
+            "aborted",
+            "server_shutdown",
+        )
+    finally:
+        upstream.reset()
         server.stop_quietly()
 
 

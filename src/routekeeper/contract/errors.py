@@ -24,6 +24,8 @@ from typing import Any
 class RoutekeeperError(Exception):
     code = "internal_error"
     status = 500
+    param: str | None = None
+    """The request field or parameter the error is about (OpenAI's ``param``), if any."""
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -66,6 +68,19 @@ class NotFound(RoutekeeperError):
 class InvalidRequest(RoutekeeperError):
     code = "invalid_request"
     status = 400
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        details: dict[str, Any] | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.param = param
+        if code is not None:
+            self.code = code
 
 
 class StorageError(RoutekeeperError):

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+PASS_THROUGH = "(pass-through)"
+"""The decision label of a request that named a configured model (no routing): the replay
+aggregate's ``by_decision`` key, the CLI's tables and ``/metrics``' ``decision`` label."""
+
 
 class LifecycleState(enum.StrEnum):
     IN_PROGRESS = "in_progress"
@@ -20,7 +24,11 @@ class TerminalReason(enum.StrEnum):
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     CLIENT_CANCELED = "client_canceled"
+    SERVER_SHUTDOWN = "server_shutdown"
+    """SIGTERM's shutdown budget ended the request before its upstream did."""
     PROCESS_RESTART = "process_restart"
+    INTERNAL_ERROR = "internal_error"
+    """routekeeper itself failed while serving the request (see the server log)."""
 
 
 class DropReason(enum.StrEnum):

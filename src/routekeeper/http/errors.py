@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +20,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from routekeeper.contract.errors import InvalidRequest, RoutekeeperError
+from routekeeper.contract.strict_json import json_kind
+from routekeeper.http.body import decode_json_body
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +89,21 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def param_path(loc: list[Any]) -> str | None:
+    """A location as OpenAI names a param: ``messages[0].content``."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or None
+
+
 def _validation_message(
     exc: RequestValidationError,
 ) -> tuple[str, str | None, list[dict[str, Any]]]:
     problems = []
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        problems.append({"param": ".".join(loc) or None, "message": str(err.get("msg", ""))})
+        loc = [p for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        problems.append({"param": param_path(loc), "message": str(err.get("msg", ""))})
     first = problems[0] if problems else {"param": None, "message": "invalid request"}
     where = f"{first['param']}: " if first["param"] else ""
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -102,12 +113,15 @@ def _validation_message(
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RoutekeeperError)
     async def _contract_error(request: Request, exc: RoutekeeperError) -> JSONResponse:
-        if exc.status >= 500:
-            log.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
-        return error_response(request, exc.status, exc.code, exc.message, details=exc.details)
+        return contract_error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(_is_body_error(err) for err in exc.errors()):
+            # The body itself could not be read: say why in words, not as a byte offset.
+            unreadable = await _body_problem(request)
+            if unreadable is not None:
+                return contract_error_response(request, unreadable)
         message, param, problems = _validation_message(exc)
         return error_response(
             request, 400, "invalid_request", message, details={"problems": problems}, param=param
@@ -115,6 +129,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == BODY_PARSE_FAILED:
+            unreadable = await _body_problem(request)
+            if unreadable is not None:
+                return contract_error_response(request, unreadable)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         if exc.status_code == 404 and exc.detail == "Not Found":
             message = f"no route for {request.method} {request.url.path}"
@@ -130,6 +148,40 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(request, 500, "internal_error", "internal error; see the server log")
+
+
+# FastAPI's detail when the body is not JSON it can decode (bad UTF-8, too deep, ...).
+BODY_PARSE_FAILED = "There was an error parsing the body"
+
+
+def contract_error_response(request: Request, exc: RoutekeeperError) -> JSONResponse:
+    """The envelope for a contract error, with ``param`` when it names a field."""
+    if exc.status >= 500:
+        log.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
+    return error_response(
+        request, exc.status, exc.code, exc.message, details=exc.details, param=exc.param
+    )
+
+
+def _is_body_error(err: Mapping[str, Any]) -> bool:
+    """The body as a whole could not be read (not one field of it)."""
+    return err.get("type") == "json_invalid" or tuple(err.get("loc", ())) == ("body",)
+
+
+async def _body_problem(request: Request) -> InvalidRequest | None:
+    try:
+        value = decode_json_body(await request.body(), request.headers)
+    except InvalidRequest as exc:
+        return exc
+    if not isinstance(value, dict):
+        return InvalidRequest(f"the request body must be a JSON object, got {json_kind(value)}")
+    content_type = request.headers.get("content-type", "")
+    if "json" not in content_type.lower():
+        return InvalidRequest(
+            f"the request body is JSON but its content-type is {content_type or 'missing'}; "
+            "send content-type: application/json"
+        )
+    return None
 
 
 def ensure_json_safe(value: Any) -> None:

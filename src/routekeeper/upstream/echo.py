@@ -38,10 +38,11 @@ class EchoTransport:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.model_name,
+            "system_fingerprint": None,
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": {"role": "assistant", "content": text, "refusal": None},
                     "finish_reason": "stop",
                     "logprobs": None,
                 }

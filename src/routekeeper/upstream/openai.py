@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from routekeeper.contract.strict_json import loads_strict
 from routekeeper.routing.config import OpenAIModelBackend
 from routekeeper.upstream.errors import UpstreamError, UpstreamErrorKind
 
@@ -130,16 +131,6 @@ async def _data_lines(response: httpx.Response) -> AsyncIterator[str]:
     if done or (data and "\n".join(data).strip() == "[DONE]"):
         return
     raise UpstreamError(UpstreamErrorKind.PROTOCOL, "upstream stream ended without [DONE]")
-
-
-def loads_strict(text: str | bytes) -> Any:
-    """JSON as the standard has it: NaN and Infinity (which Python accepts) are refused with
-    ValueError, since nothing could be sent on to a client."""
-    return json.loads(text, parse_constant=_refuse_constant)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _transport_error(exc: httpx.HTTPError) -> UpstreamError:

@@ -1,12 +1,13 @@
-"""``POST /v1/chat/completions`` and ``GET /v1/models``: OpenAI-compatible, thin over
-``router.services.chat``. Errors use OpenAI's envelope; errors after the first streamed byte
-go in-band as ``data: {"error": {...}}``."""
+"""``POST /v1/chat/completions``, ``GET /v1/models`` and ``GET /v1/models/{id}``:
+OpenAI-compatible, thin over ``router.services.chat``. Errors use OpenAI's envelope; errors
+after the first streamed byte go in-band as ``data: {"error": {...}}``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
@@ -14,16 +15,20 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 
+from routekeeper.contract.errors import InvalidRequest
+from routekeeper.contract.strict_json import loads_strict
+from routekeeper.http.body import decode_json_body
 from routekeeper.http.errors import ensure_json_safe, error_response, openai_error_body
-from routekeeper.router.services.chat import ChatPlan, ChatService
+from routekeeper.router.services.chat import ChatPlan, ChatService, ModelNotFound
+from routekeeper.router.services.chat_request import chat_request_schema, validate_chat_request
 from routekeeper.router.services.metrics import RouterMetrics
 from routekeeper.router.services.trace import RequestTrace
 from routekeeper.runtime.replica import ReplicaRuntime
+from routekeeper.upstream.base import ModelTransport
 from routekeeper.upstream.errors import UpstreamError, UpstreamErrorKind
-from routekeeper.upstream.openai import loads_strict
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 T = TypeVar("T")
@@ -31,29 +36,6 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's convention; never seen by the departed cl
 # Open streams end this long before the shutdown deadline, ahead of uvicorn's cancellation.
 STREAM_SHUTDOWN_MARGIN_SECONDS = 2.0
 SESSION_ID_MAX = 256  # router_replay.session_id holds this many characters
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: str = Field(min_length=1)
-    content: str | list[dict[str, Any]] | None = None
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    include_usage: bool | None = None
-
-
-class ChatCompletionRequest(BaseModel):
-    """The fields routekeeper reads; every other OpenAI field is passed through untouched."""
-
-    model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1, max_length=256)
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool | None = False
-    stream_options: StreamOptions | None = None
-    metadata: dict[str, str] | None = None
-    user: str | None = None
 
 
 def _service(request: Request) -> ChatService:
@@ -113,8 +95,21 @@ def upstream_error_code(exc: UpstreamError) -> str:
     }[exc.kind]
 
 
-@router.post("/chat/completions", operation_id="create_chat_completion", response_model=None)
-async def create_chat_completion(request: Request, body: ChatCompletionRequest) -> Response:
+@router.post(
+    "/chat/completions",
+    operation_id="create_chat_completion",
+    response_model=None,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": chat_request_schema()}},
+        }
+    },
+)
+async def create_chat_completion(request: Request) -> Response:
+    """OpenAI's Chat Completions: routed (an auto model name) or passed through (a configured
+    model). The body is checked field by field (400 naming ``param``); unknown fields pass
+    through to the upstream."""
     started = time.perf_counter()
     runtime: ReplicaRuntime = request.app.state.runtime
     if not runtime.accepting:
@@ -129,23 +124,21 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest) 
         )
     session_id = request.headers.get("x-session-id")
     if session_id is not None and len(session_id) > SESSION_ID_MAX:
-        return error_response(
-            request,
-            400,
-            "invalid_session_id",
+        raise InvalidRequest(
             f"x-session-id must be at most {SESSION_ID_MAX} characters (got {len(session_id)})",
             param="x-session-id",
+            code="invalid_session_id",
         )
-    service = _service(request)
-    payload = body.model_dump(exclude_unset=True)
+    payload = validate_chat_request(decode_json_body(await request.body(), request.headers))
     ensure_json_safe(payload)
+    service = _service(request)
     plan = await service.plan(payload, request.headers)
     trace = RequestTrace(
         plan,
         recorder=request.app.state.recorder,
         metrics=_metrics(request),
         replica_id=runtime.id,
-        requested_model=body.model,
+        requested_model=payload["model"],
         session_id=session_id,
         started=started,
         client_body=payload,
@@ -154,38 +147,35 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest) 
     transport = service.transport(plan)
     if not plan.stream:
         try:
-            data = await _unless_client_leaves(request, transport.complete(plan.body))
-        except UpstreamError as exc:
-            trace.failed(exc)
-            durable = await trace.acknowledged()
-            return upstream_error_response(
-                request, exc, {**headers, **trace.response_headers(durable)}
-            )
-        except ClientGone:
-            trace.canceled()
-            return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody is listening
+            return await _complete(request, runtime, transport, plan, trace, headers)
         except asyncio.CancelledError:
             trace.canceled()
             raise
-        trace.mark_first_byte()
-        if trace.captures_response:
-            trace.capture_response(json.dumps(data, ensure_ascii=False))
-        usage = data.get("usage")
-        trace.usage = usage if isinstance(usage, dict) else None
-        trace.completed()
-        durable = await trace.acknowledged()
-        return JSONResponse(data, headers={**headers, **trace.response_headers(durable)})
+        except Exception:  # never a record left in_progress, never an envelope-less 500
+            log.exception("chat completion failed")
+            trace.internal_error()
+            durable = await trace.acknowledged()
+            return error_response(
+                request,
+                500,
+                "internal_error",
+                "internal error; see the server log",
+                headers={**headers, **trace.response_headers(durable)},
+            )
 
     stack = AsyncExitStack()
     try:
-        chunks = await _unless_client_leaves(
-            request, stack.enter_async_context(transport.stream(plan.body))
+        chunks = await _race(
+            request, runtime, stack.enter_async_context(transport.stream(plan.body))
         )
     except UpstreamError as exc:
         await stack.aclose()
         trace.failed(exc)
         durable = await trace.acknowledged()
         return upstream_error_response(request, exc, {**headers, **trace.response_headers(durable)})
+    except ShuttingDown:
+        await stack.aclose()
+        return await _shutting_down(request, trace, headers)
     except (ClientGone, asyncio.CancelledError) as exc:
         await stack.aclose()
         trace.canceled()
@@ -206,30 +196,101 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest) 
     )
 
 
+async def _complete(
+    request: Request,
+    runtime: ReplicaRuntime,
+    transport: ModelTransport,
+    plan: ChatPlan,
+    trace: RequestTrace,
+    headers: dict[str, str],
+) -> Response:
+    """A non-streaming exchange: the upstream's JSON answer, sent once its record is
+    committed (acknowledged mode)."""
+    try:
+        data = await _race(request, runtime, transport.complete(plan.body))
+        try:
+            encoded = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        except (ValueError, RecursionError):
+            raise UpstreamError(
+                UpstreamErrorKind.PROTOCOL, "upstream sent an answer that cannot be relayed"
+            ) from None
+    except UpstreamError as exc:
+        trace.failed(exc)
+        durable = await trace.acknowledged()
+        return upstream_error_response(request, exc, {**headers, **trace.response_headers(durable)})
+    except ClientGone:
+        trace.canceled()
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody is listening
+    except ShuttingDown:
+        return await _shutting_down(request, trace, headers)
+    trace.mark_first_byte()
+    if trace.captures_response:
+        trace.capture_response(encoded)
+    usage = data.get("usage")
+    trace.usage = usage if isinstance(usage, dict) else None
+    trace.completed()
+    durable = await trace.acknowledged()
+    return Response(
+        encoded.encode("utf-8"),
+        media_type="application/json",
+        headers={**headers, **trace.response_headers(durable)},
+    )
+
+
+async def _shutting_down(
+    request: Request, trace: RequestTrace, headers: dict[str, str]
+) -> Response:
+    """The shutdown budget ends before the upstream answered: a 503 the client can retry,
+    instead of the server's plain-text 500 when it cancels the request."""
+    trace.shut_down()
+    durable = await trace.acknowledged()
+    return error_response(
+        request,
+        503,
+        "server_shutting_down",
+        "the server is shutting down; retry the request",
+        headers={**headers, **trace.response_headers(durable), "retry-after": "1"},
+    )
+
+
 class ClientGone(Exception):
     """The client disconnected before the upstream answered."""
 
 
-async def _unless_client_leaves(request: Request, awaitable: Awaitable[T]) -> T:
+class ShuttingDown(Exception):
+    """The shutdown budget ran out before the upstream answered."""
+
+
+async def _race(request: Request, runtime: ReplicaRuntime, awaitable: Awaitable[T]) -> T:
     """Await the upstream, but cancel it (closing its connection) as soon as the client
-    disconnects: an abandoned request must not hold an upstream slot until it times out."""
+    disconnects (an abandoned request must not hold an upstream slot until it times out), or
+    when the shutdown budget is about to run out (so the client gets an answer)."""
     work = asyncio.ensure_future(awaitable)
 
     async def client_left() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
-    watcher = asyncio.ensure_future(client_left())
+    async def shutdown_due() -> None:
+        await runtime.shutting_down.wait()
+        deadline = runtime.shutdown_deadline
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(max(0.0, deadline - STREAM_SHUTDOWN_MARGIN_SECONDS - loop.time()))
+
+    left = asyncio.ensure_future(client_left())
+    due = asyncio.ensure_future(shutdown_due())
     try:
-        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({work, left, due}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        watcher.cancel()
+        left.cancel()
+        due.cancel()
         if not work.done():
             work.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await work
     if work.cancelled():
-        raise ClientGone
+        raise ClientGone if left.done() and not left.cancelled() else ShuttingDown
     return work.result()
 
 
@@ -272,8 +333,9 @@ async def _sse(
                         type_="server_error",
                         code="server_shutting_down",
                     )
+                    trace.shut_down()
+                    await trace.acknowledged()
                     yield f"data: {json.dumps(error)}\n\n"
-                    trace.canceled()
                     return
             try:
                 async with asyncio.timeout(wait):
@@ -298,6 +360,14 @@ async def _sse(
         trace.failed(exc)
         await trace.acknowledged()
         error = openai_error_body(exc.message, type_="server_error", code=upstream_error_code(exc))
+        yield f"data: {json.dumps(error)}\n\n"
+    except Exception:  # never a stream cut without an error event, nor a record left open
+        log.exception("chat stream failed")
+        trace.internal_error()
+        await trace.acknowledged()
+        error = openai_error_body(
+            "internal error; see the server log", type_="server_error", code="internal_error"
+        )
         yield f"data: {json.dumps(error)}\n\n"
     finally:
         # Reached without an outcome only when the client went away (cancellation).
@@ -343,13 +413,26 @@ def _relay(payload: str, trace: RequestTrace, *, keep_usage: bool) -> str | None
     return json.dumps(data, separators=(",", ":"))
 
 
+@router.get(
+    "/models/{model_id:path}",
+    operation_id="retrieve_model",
+    responses={404: {"description": "No such model (code model_not_found)."}},
+)
+async def retrieve_model(request: Request, model_id: str) -> dict[str, Any]:
+    """One configured model or auto name, as in the list."""
+    if model_id not in _service(request).model_names():
+        raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+    return _model_object(model_id)
+
+
+def _model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "routekeeper"}
+
+
 @router.get("/models", operation_id="list_models")
 async def list_models(request: Request) -> dict[str, Any]:
     """Configured models, then the auto names that route."""
     return {
         "object": "list",
-        "data": [
-            {"id": name, "object": "model", "created": 0, "owned_by": "routekeeper"}
-            for name in _service(request).model_names()
-        ],
+        "data": [_model_object(name) for name in _service(request).model_names()],
     }

@@ -20,6 +20,10 @@ from routekeeper.upstream.openai import OpenAITransport, UpstreamPool
 class ModelNotFound(NotFound):
     code = "model_not_found"
 
+    def __init__(self, message: str, *, param: str | None = "model", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.param = param
+
 
 @dataclass(frozen=True)
 class ChatPlan:

@@ -185,6 +185,14 @@ class RequestTrace:
     def canceled(self) -> None:
         self._finish(LifecycleState.ABORTED, TerminalReason.CLIENT_CANCELED)
 
+    def shut_down(self) -> asyncio.Future[bool]:
+        """The server's shutdown budget ended the request (SIGTERM)."""
+        return self._finish(LifecycleState.ABORTED, TerminalReason.SERVER_SHUTDOWN)
+
+    def internal_error(self) -> asyncio.Future[bool]:
+        """routekeeper itself failed (a bug): the record still says how the request ended."""
+        return self._finish(LifecycleState.FAILED, TerminalReason.INTERNAL_ERROR)
+
 
 REPLAY_DURABLE_HEADER = "x-routekeeper-replay-durable"
 
