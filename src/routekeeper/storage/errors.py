@@ -17,7 +17,12 @@ from routekeeper.contract.errors import (
 )
 
 _SQLITE_BUSY = ("database is locked", "database table is locked", "database schema is locked")
-_SQLITE_UNAVAILABLE = ("unable to open database file", "disk i/o error", "readonly database")
+_SQLITE_UNAVAILABLE = (
+    "unable to open database file",
+    "disk i/o error",
+    "readonly database",
+    "database or disk is full",
+)
 
 
 def translate_storage_error(exc: BaseException) -> StorageError | None:

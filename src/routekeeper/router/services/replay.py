@@ -30,19 +30,16 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from routekeeper.contract.errors import (
-    SchemaNotReady,
-    StorageBusy,
-    StorageUnavailable,
-)
+from routekeeper.contract.errors import InvalidValue, StorageConflict, StorageError
 from routekeeper.contract.replay import DropReason, LifecycleState, ReplayRecord
 from routekeeper.storage.replay_store import ReplayStore
 
 log = logging.getLogger(__name__)
 
 FLUSH_BATCH = 500
-# Errors that say nothing about the records: keep the batch and write it again later.
-TRANSIENT = (StorageUnavailable, StorageBusy, SchemaNotReady)
+# Errors about a record's values: isolate the record. Any other storage error (unreachable,
+# busy, no schema, a full disk) says nothing about the records: keep them and retry.
+REFUSALS = (InvalidValue, StorageConflict)
 # What a finish keeps when the database refused its other values.
 MINIMAL_FINISH = ("lifecycle_state", "terminal_reason", "completed_at", "ttfb_ms", "total_ms")
 
@@ -241,19 +238,24 @@ class ReplayRecorder:
             part = parts.pop()
             try:
                 await self._write_part(part)
-            except TRANSIENT as exc:
-                rest = [pair for p in parts for pair in p]
-                self._requeue(dict(part + rest))
-                self._unavailable(str(exc))
-                return stored
-            except Exception as exc:
-                if len(part) == 1:
-                    stored += await self._refused(*part[0], exc)
-                    continue
-                middle = len(part) // 2
-                parts += [part[middle:], part[:middle]]  # first half is written first
+            except StorageError as exc:
+                if isinstance(exc, REFUSALS):
+                    refused: Exception = exc
+                else:
+                    rest = [pair for p in parts for pair in p]
+                    self._requeue(dict(part + rest))
+                    self._unavailable(str(exc))
+                    return stored
+            except Exception as exc:  # a value the driver could not convert
+                refused = exc
+            else:
+                stored += self._committed(part)
                 continue
-            stored += self._committed(part)
+            if len(part) == 1:
+                stored += await self._refused(*part[0], refused)
+                continue
+            middle = len(part) // 2
+            parts += [part[middle:], part[:middle]]  # the first half is written first
         return stored
 
     async def _write_part(self, part: list[tuple[str, _Pending]]) -> None:
