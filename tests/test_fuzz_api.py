@@ -1,6 +1,7 @@
 """schemathesis against the real server's OpenAPI: no 5xx from the routing proxy, the models
 list, routing explain or the status API, whatever the input (the echo backend stands in for
-the upstream, so no 5xx here is a genuine upstream failure)."""
+the upstream, so no 5xx here is a genuine upstream failure), and every /api 400 names the
+parameter it refuses."""
 
 import itertools
 from pathlib import Path
@@ -48,6 +49,18 @@ def fuzz(server, operation, mode, calls: dict[str, int]) -> None:
                 assert set(error) == {"message", "type", "param", "code"}
             else:
                 assert set(error) == {"code", "message", "details"}
+        if (
+            response.status_code == 400
+            and case.path.startswith("/api")
+            and not error["message"].startswith("the request body ")
+        ):
+            # Every refused /api input names the parameter (query, path or body field) at
+            # fault; a body refused as a whole (not JSON, empty, ...) says so in its message.
+            problems = error["details"].get("problems")
+            assert problems and all(isinstance(p.get("param"), str) for p in problems), (
+                f"{case.method} {case.path} {case.query} -> 400 names no parameter: {error}"
+            )
+            assert any(p["param"] in error["message"] for p in problems), error
 
     try:
         check()

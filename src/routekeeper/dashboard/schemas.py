@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, Field
 
@@ -113,8 +113,10 @@ class RuntimeEventOut(BaseModel):
         )
 
 
-class ReplayOut(BaseModel):
-    """A replay record; ``request_body``/``response_body`` only on ``GET /api/replay/{id}``."""
+class ReplaySummaryOut(BaseModel):
+    """A replay record in a list (``GET /api/replay``, a session): every field but the
+    captured content. The bodies, their ``*_truncated`` flags and ``prompt_text`` are only on
+    ``GET /api/replay/{id}`` (:class:`ReplayOut`), where they can be read."""
 
     id: str
     request_id: str
@@ -141,15 +143,21 @@ class ReplayOut(BaseModel):
     cost: float | None
     currency: str | None
     error: str | None
-    request_body: str | None = None
-    request_body_truncated: bool
-    response_body: str | None = None
-    response_body_truncated: bool
-    prompt_text: str | None = None
 
     @classmethod
-    def of(cls, record: ReplayRecord) -> ReplayOut:
+    def of(cls, record: ReplayRecord) -> Self:
         data = asdict(record)
         data["lifecycle_state"] = str(record.lifecycle_state)
         data["terminal_reason"] = str(record.terminal_reason) if record.terminal_reason else None
-        return cls(**data)
+        return cls(**{k: v for k, v in data.items() if k in cls.model_fields})
+
+
+class ReplayOut(ReplaySummaryOut):
+    """One whole replay record: the summary plus what its decision captured (``null`` bodies
+    when nothing was captured)."""
+
+    request_body: str | None
+    request_body_truncated: bool
+    response_body: str | None
+    response_body_truncated: bool
+    prompt_text: str | None

@@ -76,7 +76,9 @@ def create_app(
         title="routekeeper",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        # FastAPI's Swagger UI and ReDoc pages load their scripts from a CDN, and nothing
+        # here may fetch from the internet: /openapi.json is the API's description.
+        docs_url=None,
         redoc_url=None,
     )
     app.state.settings = settings

@@ -27,9 +27,20 @@ def keyset_query(
     """The SQL of one page: a range on the unique ``key``, ordered, ``limit + 1`` rows (the
     extra row tells whether there is more). Index tests explain exactly this query."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+        raise InvalidRequest(
+            f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}",
+            details={"problems": [{"param": "limit", "message": f"1-{MAX_PAGE_SIZE}"}]},
+        )
     if after is not None and before is not None:
-        raise InvalidRequest("give either after or before, not both")
+        raise InvalidRequest(
+            "give either after or before, not both",
+            details={
+                "problems": [
+                    {"param": "after", "message": "not together with before"},
+                    {"param": "before", "message": "not together with after"},
+                ]
+            },
+        )
     descending = order is SortOrder.DESC
     if after is not None:
         query = query.where(key < after if descending else key > after)

@@ -18,7 +18,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from routekeeper.contract.errors import InvalidRequest, NotFound
 from routekeeper.contract.pages import Page, SortOrder
-from routekeeper.contract.replay import LifecycleState, ReplayRecord, TerminalReason
+from routekeeper.contract.replay import (
+    PASS_THROUGH,
+    LifecycleState,
+    ReplayRecord,
+    TerminalReason,
+)
 from routekeeper.storage.database import Database
 from routekeeper.storage.pagination import keyset_page
 from routekeeper.storage.schema import router_replay
@@ -147,7 +152,9 @@ class ReplayStore:
     async def aggregate(
         self, filters: ReplayFilters, percentiles: Sequence[float] = (0.5, 0.95, 0.99)
     ) -> dict[str, Any]:
-        """Counts by decision, model and lifecycle state, token and cost sums, and latency
+        """Counts by decision (pass-through requests under ``PASS_THROUGH``, as in
+        ``/metrics``), model and lifecycle state, token and cost sums (``cost`` is ``None``
+        when no matching record has one), and latency
         percentiles of ``total_ms`` (continuous, as PostgreSQL's percentile_cont; on SQLite
         by ORDER BY ... OFFSET at the two ranks around each percentile), all in SQL."""
         c = router_replay.c
@@ -163,7 +170,8 @@ class ReplayStore:
                         select(column, func.count()).select_from(router_replay), self.db.dialect
                     ).group_by(column)
                 )
-                out[key] = {str(value) if value is not None else "(none)": n for value, n in rows}
+                absent = PASS_THROUGH if key == "by_decision" else "(none)"
+                out[key] = {str(value) if value is not None else absent: n for value, n in rows}
             sums = (
                 await conn.execute(
                     filters.apply(
@@ -184,7 +192,8 @@ class ReplayStore:
                 "completion": int(sums[2] or 0),
                 "total": int(sums[3] or 0),
             }
-            out["cost"] = float(sums[4] or 0.0)
+            # SUM over only NULLs is NULL on both dialects: no known cost is not a cost of 0.
+            out["cost"] = None if sums[4] is None else float(sums[4])
             out["latency_ms"] = await self._percentiles(conn, filters, percentiles)
         return out
 

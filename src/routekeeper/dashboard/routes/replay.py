@@ -5,16 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import Depends, Path, Query, Request
 
+from routekeeper.contract.errors import InvalidRequest
 from routekeeper.contract.ids import id_pattern
 from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, SortOrder
 from routekeeper.contract.replay import LifecycleState
-from routekeeper.dashboard.schemas import ReplayOut
+from routekeeper.dashboard.query import api_router
+from routekeeper.dashboard.schemas import ReplayOut, ReplaySummaryOut
 from routekeeper.http.pages import Limit, ListPage, Order
 from routekeeper.storage.replay_store import ReplayFilters, ReplayStore
 
-router = APIRouter(prefix="/api/replay", tags=["replay"])
+router = api_router(prefix="/api/replay", tags=["replay"])
 
 REPLAY_ID = id_pattern("rpl")
 ReplayCursor = Annotated[str | None, Query(pattern=REPLAY_ID, description="A replay id.")]
@@ -40,14 +42,26 @@ def replay_filters(
         Query(min_length=1, max_length=500, description="Words all found in the captured prompt."),
     ] = None,
 ) -> ReplayFilters:
-    """The filters shared by the list and the aggregate; times without a zone are UTC."""
+    """The filters shared by the list and the aggregate; times without a zone are UTC.
+    ``since`` after ``until`` is a 400 (it could only ever match nothing)."""
+    since, until = _aware(since), _aware(until)
+    if since is not None and until is not None and since > until:
+        raise InvalidRequest(
+            f"since ({since.isoformat()}) is after until ({until.isoformat()})",
+            details={
+                "problems": [
+                    {"param": "since", "message": "must not be after until"},
+                    {"param": "until", "message": "must not be before since"},
+                ]
+            },
+        )
     return ReplayFilters(
         decision=decision,
         model=model,
         lifecycle_state=lifecycle_state,
         session_id=session_id,
-        since=_aware(since),
-        until=_aware(until),
+        since=since,
+        until=until,
         q=q,
     )
 
@@ -55,7 +69,7 @@ def replay_filters(
 Filters = Annotated[ReplayFilters, Depends(replay_filters)]
 
 
-@router.get("", operation_id="list_replay", response_model=ListPage[ReplayOut])
+@router.get("", operation_id="list_replay", response_model=ListPage[ReplaySummaryOut])
 async def list_replay(
     request: Request,
     filters: Filters,
@@ -63,12 +77,12 @@ async def list_replay(
     order: Order = SortOrder.DESC,
     after: ReplayCursor = None,
     before: ReplayCursor = None,
-) -> ListPage[ReplayOut]:
-    """Replay summaries (no bodies), newest first; every filter uses an index."""
+) -> ListPage[ReplaySummaryOut]:
+    """Replay summaries (no captured bodies), newest first; every filter uses an index."""
     page = await _store(request).list_records(
         filters, limit=limit, order=order, after=after, before=before
     )
-    return ListPage.of(page, ReplayOut.of)
+    return ListPage.of(page, ReplaySummaryOut.of)
 
 
 @router.get("/aggregate", operation_id="aggregate_replay")
@@ -79,19 +93,21 @@ async def aggregate_replay(request: Request, filters: Filters) -> dict[str, Any]
 
 
 @router.get(
-    "/sessions/{session_id}", operation_id="get_replay_session", response_model=ListPage[ReplayOut]
+    "/sessions/{session_id}",
+    operation_id="get_replay_session",
+    response_model=ListPage[ReplaySummaryOut],
 )
 async def get_replay_session(
     request: Request,
     session_id: Annotated[str, Path(min_length=1, max_length=256)],
     limit: Limit = 100,
     after: ReplayCursor = None,
-) -> ListPage[ReplayOut]:
+) -> ListPage[ReplaySummaryOut]:
     """A session's records (by its ``x-session-id``) in the order they started."""
     page = await _store(request).list_records(
         ReplayFilters(session_id=session_id), limit=limit, order=SortOrder.ASC, after=after
     )
-    return ListPage.of(page, ReplayOut.of)
+    return ListPage.of(page, ReplaySummaryOut.of)
 
 
 @router.get("/{replay_id}", operation_id="get_replay", response_model=ReplayOut)

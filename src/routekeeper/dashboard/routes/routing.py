@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from routekeeper.contract.errors import InvalidRequest
+from routekeeper.dashboard.query import api_router
 from routekeeper.http.errors import ensure_json_safe
 from routekeeper.routing.engine import RoutingEngine
 from routekeeper.routing.explain import explain
 from routekeeper.routing.request import prompt_input, routing_input
 
-router = APIRouter(prefix="/api/routing", tags=["routing"])
+router = api_router(prefix="/api/routing", tags=["routing"])
 
 
 class ExplainRequest(BaseModel):
@@ -29,12 +30,16 @@ class ExplainRequest(BaseModel):
 async def explain_routing(request: Request, body: ExplainRequest) -> dict[str, Any]:
     """Which signals match (with scores), which decisions match, which wins and why. No
     model is called."""
-    ensure_json_safe(body.model_dump())
+    for name, value in body.model_dump().items():
+        try:
+            ensure_json_safe(value)
+        except InvalidRequest as exc:
+            raise _invalid(name, f"{name}: {exc.message}") from None
     engine: RoutingEngine = request.app.state.engine
     if not engine.routes:
         raise InvalidRequest("no decisions are configured, so nothing is routed")
     if (body.prompt is None) == (body.messages is None):
-        raise InvalidRequest("give exactly one of prompt or messages")
+        raise _invalid("prompt", "give exactly one of prompt or messages", also="messages")
     if body.prompt is not None:
         inp = prompt_input(
             body.prompt, metadata=body.metadata, user=body.user, headers=body.headers
@@ -45,3 +50,8 @@ async def explain_routing(request: Request, body: ExplainRequest) -> dict[str, A
             body.headers,
         )
     return await explain(engine, inp)
+
+
+def _invalid(param: str, message: str, *, also: str | None = None) -> InvalidRequest:
+    problems = [{"param": p, "message": message} for p in (param, also) if p]
+    return InvalidRequest(message, details={"problems": problems})

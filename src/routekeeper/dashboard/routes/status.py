@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 
 from routekeeper.contract.ids import id_pattern
 from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, SortOrder
 from routekeeper.contract.runtime import ReplicaPhase, RuntimeEventKind
+from routekeeper.dashboard.query import api_router
 from routekeeper.dashboard.schemas import (
     ReplayStatusOut,
     ReplicaOut,
@@ -21,7 +22,7 @@ from routekeeper.router.services.replay import ReplayRecorder
 from routekeeper.runtime.replica import ReplicaRuntime
 from routekeeper.runtime.status import status_snapshot
 
-router = APIRouter(prefix="/api", tags=["status"])
+router = api_router(prefix="/api", tags=["status"])
 
 ReplicaIdQuery = Annotated[
     str | None, Query(pattern=id_pattern("rep"), description="A replica id (rep_...).")
