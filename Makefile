@@ -5,6 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= examples/routekeeper.yaml
 WORKSPACE ?= ./.routekeeper
+# `make run PORT=9123 HOST=0.0.0.0` passes --port/--host; left empty, serve takes
+# server.port/server.host from ROUTEKEEPER_SERVER__PORT/__HOST, then the config file.
+PORT ?=
+HOST ?=
 
 .PHONY: run test test-embeddings lint inventory clean
 
@@ -28,7 +32,7 @@ $(VENV)/.installed-embeddings: pyproject.toml | $(BIN)/python
 	@touch $@ $(VENV)/.installed-dev $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
-	$(BIN)/routekeeper serve --config $(CONFIG) --workspace $(WORKSPACE) --host 127.0.0.1 --port 8080
+	$(BIN)/routekeeper serve --config $(CONFIG) --workspace $(WORKSPACE)$(if $(HOST), --host $(HOST))$(if $(PORT), --port $(PORT))
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

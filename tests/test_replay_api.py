@@ -74,7 +74,9 @@ def test_cli_list_show_tail(server):
     assert listed.stdout.count("coding") == 3
     as_json = json.loads(cli("list", "--url", server.url, "--json", "--limit", "2").stdout)
     assert len(as_json["data"]) == 2 and as_json["has_more"] is True
-    shown = json.loads(cli("show", as_json["data"][0]["id"], "--url", server.url).stdout)
+    shown = json.loads(
+        cli("show", as_json["data"][0]["id"], "--url", server.url, "--format", "json").stdout
+    )
     assert shown["id"] == as_json["data"][0]["id"]
     tail = subprocess.Popen(
         [

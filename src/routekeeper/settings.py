@@ -8,9 +8,11 @@ files) resolve against the workspace directory (``--workspace``, default ``./.ro
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard
 from urllib.parse import urlsplit
 
 import yaml
@@ -380,6 +382,46 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def environment_problems(environ: Mapping[str, str]) -> list[str]:
+    """``ROUTEKEEPER_<SECTION>__<KEY>`` variables naming a section or key that does not exist
+    (pydantic-settings would silently ignore an unknown section). Names without ``__`` are
+    not settings keys (``ROUTEKEEPER_CONFIG``, ``ROUTEKEEPER_URL``, ...) and are never
+    refused; keys below the second level are checked by the models themselves."""
+    problems = []
+    sections = Settings.model_fields
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, rest = name[len(ENV_PREFIX) :].lower().partition("__")
+        key = rest.partition("__")[0]
+        field = sections.get(section)
+        if field is None:
+            known = ", ".join(sorted(n for n, f in sections.items() if _is_model(f.annotation)))
+            problems.append(f"{section}: unknown key (from {name}; the sections are {known})")
+            continue
+        model = field.annotation
+        if not _is_model(model):
+            problems.append(f"{section}: has no keys below it (from {name})")
+        elif key not in model.model_fields:
+            known = ", ".join(model.model_fields)
+            problems.append(f"{section}.{key}: unknown key (from {name}; {section} has {known})")
+    return problems
+
+
+def _is_model(annotation: Any) -> TypeGuard[type[BaseModel]]:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def config_problems(exc: ValidationError, *, under: tuple[str, ...] = ()) -> list[str]:
+    """A validation error's problems as ``key.path: message`` lines, the way a refused
+    configuration file reports them; ``under`` is the path of the validated section."""
+    return [
+        line
+        for err in exc.errors()
+        for line in _format_problem({**err, "loc": (*under, *err.get("loc", ()))})
+    ]
+
+
 def load_settings(
     config: Path | None = None,
     *,
@@ -400,6 +442,9 @@ def load_settings(
         )
     if overrides:
         data = {**data, **overrides}
+    from_environment = environment_problems(os.environ)
+    if from_environment:
+        raise ConfigError(from_environment, source="the environment")
     try:
         settings = Settings(**data)
     except ValidationError as exc:

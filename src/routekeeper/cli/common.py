@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 import sys
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from routekeeper.contract import BackendKind
 from routekeeper.contract.errors import ConfigError
-from routekeeper.settings import Settings, load_settings
+from routekeeper.settings import Settings, SQLiteBackend, load_settings
+from routekeeper.storage.placement import placements
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
@@ -38,8 +43,8 @@ WorkspaceOption = Annotated[
     typer.Option(
         "--workspace",
         "-w",
-        help="Directory for local state; relative paths in the config resolve against it. "
-        "[default: ./.routekeeper/]",
+        help="Directory for local state; relative paths in the config resolve against it "
+        "(default: ./.routekeeper/).",
         envvar="ROUTEKEEPER_WORKSPACE",
         file_okay=False,
     ),
@@ -51,8 +56,85 @@ def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
     raise typer.Exit(code)
 
 
+def warn(message: str) -> None:
+    err_console.print(
+        f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True
+    )
+
+
 def settings_from(config: Path | None, workspace: Path | None) -> Settings:
     try:
         return load_settings(config, workspace=workspace)
     except ConfigError as exc:
         fail(exc.message, EXIT_CONFIG)
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option("--format", "-f", help="table (for people) or json (for programs)."),
+]
+
+UrlOption = Annotated[
+    str, typer.Option(help="Base URL of a running replica.", envvar="ROUTEKEEPER_URL")
+]
+
+
+def print_json(value: Any) -> None:
+    """JSON for programs: indented, non-ASCII text as it is (UTF-8), never ``\\u`` escapes."""
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+# How the README tells a user to add the PostgreSQL driver; the CLI says exactly this.
+POSTGRES_EXTRA_INSTALL = "pip install 'routekeeper[postgres]'"
+POSTGRES_EXTRA_INSTALL_CHECKOUT = ".venv/bin/pip install -e '.[postgres]'"
+
+
+def require_drivers(settings: Settings) -> None:
+    """Exit (1) with the install command when a backend some surface uses needs a database
+    driver this installation lacks (PostgreSQL without the ``postgres`` extra)."""
+    postgres = sorted({p.backend for p in placements(settings) if p.kind is BackendKind.POSTGRES})
+    missing = postgres if postgres and not _importable("psycopg") else []
+    if missing:
+        which = (
+            f"backend {missing[0]} is"
+            if len(missing) == 1
+            else f"backends {', '.join(missing)} are"
+        )
+        fail(
+            f"{which} PostgreSQL, and its driver (psycopg) is not installed: "
+            f"install the `postgres` extra with {POSTGRES_EXTRA_INSTALL} "
+            f"(in a checkout: {POSTGRES_EXTRA_INSTALL_CHECKOUT})",
+            EXIT_FAILURE,
+        )
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:  # not installed, or installed without what it needs (libpq)
+        return False
+    return True
+
+
+def require_existing_databases(settings: Settings) -> None:
+    """Exit (1) when a SQLite file some surface uses does not exist, so that a read-only
+    command on a mistyped ``--workspace`` creates nothing instead of an empty database."""
+    seen = set()
+    for p in placements(settings):
+        backend = settings.state.backends[p.backend]
+        if p.backend in seen or not isinstance(backend, SQLiteBackend):
+            continue
+        seen.add(p.backend)
+        path = settings.resolve_path(backend.path)
+        if not path.exists():
+            fail(
+                f"backend {p.backend}: no database file {path} (nothing was served or migrated "
+                "with this --workspace/--config; check them). Nothing was created; "
+                "`routekeeper db upgrade` or `routekeeper serve` creates it.",
+                EXIT_FAILURE,
+            )

@@ -19,6 +19,8 @@ from routekeeper.cli.common import (
     console,
     err_console,
     fail,
+    require_drivers,
+    require_existing_databases,
     settings_from,
 )
 from routekeeper.contract.errors import ContractViolation, StorageError
@@ -32,11 +34,18 @@ app = typer.Typer(help="Schema migrations of the configured backends.", no_args_
 T = TypeVar("T")
 
 
-def _each_backend(settings: Settings, action: Callable[[Database], Awaitable[T]]) -> list[T]:
+def _each_backend(
+    settings: Settings, action: Callable[[Database], Awaitable[T]], *, read_only: bool = True
+) -> list[T]:
+    """Run ``action`` on every backend in use. ``read_only`` commands refuse a SQLite file
+    that does not exist rather than create an empty one."""
     try:
         storage = StateStorage(settings)
     except ContractViolation as exc:
         fail(exc.message, EXIT_CONTRACT)
+    require_drivers(settings)
+    if read_only:
+        require_existing_databases(settings)
 
     async def run() -> list[T]:
         results = []
@@ -66,7 +75,7 @@ def upgrade_cmd(config: ConfigOption = None, workspace: WorkspaceOption = None) 
             state = await upgrade(db)
         return db, state.applied, state.current
 
-    for db, applied, current in _each_backend(settings, action):
+    for db, applied, current in _each_backend(settings, action, read_only=False):
         if applied:
             console.print(
                 f"{db.name} ({escape(db.describe())}): applied {', '.join(applied)}; "
@@ -78,7 +87,8 @@ def upgrade_cmd(config: ConfigOption = None, workspace: WorkspaceOption = None) 
 
 @app.command("current")
 def current_cmd(config: ConfigOption = None, workspace: WorkspaceOption = None) -> None:
-    """Show each backend's schema revision against this version's head."""
+    """Show each backend's schema revision against this version's head (read-only: a
+    missing SQLite file is an error, never created)."""
     settings = settings_from(config, workspace)
     table = Table(title="schema revisions")
     for column in ("backend", "location", "current", "head", "status", "pending"):
@@ -97,7 +107,8 @@ def current_cmd(config: ConfigOption = None, workspace: WorkspaceOption = None) 
 
 @app.command("check")
 def check_cmd(config: ConfigOption = None, workspace: WorkspaceOption = None) -> None:
-    """Exit 4 unless every backend is at head and matches the declared schema exactly."""
+    """Exit 4 unless every backend is at head and matches the declared schema exactly
+    (read-only: a missing SQLite file is an error, exit 1, never created)."""
     settings = settings_from(config, workspace)
 
     async def action(db: Database) -> tuple[Database, SchemaStatus, list[str]]:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from enum import StrEnum
-from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -14,8 +11,12 @@ from rich.table import Table
 from routekeeper.cli.common import (
     EXIT_FAILURE,
     ConfigOption,
+    FormatOption,
+    OutputFormat,
     WorkspaceOption,
     console,
+    print_json,
+    require_drivers,
     settings_from,
 )
 from routekeeper.runtime.doctor import Level, diagnose
@@ -23,25 +24,19 @@ from routekeeper.runtime.doctor import Level, diagnose
 _STYLE = {Level.OK: "green", Level.WARN: "yellow", Level.ERROR: "bold red"}
 
 
-class DoctorFormat(StrEnum):
-    table = "table"
-    json = "json"
-
-
 def doctor(
     config: ConfigOption = None,
     workspace: WorkspaceOption = None,
-    format: Annotated[DoctorFormat, typer.Option("--format", "-f")] = DoctorFormat.table,
+    format: FormatOption = OutputFormat.table,
 ) -> None:
     """Check migrations, SQLite integrity, the contract, stale or crashed replicas and what
     recovery would fix (dry run). Exit 1 when something is wrong; warnings exit 0."""
     settings = settings_from(config, workspace)
+    require_drivers(settings)
     findings = asyncio.run(diagnose(settings))
     healthy = all(f.level is not Level.ERROR for f in findings)
-    if format is DoctorFormat.json:
-        typer.echo(
-            json.dumps({"healthy": healthy, "findings": [f.as_dict() for f in findings]}, indent=2)
-        )
+    if format is OutputFormat.json:
+        print_json({"healthy": healthy, "findings": [f.as_dict() for f in findings]})
     else:
         table = Table(title=f"routekeeper doctor ({settings.workspace})")
         for column in ("check", "subject", "level", "finding"):

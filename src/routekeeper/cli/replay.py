@@ -11,14 +11,24 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from routekeeper.cli.common import console, fail
+from routekeeper.cli.common import (
+    FormatOption,
+    OutputFormat,
+    UrlOption,
+    console,
+    fail,
+    print_json,
+)
+from routekeeper.contract.replay import PASS_THROUGH, LifecycleState
 
 app = typer.Typer(help="Router replay records of a running routekeeper.", no_args_is_help=True)
 
-UrlOption = Annotated[
-    str, typer.Option(help="Base URL of a running replica.", envvar="ROUTEKEEPER_URL")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+# The option's first spelling; kept working, not shown in --help.
+JsonAlias = Annotated[bool, typer.Option("--json", hidden=True, help="The same as --format json.")]
+
+
+def _format(format: OutputFormat, as_json: bool) -> OutputFormat:
+    return OutputFormat.json if as_json else format
 
 
 def _get(url: str, path: str, params: dict[str, Any] | None = None) -> Any:
@@ -53,7 +63,7 @@ def _table(records: list[dict[str, Any]]) -> Table:
         table.add_row(
             r["id"],
             r["started_at"][:23],
-            escape(r["decision"] or "(pass-through)"),
+            escape(r["decision"] or PASS_THROUGH),
             escape(r["selected_model"] or "-"),
             r["lifecycle_state"],
             r["terminal_reason"] or "-",
@@ -67,30 +77,62 @@ def _table(records: list[dict[str, Any]]) -> Table:
 @app.command("list")
 def list_cmd(
     url: UrlOption = "http://127.0.0.1:8080",
-    limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
-    decision: Annotated[str | None, typer.Option()] = None,
-    model: Annotated[str | None, typer.Option(help="The selected model.")] = None,
-    state: Annotated[str | None, typer.Option(help="lifecycle_state")] = None,
-    session: Annotated[str | None, typer.Option(help="x-session-id")] = None,
-    after: Annotated[str | None, typer.Option(help="Continue after this id.")] = None,
-    as_json: JsonOption = False,
+    limit: Annotated[
+        int, typer.Option(min=1, max=100, help="How many records to show (1-100).")
+    ] = 20,
+    decision: Annotated[
+        str | None, typer.Option(help="Only records routed by this decision.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Only records whose selected model is this one.")
+    ] = None,
+    state: Annotated[
+        LifecycleState | None, typer.Option(help="Only records in this lifecycle state.")
+    ] = None,
+    session: Annotated[
+        str | None, typer.Option(help="Only records of this session (its x-session-id).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only records started at or after this ISO time (UTC without a zone)."),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(help="Only records started before this ISO time (UTC without a zone)."),
+    ] = None,
+    q: Annotated[
+        str | None,
+        typer.Option(
+            "--q",
+            help="Only records whose captured prompt has every one of these words "
+            "(records whose decision captured the request body).",
+        ),
+    ] = None,
+    after: Annotated[
+        str | None, typer.Option(help="Continue after this replay id (the next page).")
+    ] = None,
+    format: FormatOption = OutputFormat.table,
+    as_json: JsonAlias = False,
 ) -> None:
-    """The newest replay records (filters combine)."""
+    """The newest replay records, newest first; the filters combine (GET /api/replay)."""
     params = {
         k: v
         for k, v in {
             "limit": limit,
             "decision": decision,
             "model": model,
-            "lifecycle_state": state,
+            "lifecycle_state": state.value if state else None,
             "session_id": session,
+            "since": since,
+            "until": until,
+            "q": q,
             "after": after,
         }.items()
         if v is not None
     }
     page = _get(url, "/api/replay", params)
-    if as_json:
-        typer.echo(json.dumps(page, indent=2))
+    if _format(format, as_json) is OutputFormat.json:
+        print_json(page)
         return
     console.print(_table(page["data"]))
     if page["has_more"]:
@@ -98,18 +140,40 @@ def list_cmd(
 
 
 @app.command("show")
-def show_cmd(replay_id: str, url: UrlOption = "http://127.0.0.1:8080") -> None:
-    """One record, every field."""
-    typer.echo(json.dumps(_get(url, f"/api/replay/{replay_id}"), indent=2))
+def show_cmd(
+    replay_id: Annotated[str, typer.Argument(help="A replay id (rpl_...).")],
+    url: UrlOption = "http://127.0.0.1:8080",
+    format: FormatOption = OutputFormat.table,
+    as_json: JsonAlias = False,
+) -> None:
+    """One record with every field, captured bodies included (GET /api/replay/{id})."""
+    record = _get(url, f"/api/replay/{replay_id}")
+    if _format(format, as_json) is OutputFormat.json:
+        print_json(record)
+        return
+    table = Table(title=f"replay record {record['id']}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in record.items():
+        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        table.add_row(key, escape(shown))
+    console.print(table)
 
 
 @app.command("tail")
 def tail_cmd(
     url: UrlOption = "http://127.0.0.1:8080",
     interval: Annotated[float, typer.Option(help="Seconds between polls.", min=0.1)] = 1.0,
-    count: Annotated[int | None, typer.Option(help="Stop after this many records.")] = None,
+    count: Annotated[
+        int | None,
+        typer.Option(min=1, help="Stop after this many records (default: until Ctrl-C)."),
+    ] = None,
+    format: FormatOption = OutputFormat.table,
+    as_json: JsonAlias = False,
 ) -> None:
-    """Follow new records as they are stored (Ctrl-C to stop)."""
+    """Follow new records as they are stored, oldest first (Ctrl-C to stop); json prints one
+    record per line."""
+    as_lines = _format(format, as_json) is OutputFormat.json
     newest = _get(url, "/api/replay", {"limit": 1})
     after = newest["first_id"]
     shown = 0
@@ -121,7 +185,11 @@ def tail_cmd(
             page = _get(url, "/api/replay", params)
             if page["data"]:
                 records = page["data"][: None if count is None else count - shown]
-                console.print(_table(records))
+                if as_lines:
+                    for record in records:
+                        typer.echo(json.dumps(record, ensure_ascii=False))
+                else:
+                    console.print(_table(records))
                 shown += len(records)
                 after = page["last_id"]
             if not page["has_more"]:

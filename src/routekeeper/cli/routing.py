@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -14,9 +13,12 @@ from rich.table import Table
 from routekeeper.cli.common import (
     EXIT_CONFIG,
     ConfigOption,
+    FormatOption,
+    OutputFormat,
     WorkspaceOption,
     console,
     fail,
+    print_json,
     settings_from,
 )
 from routekeeper.contract.errors import RoutekeeperError
@@ -25,11 +27,6 @@ from routekeeper.routing.explain import explain
 from routekeeper.routing.request import prompt_input
 
 app = typer.Typer(help="Routing: see how a prompt would be routed.", no_args_is_help=True)
-
-
-class ExplainFormat(StrEnum):
-    table = "table"
-    json = "json"
 
 
 def _parse_pairs(values: list[str], what: str) -> dict[str, str]:
@@ -54,7 +51,7 @@ def explain_cmd(
         list[str], typer.Option("--header", "-H", help="Request header name=value (repeat).")
     ] = [],  # noqa: B006
     user: Annotated[str | None, typer.Option(help="The request's `user` field.")] = None,
-    format: Annotated[ExplainFormat, typer.Option("--format", "-f")] = ExplainFormat.table,
+    format: FormatOption = OutputFormat.table,
 ) -> None:
     """Which signals match (with scores), which decisions match, which wins and why. No model
     is called; embedding signals use the configured embedder."""
@@ -80,8 +77,8 @@ def explain_cmd(
         result = asyncio.run(run())
     except RoutekeeperError as exc:
         fail(exc.message)
-    if format is ExplainFormat.json:
-        typer.echo(json.dumps(result, indent=2))
+    if format is OutputFormat.json:
+        print_json(result)
         return
     signals = Table(title=f"signals ({result['tokens']} tokens, estimated)")
     for column in ("signal", "matched", "score", "detail"):

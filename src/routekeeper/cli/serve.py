@@ -11,18 +11,23 @@ from typing import Annotated
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 
 from routekeeper.cli.common import (
+    EXIT_CONFIG,
     EXIT_CONTRACT,
     EXIT_FAILURE,
     ConfigOption,
     WorkspaceOption,
     fail,
+    require_drivers,
     settings_from,
+    warn,
 )
-from routekeeper.contract.errors import ContractViolation
+from routekeeper.contract.errors import ConfigError, ContractViolation
 from routekeeper.http.app import create_app
 from routekeeper.runtime.replica import ReplicaRuntime
+from routekeeper.settings import ServerSettings, Settings, config_problems
 
 log = logging.getLogger("routekeeper.serve")
 
@@ -81,20 +86,42 @@ class ReplicaServer(uvicorn.Server):
         self.should_exit = True
 
 
+def with_listen_flags(settings: Settings, host: str | None, port: int | None) -> Settings:
+    """``settings`` with ``--host``/``--port`` applied, validated as ``server.host`` and
+    ``server.port`` would be in the file (exit 2 with the key path)."""
+    flags = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    if not flags:
+        return settings
+    try:
+        server = ServerSettings.model_validate({**settings.server.model_dump(), **flags})
+    except ValidationError as exc:
+        problems = config_problems(exc, under=("server",))
+        names = " and ".join(f"--{k}" for k in flags)
+        fail(ConfigError(problems, source=names).message, EXIT_CONFIG)
+    return settings.model_copy(update={"server": server})
+
+
 def serve(
     config: ConfigOption = None,
     workspace: WorkspaceOption = None,
     host: Annotated[
-        str | None, typer.Option(help="Address to bind [default: server.host].")
+        str | None,
+        typer.Option(help="Address to bind (default: server.host, 127.0.0.1)."),
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port to bind [default: server.port].")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to bind (default: server.port, 8080).")
+    ] = None,
 ) -> None:
     """Run a replica: migrate, recover, then serve /v1, /api, /livez and /readyz."""
-    settings = settings_from(config, workspace)
-    server_settings = settings.server.model_copy(
-        update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    )
-    settings = settings.model_copy(update={"server": server_settings})
+    settings = with_listen_flags(settings_from(config, workspace), host, port)
+    require_drivers(settings)
+    server_settings = settings.server
+    if not settings.models:
+        warn(
+            "no model is configured, so every chat completion is refused (404 "
+            "model_not_found); give a configuration with models and decisions, e.g. "
+            "--config examples/routekeeper.yaml"
+        )
     logging.basicConfig(
         level=server_settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

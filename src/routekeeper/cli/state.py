@@ -62,7 +62,10 @@ def check(config: ConfigOption = None, workspace: WorkspaceOption = None) -> Non
 def inventory(
     config: ConfigOption = None,
     workspace: WorkspaceOption = None,
-    format: Annotated[InventoryFormat, typer.Option("--format", "-f")] = InventoryFormat.md,
+    format: Annotated[
+        InventoryFormat,
+        typer.Option("--format", "-f", help="md (docs/state-inventory.md) or json."),
+    ] = InventoryFormat.md,
 ) -> None:
     """Print every registered surface with its class and backend (md or json)."""
     settings = settings_from(config, workspace)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Any
 
 import httpx
@@ -12,12 +10,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from routekeeper.cli.common import console, fail
-
-
-class StatusFormat(StrEnum):
-    table = "table"
-    json = "json"
+from routekeeper.cli.common import (
+    FormatOption,
+    OutputFormat,
+    UrlOption,
+    console,
+    fail,
+    print_json,
+)
 
 
 def _age(iso: str | None) -> str:
@@ -62,10 +62,8 @@ def render_status(body: dict[str, Any]) -> None:
 
 
 def status(
-    url: Annotated[
-        str, typer.Option(help="Base URL of a running replica.", envvar="ROUTEKEEPER_URL")
-    ] = "http://127.0.0.1:8080",
-    format: Annotated[StatusFormat, typer.Option("--format", "-f")] = StatusFormat.table,
+    url: UrlOption = "http://127.0.0.1:8080",
+    format: FormatOption = OutputFormat.table,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 5.0,
 ) -> None:
     """Show the replicas and state surfaces a running routekeeper reports."""
@@ -76,7 +74,7 @@ def status(
     if response.status_code != 200:
         fail(f"{url}/api/status answered {response.status_code}: {response.text[:500]}")
     body = response.json()
-    if format is StatusFormat.json:
-        typer.echo(json.dumps(body, indent=2))
+    if format is OutputFormat.json:
+        print_json(body)
     else:
         render_status(body)
