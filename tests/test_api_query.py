@@ -177,3 +177,15 @@ def test_no_page_loads_anything_from_the_internet(server):
     for path in ("/", "/livez", "/readyz", "/openapi.json"):
         text = get(server, path).text
         assert not re.search(r"<(script|link)[^>]+https?://", text), path
+
+
+def test_other_refusals_name_the_parameter_too(server):
+    explain = f"{server.url}/api/routing/explain"
+    for name in ("", "body", "query"):
+        response = httpx.post(explain, json={"prompt": "hi", name: 1}, timeout=10)
+        error = assert_names(response, name)
+        assert f"unknown field '{name}'" in error["message"]
+    assert_names(httpx.post(explain, json={}, timeout=10), "prompt", "messages")
+    assert_names(get(server, "/api/replay?q=%3A"), "q")
+    rep = "rep_" + "0" * 26
+    assert_names(get(server, f"/api/replicas?after={rep}&before={rep}"), "after", "before")

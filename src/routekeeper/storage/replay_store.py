@@ -329,7 +329,10 @@ def _full_text_match(q: str, dialect: str) -> Any:
     language: quotes and operators in ``q`` are taken literally)."""
     words = re.findall(r"\w+", q)
     if not words:
-        raise InvalidRequest("q must contain at least one word")
+        raise InvalidRequest(
+            "q must contain at least one word",
+            details={"problems": [{"param": "q", "message": "no word in it"}]},
+        )
     if dialect == "postgresql":
         # Matches the expression of ix_router_replay_prompt_fts, so the GIN index serves it.
         vector = func.to_tsvector(

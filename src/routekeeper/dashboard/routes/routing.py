@@ -18,7 +18,9 @@ router = api_router(prefix="/api/routing", tags=["routing"])
 
 
 class ExplainRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Unknown fields are refused by the route, which names each one (even one called "" or
+    # "body"); the schema still says no other field is taken.
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": False})
     prompt: str | None = Field(None, max_length=1_000_000, description="A single user prompt.")
     messages: list[dict[str, Any]] | None = Field(None, min_length=1, max_length=10_000)
     metadata: dict[str, str] | None = None
@@ -30,7 +32,15 @@ class ExplainRequest(BaseModel):
 async def explain_routing(request: Request, body: ExplainRequest) -> dict[str, Any]:
     """Which signals match (with scores), which decisions match, which wins and why. No
     model is called."""
-    for name, value in body.model_dump().items():
+    unknown = sorted(body.model_extra or {})
+    if unknown:
+        shown = ", ".join(f"'{name}'" for name in unknown)
+        raise InvalidRequest(
+            f"unknown field{'s' if len(unknown) > 1 else ''} {shown} (fields: "
+            f"{', '.join(ExplainRequest.model_fields)})",
+            details={"problems": [{"param": n, "message": "unknown field"} for n in unknown]},
+        )
+    for name, value in body.model_dump(exclude=set(unknown)).items():
         try:
             ensure_json_safe(value)
         except InvalidRequest as exc:
