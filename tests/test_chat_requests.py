@@ -28,12 +28,13 @@ class RawUpstream:
     def __init__(self) -> None:
         self.body = b"{}"
         self.content_type = "application/json"
+        self.status = 200
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length", "0")))
-                self.send_response(200)
+                self.send_response(upstream.status)
                 self.send_header("content-type", upstream.content_type)
                 self.send_header("content-length", str(len(upstream.body)))
                 self.end_headers()
@@ -307,3 +308,42 @@ def test_echo_answers_validate_against_the_sdk_types_strictly():
     for chunk in chunks:
         ChatCompletionChunk.model_validate(chunk, strict=True)
     assert chunks[-1]["usage"]["total_tokens"] > 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_error_body_nested_too_deeply_keeps_its_status(server, upstreams, stream):
+    """Its error body used to raise while being read: a stream got no answer at all and its
+    record stayed in_progress on the live replica."""
+    raw, _ = upstreams
+    raw.status, raw.content_type = 500, "application/json"
+    raw.body = b'{"error":' * 100_000 + b"1" + b"}" * 100_000
+    try:
+        response = post(server, {"model": "raw", "messages": USER, "stream": stream})
+    finally:
+        raw.status = 200
+    error = error_of(response, 500)
+    assert error["code"] == "upstream_error" and "500" in error["message"]
+    record = _replay(server, response)
+    assert (record["lifecycle_state"], record["terminal_reason"]) == ("failed", "upstream_error")
+
+
+def test_a_session_id_with_control_characters_is_a_400(server):
+    """A 256-character id holding U+0010 was accepted, then refused by its column (U+0010 is
+    stored escaped): the record was lost behind a 200."""
+    import socket
+
+    body = json.dumps({"model": "auto", "messages": USER}).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = (
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n"
+            "x-session-id: " + "s" * 255 + "\x10\r\n\r\n"
+        )
+        sock.sendall(head.encode("latin-1") + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert b" 400 " in status_line, answer[:300]
+    assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["error"]["param"] == "x-session-id"

@@ -169,3 +169,64 @@ async def test_a_commit_slower_than_ack_timeout_is_answered_and_counted(state_st
     finally:
         blocker.close()
         await recorder.stop()
+
+
+async def test_a_finish_whose_record_was_refused_or_pruned_is_not_acknowledged(state_storage):
+    """The finish of a record whose start the database refused (queued while that start was
+    being written), or whose row retention removed, used to be acknowledged durable although
+    no record existed."""
+    recorder = recorder_for(state_storage)
+    refused = record(1, session_id="s" * 300)
+    recorder.start(refused)
+    writing = asyncio.ensure_future(recorder.flush())
+    await asyncio.sleep(0)  # the writer has taken the start
+    done = recorder.finish(refused.id, **DONE)
+    await writing
+    assert await recorder.flush() == 0
+    assert await recorder.acknowledge(done) is False
+    with pytest.raises(NotFound):
+        await state_storage.replay.get(refused.id)
+
+    pruned = record(2)
+    recorder.start(pruned)
+    await recorder.flush()
+    removed = await state_storage.replay.prune(
+        older_than=pruned.started_at.replace(year=2100), keep=1000
+    )
+    assert removed == 1
+    done = recorder.finish(pruned.id, **DONE)
+    await recorder.flush()
+    assert done.result() is False
+
+
+async def test_a_record_postgres_full_text_cannot_index_never_stalls_the_writer(state_storage):
+    """A prompt beyond what PostgreSQL's tsvector holds (1 MB) was retried forever as if the
+    database were down, so nothing else was stored again."""
+    recorder = recorder_for(state_storage, durability="batch")
+    good = [record(i) for i in range(4)]
+    huge = record(9, prompt_text=" ".join(f"w{i}" for i in range(400_000)))  # ~2.8 MB
+    for r in [good[0], good[1], huge, good[2], good[3]]:
+        recorder.start(r)
+    await recorder.flush()
+    assert recorder.degraded is None and recorder.queued == 0
+    for r in good:
+        assert (await state_storage.replay.get(r.id)).id == r.id
+    expected = 1 if state_storage.replay.db.dialect == "postgresql" else 0
+    assert recorder.dropped["value_refused"] == expected
+
+
+async def test_stop_counts_what_an_unreachable_database_kept_until_the_deadline(state_storage):
+    """A deadline on stop() used to cancel the writer mid-batch and skip the loss count."""
+    recorder = recorder_for(state_storage)
+    recorder.begin()
+    records = [record(i) for i in range(5)]
+    for r in records:
+        recorder.start(r)
+    waiting = [recorder.finish(r.id, **DONE) for r in records]
+    await state_storage.replay.db.close()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.5):
+            await recorder.stop()
+    assert recorder.dropped["db_unavailable"] == 5 and recorder.queued == 0
+    assert all(w.done() and w.result() is False for w in waiting)
+    await state_storage.replay.db.open()

@@ -160,3 +160,18 @@ def test_metadata_and_embedding_signals_validate(tmp_path):
     assert settings.signals.names() >= {"metadata:acme", "embeddings:billing"}
     data["signals"]["metadata"] = [{"name": "bad", "source": "header", "equals": "x"}]
     assert "signals.metadata.0: source: header needs `key`" in refused(tmp_path, data)
+
+
+def test_a_currency_longer_than_replay_stores_is_refused(tmp_path):
+    """`currency: USD-cents` used to load, then every priced replay finish was refused."""
+    data = {
+        "models": [
+            {
+                "name": "m",
+                "backend": {"type": "echo"},
+                "pricing": {"prompt_per_1m": 1, "currency": "USD-cents"},
+            }
+        ],
+        "decisions": [{"name": "default", "model": "m"}],
+    }
+    assert "models.0.pricing.currency" in refused(tmp_path, data)

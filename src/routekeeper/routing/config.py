@@ -67,7 +67,9 @@ ModelBackend = Annotated[OpenAIModelBackend | EchoModelBackend, Field(discrimina
 class Pricing(_Strict):
     prompt_per_1m: float = Field(0.0, ge=0)
     completion_per_1m: float = Field(0.0, ge=0)
-    currency: str = "USD"
+    currency: str = Field(
+        "USD", min_length=1, max_length=8, description="A currency code (replay stores 8 chars)."
+    )
 
 
 class ModelConfig(_Strict):

@@ -71,7 +71,7 @@ def _translate_dbapi(exc: sa_exc.DBAPIError) -> StorageError:
 
 def _translate_sqlstate(sqlstate: str, text: str, exc: sa_exc.DBAPIError) -> StorageError:
     klass = sqlstate[:2]
-    if klass == "22":
+    if klass in ("22", "54"):  # data exception; program limit exceeded (a tsvector too long)
         return InvalidValue(f"the database refused a value: {text}")
     if klass == "23":
         return StorageConflict(f"the write conflicts with stored data: {text}")

@@ -75,18 +75,26 @@ class ReplayStore:
 
     async def write_batch(
         self, inserts: Sequence[ReplayRecord], updates: Sequence[tuple[str, dict[str, Any]]]
-    ) -> None:
+    ) -> set[str]:
         """Insert new records and apply finished records' changes, in one transaction.
-        Updates are grouped by the set of columns they change (one executemany each)."""
+        Updates are grouped by the set of columns they change (one executemany each).
+        Returns the ids of updates that found no record (pruned, or never stored)."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for record_id, changes in updates:
             values = {
                 k: (str(v) if k in _ENUMS and v is not None else v) for k, v in changes.items()
             }
             groups.setdefault(tuple(sorted(values)), []).append({"_id": record_id, **values})
+        missing: set[str] = set()
         async with self.db.write() as conn:
             if inserts:
                 await conn.execute(self._upsert, [_row(r) for r in inserts])
+            if updates:
+                ids = [record_id for record_id, _ in updates]
+                found = await conn.execute(
+                    select(router_replay.c.id).where(router_replay.c.id.in_(ids))
+                )
+                missing = set(ids) - {row[0] for row in found}
             for columns, rows in groups.items():
                 statement = (
                     update(router_replay)
@@ -94,6 +102,7 @@ class ReplayStore:
                     .values({c: bindparam(c) for c in columns})
                 )
                 await conn.execute(statement, rows)
+        return missing
 
     async def get(self, record_id: str) -> ReplayRecord:
         async with self.db.read() as conn:

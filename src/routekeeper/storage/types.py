@@ -97,8 +97,8 @@ class ClientTextType(TypeDecorator[str]):
         stored = encode_client_text(value)
         if self.max_length is not None and len(stored) > self.max_length:
             raise InvalidValue(
-                f"a value of {len(value)} characters is longer than the {self.max_length} "
-                "the column holds"
+                f"a value {len(stored)} characters long as stored does not fit a column of "
+                f"{self.max_length}"
             )
         return stored if dialect.name == "postgresql" else value
 

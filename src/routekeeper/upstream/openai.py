@@ -4,7 +4,6 @@ process, shared by every model; timeouts per model."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -143,8 +142,8 @@ def _transport_error(exc: httpx.HTTPError) -> UpstreamError:
 
 def _http_error(response: httpx.Response, content: bytes) -> UpstreamError:
     try:
-        body: Any = json.loads(content) if content else None
-    except ValueError:
+        body: Any = loads_strict(content) if content else None
+    except ValueError:  # not JSON, NaN, or nested too deeply: keep the status only
         body = None
     return UpstreamError(
         UpstreamErrorKind.HTTP,

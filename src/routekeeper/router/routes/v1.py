@@ -123,9 +123,12 @@ async def create_chat_completion(request: Request) -> Response:
             headers={"retry-after": "1"},
         )
     session_id = request.headers.get("x-session-id")
-    if session_id is not None and len(session_id) > SESSION_ID_MAX:
+    if session_id is not None and (
+        len(session_id) > SESSION_ID_MAX or not session_id.isprintable()
+    ):
         raise InvalidRequest(
-            f"x-session-id must be at most {SESSION_ID_MAX} characters (got {len(session_id)})",
+            f"x-session-id must be at most {SESSION_ID_MAX} printable characters "
+            f"(got {len(session_id)})",
             param="x-session-id",
             code="invalid_session_id",
         )
@@ -153,35 +156,23 @@ async def create_chat_completion(request: Request) -> Response:
             raise
         except Exception:  # never a record left in_progress, never an envelope-less 500
             log.exception("chat completion failed")
-            trace.internal_error()
-            durable = await trace.acknowledged()
-            return error_response(
-                request,
-                500,
-                "internal_error",
-                "internal error; see the server log",
-                headers={**headers, **trace.response_headers(durable)},
-            )
+            return await _internal_error(request, trace, headers)
 
     stack = AsyncExitStack()
     try:
         chunks = await _race(
             request, runtime, stack.enter_async_context(transport.stream(plan.body))
         )
-    except UpstreamError as exc:
-        await stack.aclose()
-        trace.failed(exc)
-        durable = await trace.acknowledged()
-        return upstream_error_response(request, exc, {**headers, **trace.response_headers(durable)})
-    except ShuttingDown:
-        await stack.aclose()
-        return await _shutting_down(request, trace, headers)
-    except (ClientGone, asyncio.CancelledError) as exc:
+    except asyncio.CancelledError:
         await stack.aclose()
         trace.canceled()
-        if isinstance(exc, ClientGone):
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
         raise
+    except Exception as exc:
+        await stack.aclose()
+        if isinstance(exc, UpstreamError | ShuttingDown | ClientGone):
+            return await _ended_early(request, exc, trace, headers)
+        log.exception("chat stream failed before its first byte")
+        return await _internal_error(request, trace, headers)
     return StreamingResponse(
         _sse(
             chunks, plan, stack, trace, runtime, request.app.state.settings.server.sse_ping_seconds
@@ -193,6 +184,36 @@ async def create_chat_completion(request: Request) -> Response:
             "cache-control": "no-cache",
             "x-accel-buffering": "no",
         },
+    )
+
+
+async def _ended_early(
+    request: Request, exc: Exception, trace: RequestTrace, headers: dict[str, str]
+) -> Response:
+    """An exchange that ended before its first byte (upstream failure, client gone, shutdown):
+    its own status, streaming or not."""
+    if isinstance(exc, UpstreamError):
+        trace.failed(exc)
+        durable = await trace.acknowledged()
+        return upstream_error_response(request, exc, {**headers, **trace.response_headers(durable)})
+    if isinstance(exc, ShuttingDown):
+        return await _shutting_down(request, trace, headers)
+    trace.canceled()
+    return Response(status_code=CLIENT_CLOSED_REQUEST)  # the client is gone
+
+
+async def _internal_error(
+    request: Request, trace: RequestTrace, headers: dict[str, str]
+) -> Response:
+    """routekeeper failed (a bug): still an envelope, and the record says how it ended."""
+    trace.internal_error()
+    durable = await trace.acknowledged()
+    return error_response(
+        request,
+        500,
+        "internal_error",
+        "internal error; see the server log",
+        headers={**headers, **trace.response_headers(durable)},
     )
 
 
@@ -214,15 +235,8 @@ async def _complete(
             raise UpstreamError(
                 UpstreamErrorKind.PROTOCOL, "upstream sent an answer that cannot be relayed"
             ) from None
-    except UpstreamError as exc:
-        trace.failed(exc)
-        durable = await trace.acknowledged()
-        return upstream_error_response(request, exc, {**headers, **trace.response_headers(durable)})
-    except ClientGone:
-        trace.canceled()
-        return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody is listening
-    except ShuttingDown:
-        return await _shutting_down(request, trace, headers)
+    except (UpstreamError, ClientGone, ShuttingDown) as exc:
+        return await _ended_early(request, exc, trace, headers)
     trace.mark_first_byte()
     if trace.captures_response:
         trace.capture_response(encoded)

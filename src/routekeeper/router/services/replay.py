@@ -30,16 +30,18 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from routekeeper.contract.errors import InvalidValue, StorageConflict, StorageError
+from routekeeper.contract.errors import SchemaNotReady, StorageUnavailable
 from routekeeper.contract.replay import DropReason, LifecycleState, ReplayRecord
 from routekeeper.storage.replay_store import ReplayStore
 
 log = logging.getLogger(__name__)
 
 FLUSH_BATCH = 500
-# Errors about a record's values: isolate the record. Any other storage error (unreachable,
-# busy, no schema, a full disk) says nothing about the records: keep them and retry.
-REFUSALS = (InvalidValue, StorageConflict)
+# Errors that say nothing about the records (unreachable, busy, a full disk, no schema): keep
+# them and retry. Any other error is split until it is pinned on one record, which is refused,
+# so one poisonous record can never stall the writer.
+TRANSIENT = (StorageUnavailable, SchemaNotReady)
+STOP_RETRY_SECONDS = 30.0  # stop() retries an unreachable database at most this long
 # What a finish keeps when the database refused its other values.
 MINIMAL_FINISH = ("lifecycle_state", "terminal_reason", "completed_at", "ttfb_ms", "total_ms")
 
@@ -49,7 +51,7 @@ class _Pending:
     record: ReplayRecord | None
     """Not yet inserted (None: inserted by an earlier write, only ``changes`` are pending)."""
     changes: dict[str, Any] = field(default_factory=dict)
-    waiters: list[asyncio.Future[bool]] = field(default_factory=list)
+    waiters: list[asyncio.Future[bool | None]] = field(default_factory=list)
 
     @property
     def final(self) -> bool:
@@ -126,14 +128,14 @@ class ReplayRecorder:
             self._wake.set()
         return True
 
-    def finish(self, record_id: str, **changes: Any) -> asyncio.Future[bool]:
+    def finish(self, record_id: str, **changes: Any) -> asyncio.Future[bool | None]:
         """Queue the final state of a record. Never raises, never waits: returns a future that
-        resolves to True once the record is committed, False when it never will be (dropped or
-        refused). In ``batch`` mode, or while the database is known unreachable, it is
-        already resolved to False: nobody should wait."""
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        resolves to True once the record is committed, False when it will not be before the
+        answer (refused; ``batch`` mode or a known outage: already resolved, nobody should
+        wait), None when the record was never accepted (dropped and counted already)."""
+        done: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
         if not self.enabled or record_id not in self._live:
-            done.set_result(False)  # never accepted, or dropped (and counted) already
+            done.set_result(None)  # never accepted, or dropped (and counted) already
             return done
         pending = self._pending.get(record_id)
         if pending is None:
@@ -146,25 +148,32 @@ class ReplayRecorder:
             done.set_result(False)
         return done
 
-    async def acknowledge(self, done: asyncio.Future[bool]) -> bool:
+    async def acknowledge(self, done: asyncio.Future[bool | None]) -> bool:
         """Wait (at most ``replay.ack_timeout_ms``) for a finish to be committed; False, and
-        counted as ``ack_timeout``, when the answer goes out without that."""
+        counted as ``ack_timeout``, when the answer goes out without that (a record that was
+        dropped is counted as dropped only)."""
         if not self.enabled:
             return False
         if not done.done():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.ack_timeout):
                     await asyncio.shield(done)
-        durable = done.done() and not done.cancelled() and done.result()
-        if not durable and self.acknowledged:
+        result = done.result() if done.done() and not done.cancelled() else False
+        if result is None:
+            return False
+        if not result and self.acknowledged:
             self.ack_timeouts += 1
-        return durable
+        return result
 
     def will_acknowledge(self, record_id: str) -> bool:
         """Whether a finish of this record would be waited for now (what a stream's
         header promises at its first byte)."""
         return (
-            self.enabled and self.acknowledged and self.degraded is None and record_id in self._live
+            self.enabled
+            and self.acknowledged
+            and self.degraded is None
+            and not self._stopping
+            and record_id in self._live
         )
 
     # -- the writer ------------------------------------------------------------------------
@@ -237,19 +246,16 @@ class ReplayRecorder:
         while parts:
             part = parts.pop()
             try:
-                await self._write_part(part)
-            except StorageError as exc:
-                if isinstance(exc, REFUSALS):
-                    refused: Exception = exc
-                else:
-                    rest = [pair for p in parts for pair in p]
-                    self._requeue(dict(part + rest))
-                    self._unavailable(str(exc))
-                    return stored
-            except Exception as exc:  # a value the driver could not convert
+                missing = await self._write_part(part)
+            except TRANSIENT as exc:
+                rest = [pair for p in parts for pair in p]
+                self._requeue(dict(part + rest))
+                self._unavailable(str(exc))
+                return stored
+            except Exception as exc:  # refused values, or a value the driver cannot convert
                 refused = exc
             else:
-                stored += self._committed(part)
+                stored += self._committed(part, missing)
                 continue
             if len(part) == 1:
                 stored += await self._refused(*part[0], refused)
@@ -258,42 +264,54 @@ class ReplayRecorder:
             parts += [part[middle:], part[:middle]]  # the first half is written first
         return stored
 
-    async def _write_part(self, part: list[tuple[str, _Pending]]) -> None:
+    async def _write_part(self, part: list[tuple[str, _Pending]]) -> set[str]:
+        """One transaction; returns the ids of updates that found no record."""
         inserts = [p.record for _, p in part if p.record is not None]
         updates = [(rid, p.changes) for rid, p in part if p.record is None]
-        await self.store.write_batch(inserts, updates)
+        return await self.store.write_batch(inserts, updates)
 
-    def _committed(self, part: list[tuple[str, _Pending]]) -> int:
+    def _committed(self, part: list[tuple[str, _Pending]], missing: set[str]) -> int:
         if self.degraded is not None:
             log.info("replay records are stored again")
             self.degraded = None
         for record_id, entry in part:
             if entry.final:
                 self._live.discard(record_id)
-            entry.resolve(True)
-        self.written += len(part)
+            # A finish whose record is gone (pruned, or its start refused) is not durable.
+            entry.resolve(record_id not in missing)
+        self.written += len(part) - len(missing)
         self.batches += 1
-        return len(part)
+        return len(part) - len(missing)
 
     async def _refused(self, record_id: str, entry: _Pending, exc: Exception) -> int:
-        """One record the database refused on its own: counted; a finish is still stored
-        with its state, reason and times."""
+        """One record the database refused on its own: counted, its answer not durable. A
+        refused new record is dropped, with any finish queued for it meanwhile; a refused
+        finish is stored with its state, reason and times only (retried like any write while
+        the database is unreachable), so the record never stays in_progress."""
         self._drop(DropReason.VALUE_REFUSED)
         log.warning("replay record %s refused by the database: %s", record_id, exc)
-        if entry.record is None:
-            minimal = {k: v for k, v in entry.changes.items() if k in MINIMAL_FINISH}
-            minimal["error"] = f"the database refused this record's details: {exc}"[:2000]
-            try:
-                await self.store.write_batch([], [(record_id, minimal)])
-            except Exception as again:
-                log.warning("replay record %s: minimal finish refused too: %s", record_id, again)
-            else:
-                self._live.discard(record_id)
-                entry.resolve(True)
-                return 1
-        self._live.discard(record_id)
         entry.resolve(False)
-        return 0
+        if entry.record is not None:
+            self._live.discard(record_id)
+            later = self._pending.pop(record_id, None)
+            if later is not None:
+                later.resolve(False)
+            return 0
+        minimal = {k: v for k, v in entry.changes.items() if k in MINIMAL_FINISH}
+        minimal["error"] = f"the database refused this record's details: {exc}"[:2000]
+        try:
+            await self.store.write_batch([], [(record_id, minimal)])
+        except TRANSIENT as again:
+            self._requeue({record_id: _Pending(None, minimal)})
+            self._unavailable(str(again))
+            return 0
+        except Exception as again:
+            log.warning("replay record %s: minimal finish refused too: %s", record_id, again)
+            self._live.discard(record_id)
+            return 0
+        self._live.discard(record_id)
+        self.written += 1
+        return 1
 
     def _unavailable(self, reason: str) -> None:
         if self.degraded is None:
@@ -301,20 +319,28 @@ class ReplayRecorder:
         self.degraded = reason
 
     async def stop(self) -> None:
-        """Stop the background writer and write what is queued (SIGTERM). The writer is
-        never cancelled in the middle of a batch: it finishes it, then the rest is written."""
+        """Stop the background writer and write what is queued (SIGTERM). The writer is never
+        cancelled in the middle of a batch (a deadline on the caller cancels only its wait);
+        an unreachable database is retried until the caller's deadline (at most
+        STOP_RETRY_SECONDS). What is still unwritten then is counted as db_unavailable."""
         task, self._task = self._task, None
         self._stopping = True
         self._wake.set()
-        if task is not None:
-            await task
-        await self.flush()
-        lost = len(self._pending)
-        if lost:
-            # The database stayed unreachable to the end: these records are lost.
-            self._drop(DropReason.DB_UNAVAILABLE, lost)
-            for entry in self._pending.values():
-                entry.resolve(False)
-            self._pending = {}
-            self._live.clear()
-            log.error("replay: %d records could not be stored before stopping", lost)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + STOP_RETRY_SECONDS
+        try:
+            if task is not None:
+                await asyncio.shield(task)
+            await self.flush()
+            while self._pending and loop.time() < give_up:
+                await asyncio.sleep(self.flush_interval)
+                await self.flush()
+        finally:
+            lost = len(self._pending)
+            if lost:
+                self._drop(DropReason.DB_UNAVAILABLE, lost)
+                for entry in self._pending.values():
+                    entry.resolve(False)
+                self._pending = {}
+                self._live.clear()
+                log.error("replay: %d records could not be stored before stopping", lost)

@@ -18,6 +18,10 @@ from routekeeper.routing.request import user_text
 from routekeeper.storage.types import INT32_MAX, utcnow
 from routekeeper.upstream.errors import UpstreamError, UpstreamErrorKind
 
+# The searchable prompt text is cut here whatever max_body_bytes says: PostgreSQL's tsvector
+# (the full-text index) refuses more than 1 MB, about 600 KB of prose.
+PROMPT_TEXT_MAX_BYTES = 128 * 1024
+
 
 def truncate_utf8(text: str, max_bytes: int) -> tuple[str, bool]:
     """At most ``max_bytes`` of UTF-8, never cutting a character in half."""
@@ -48,7 +52,7 @@ class RequestTrace:
         self.routed = time.perf_counter()
         self.first_byte: float | None = None
         self.usage: dict[str, Any] | None = None
-        self.done: asyncio.Future[bool] | None = None
+        self.done: asyncio.Future[bool | None] | None = None
         signals: dict[str, list[dict[str, Any]]] = defaultdict(list)
         if plan.routing is not None:
             for s in plan.routing.matched_signals:
@@ -76,7 +80,8 @@ class RequestTrace:
             )
             self.record.request_body, self.record.request_body_truncated = text, cut
             prompt = user_text(client_body or {})
-            self.record.prompt_text = truncate_utf8(prompt, self.capture.max_body_bytes)[0]
+            limit = min(self.capture.max_body_bytes, PROMPT_TEXT_MAX_BYTES)
+            self.record.prompt_text = truncate_utf8(prompt, limit)[0]
         recorder.start(self.record)
 
     @property
@@ -104,7 +109,7 @@ class RequestTrace:
 
     def _finish(
         self, state: LifecycleState, reason: TerminalReason, **changes: Any
-    ) -> asyncio.Future[bool]:
+    ) -> asyncio.Future[bool | None]:
         if self.done is not None:
             return self.done
         now = time.perf_counter()
@@ -162,12 +167,12 @@ class RequestTrace:
         text, cut = truncate_utf8("".join(self._response_text), self.capture.max_body_bytes)
         return {"response_body": text, "response_body_truncated": cut}
 
-    def completed(self, status: int = 200) -> asyncio.Future[bool]:
+    def completed(self, status: int = 200) -> asyncio.Future[bool | None]:
         return self._finish(
             LifecycleState.COMPLETED, TerminalReason.RESPONSE_COMPLETE, upstream_status=status
         )
 
-    def failed(self, exc: UpstreamError) -> asyncio.Future[bool]:
+    def failed(self, exc: UpstreamError) -> asyncio.Future[bool | None]:
         if self.done is None:
             self.metrics.upstream_failed(exc.kind.value, exc.status)
         reason = (
@@ -185,11 +190,11 @@ class RequestTrace:
     def canceled(self) -> None:
         self._finish(LifecycleState.ABORTED, TerminalReason.CLIENT_CANCELED)
 
-    def shut_down(self) -> asyncio.Future[bool]:
+    def shut_down(self) -> asyncio.Future[bool | None]:
         """The server's shutdown budget ended the request (SIGTERM)."""
         return self._finish(LifecycleState.ABORTED, TerminalReason.SERVER_SHUTDOWN)
 
-    def internal_error(self) -> asyncio.Future[bool]:
+    def internal_error(self) -> asyncio.Future[bool | None]:
         """routekeeper itself failed (a bug): the record still says how the request ended."""
         return self._finish(LifecycleState.FAILED, TerminalReason.INTERNAL_ERROR)
 
