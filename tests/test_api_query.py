@@ -132,6 +132,13 @@ def test_since_after_until_is_refused(server):
     assert same.status_code == 200 and same.json()["data"] == []
 
 
+@pytest.mark.parametrize("path", ["/api/replay", "/api/replay/aggregate"])
+def test_times_without_a_utc_equivalent_are_refused(server, path):
+    """Year 1 east of Greenwich (or year 9999 west of it) used to be a 500 on both backends."""
+    assert_names(get(server, f"{path}?since=0001-01-01T00:00:00%2B01:00"), "since")
+    assert_names(get(server, f"{path}?until=9999-12-31T23:59:59-05:00"), "until")
+
+
 BODY_FIELDS = {
     "request_body",
     "request_body_truncated",

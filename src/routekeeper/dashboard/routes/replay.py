@@ -44,7 +44,7 @@ def replay_filters(
 ) -> ReplayFilters:
     """The filters shared by the list and the aggregate; times without a zone are UTC.
     ``since`` after ``until`` is a 400 (it could only ever match nothing)."""
-    since, until = _aware(since), _aware(until)
+    since, until = _utc(since, "since"), _utc(until, "until")
     if since is not None and until is not None and since > until:
         raise InvalidRequest(
             f"since ({since.isoformat()}) is after until ({until.isoformat()})",
@@ -118,8 +118,19 @@ async def get_replay(
     return ReplayOut.of(await _store(request).get(replay_id))
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """Times without a zone are taken as UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+def _utc(value: datetime | None, param: str) -> datetime | None:
+    """The time in UTC (times without a zone are taken as UTC); a 400 naming ``param`` when
+    it has no UTC equivalent (year 1 east of Greenwich, year 9999 west of it)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        message = f"{value.isoformat()} is outside the years 1 to 9999 in UTC"
+        raise InvalidRequest(
+            f"{param}: {message}",
+            param=param,
+            details={"problems": [{"param": param, "message": message}]},
+        ) from None
