@@ -26,7 +26,7 @@ def server(tmp_path_factory):
 
 
 OPERATIONS = (
-    r"^/(v1/chat/completions|v1/models|api/routing/explain|api/status|api/replicas"
+    r"^/(v1/chat/completions|v1/models|v1/models/[^/]+|api/routing/explain|api/status|api/replicas"
     r"|api/runtime/events|api/replay|api/replay/aggregate|api/replay/[^/]+|api/replay/sessions/[^/]+"
     r"|readyz|livez)$"
 )
@@ -61,6 +61,15 @@ def fuzz(server, operation, mode, calls: dict[str, int]) -> None:
                 f"{case.method} {case.path} {case.query} -> 400 names no parameter: {error}"
             )
             assert any(p["param"] in error["message"] for p in problems), error
+        if (
+            response.status_code == 400
+            and case.path.startswith("/v1")
+            and not error["message"].startswith("the request body ")
+        ):
+            # OpenAI's param names the field at fault (messages[0].role, x-session-id).
+            assert isinstance(error["param"], str) and error["param"] in error["message"], (
+                f"{case.method} {case.path} -> 400 names no param: {error}"
+            )
 
     try:
         check()

@@ -143,7 +143,9 @@ class ReplicaRuntime:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            message = exc.message if isinstance(exc, RoutekeeperError) else repr(exc)
+            message = f"{exc.code}: {exc.message}" if isinstance(exc, StorageError) else None
+            if message is None:
+                message = exc.message if isinstance(exc, RoutekeeperError) else repr(exc)
             if not isinstance(exc, RoutekeeperError):
                 log.exception("replica %s failed to start", self.id)
             await self.fail(f"startup failed: {message}")

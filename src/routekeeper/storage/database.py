@@ -18,6 +18,7 @@ Never hold a transaction open across upstream I/O or a stream: take what you nee
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -103,6 +104,11 @@ class Database:
                     pass
             except BaseException as exc:
                 await self._dispose()
+                if isinstance(exc, Exception) and _no_space_left(self.sqlite_path.parent):
+                    # SQLite says "disk I/O error" when it cannot create its -wal/-shm files.
+                    raise StorageUnavailable(
+                        f"no space left on device ({self.sqlite_path.parent})"
+                    ) from exc
                 _raise_translated(exc)
         elif isinstance(self.backend, MemoryBackend):
             engine = create_async_engine(
@@ -219,6 +225,14 @@ def _postgres_connect_args(backend: PostgresBackend) -> dict[str, Any]:
         "keepalives_count": 3,
         "tcp_user_timeout": timeout * 2000,
     }
+
+
+def _no_space_left(directory: Path) -> bool:
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return False
+    return stats.f_bavail == 0 or (stats.f_files > 0 and stats.f_favail == 0)
 
 
 def _raise_translated(exc: BaseException) -> None:

@@ -25,7 +25,7 @@ from typing import Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from routekeeper.contract.errors import StorageError
+from routekeeper.contract.errors import StorageError, StorageUnavailable
 from routekeeper.contract.runtime import ReplicaRecord
 from routekeeper.storage.database import Database
 
@@ -47,6 +47,12 @@ class LivenessLock(Protocol):
     async def forget(self, replica: ReplicaRecord) -> None: ...
 
 
+def describe_os_error(exc: OSError, path: Path) -> str:
+    """``no space left on device (<path>)``: the OS reason in words, then the path."""
+    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+    return f"{reason[:1].lower()}{reason[1:]} ({path})"
+
+
 class FileLiveness:
     """flock-based liveness for replicas sharing a SQLite workspace."""
 
@@ -59,16 +65,32 @@ class FileLiveness:
         return self.directory / f"{replica_id}.lock"
 
     async def acquire(self, replica_id: str) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path_for(replica_id)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable(describe_os_error(exc, self.directory)) from exc
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageUnavailable(describe_os_error(exc, path)) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise StorageError(f"liveness lock {path} is already held") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        except OSError as exc:
+            os.close(fd)
+            raise StorageUnavailable(describe_os_error(exc, path)) from exc
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        except OSError as exc:
+            # The file is ours (we hold its lock): leave nothing behind.
+            with contextlib.suppress(OSError):
+                path.unlink()
+            os.close(fd)
+            raise StorageUnavailable(describe_os_error(exc, path)) from exc
         self._fd, self._path = fd, path
 
     async def ensure_held(self) -> None:
