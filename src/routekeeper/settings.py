@@ -54,7 +54,20 @@ class SQLiteBackend(_Strict):
     busy_timeout_ms: int = Field(
         5000, ge=0, le=600_000, description="How long a writer waits for another one's lock."
     )
-    read_pool_size: int = Field(4, ge=1, le=64, description="Concurrent read connections.")
+    read_pool_size: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Connections for reads (API requests). Writes use the one writer "
+        "connection and the crash sweep a reader connection of its own.",
+    )
+    pool_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="How long a read waits for a free connection before a 503 storage_busy "
+        "with retry-after.",
+    )
 
     @field_validator("synchronous", mode="before")
     @classmethod
@@ -67,7 +80,21 @@ class PostgresBackend(_Strict):
 
     type: Literal["postgres"] = "postgres"
     dsn: str = Field(description="postgresql://user:password@host:port/database")
-    pool_size: int = Field(5, ge=1, le=200)
+    pool_size: int = Field(
+        10,
+        ge=1,
+        le=200,
+        description="Connections for reads (API requests), at most. Writes (heartbeat, replay "
+        "writer, phase changes) use a pool of their own (2, up to 4), the liveness lock one "
+        "more session.",
+    )
+    pool_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="How long a read or write waits for a free pooled connection before a "
+        "503 storage_busy with retry-after.",
+    )
     connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
 
     @field_validator("dsn")

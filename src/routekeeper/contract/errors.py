@@ -26,6 +26,9 @@ class RoutekeeperError(Exception):
     status = 500
     param: str | None = None
     """The request field or parameter the error is about (OpenAI's ``param``), if any."""
+    retry_after: int | None = None
+    """Seconds after which retrying may succeed (sent as ``retry-after``), for errors about
+    a passing condition."""
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -91,6 +94,7 @@ class StorageError(RoutekeeperError):
 class StorageUnavailable(StorageError):
     code = "storage_unavailable"
     status = 503
+    retry_after = 1
 
 
 class StorageBusy(StorageUnavailable):

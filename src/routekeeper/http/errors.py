@@ -158,8 +158,15 @@ def contract_error_response(request: Request, exc: RoutekeeperError) -> JSONResp
     """The envelope for a contract error, with ``param`` when it names a field."""
     if exc.status >= 500:
         log.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
+    headers = {"retry-after": str(exc.retry_after)} if exc.retry_after is not None else None
     return error_response(
-        request, exc.status, exc.code, exc.message, details=exc.details, param=exc.param
+        request,
+        exc.status,
+        exc.code,
+        exc.message,
+        details=exc.details,
+        param=exc.param,
+        headers=headers,
     )
 
 

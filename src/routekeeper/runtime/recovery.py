@@ -66,7 +66,7 @@ async def find_dead_replicas(ctx: RecoveryContext) -> list[DeadReplica]:
     storage, runtime = ctx.storage, ctx.settings.runtime
     stale_before = utcnow() - timedelta(seconds=runtime.stale_after_seconds)
     dead: list[DeadReplica] = []
-    for replica in await storage.runtime.live_replicas():
+    for replica in await storage.runtime.live_replicas(upkeep=True):
         if replica.id == ctx.replica_id:
             continue
         alive = await storage.liveness.is_alive(replica)
@@ -110,7 +110,7 @@ async def sweep_crashed_replicas(ctx: RecoveryContext, dry_run: bool) -> Recover
 async def abort_orphaned_replay_records(ctx: RecoveryContext, dry_run: bool) -> RecoveryReport:
     """router_replay recovery: records left ``in_progress`` by replicas that are not live any
     more become ``aborted`` / ``process_restart``."""
-    live = {r.id for r in await ctx.storage.runtime.live_replicas()}
+    live = {r.id for r in await ctx.storage.runtime.live_replicas(upkeep=True)}
     if ctx.replica_id is not None:
         live.add(ctx.replica_id)
     dead = [

@@ -242,7 +242,7 @@ class ReplicaRuntime:
     async def _fenced(self) -> None:
         """Another replica declared this one crashed (it was hung or cut off for longer than
         stale_after_seconds). Whatever it owned may already be someone else's: stop."""
-        record = await self.storage.runtime.get(self.id)
+        record = await self.storage.runtime.get(self.id, upkeep=True)
         self.phase = record.phase
         self.error = (
             f"replica {self.id} was declared {record.phase} ({record.detail}); exiting so its "

@@ -1,6 +1,18 @@
 """One configured backend as an object with an explicit lifecycle: ``open()``, ``read()`` and
 ``write()`` transactions, ``close()``.
 
+Connections come in lanes, so that the replica's own upkeep never queues behind client reads:
+
+- reads (``read()``): the API's queries; a pool of ``read_pool_size`` (SQLite) or ``pool_size``
+  (PostgreSQL) connections. When all are busy a read waits at most ``pool_timeout_seconds``,
+  then fails with ``StorageBusy`` (503, ``retry-after``).
+- writes (``write()``): every write transaction (heartbeat, replay writer, phase changes) on
+  connections of their own: SQLite's one writer, or a small PostgreSQL pool.
+- upkeep reads (``read(upkeep=True)``): what the heartbeat's crash sweep reads, on the write
+  side (PostgreSQL) or a reader connection of its own (SQLite).
+- sessions (``dedicated_connection()``, PostgreSQL): unpooled connections that carry session
+  state, i.e. the liveness advisory lock; closing one really ends its session.
+
 SQLite (file): WAL; one writer connection, serialized in-process by a lock and across processes
 by ``BEGIN IMMEDIATE`` + ``busy_timeout``; a small pool of reader connections. The driver's own
 transaction handling is switched off (``isolation_level=None``) and we emit ``BEGIN`` ourselves,
@@ -9,7 +21,7 @@ waiting. ``synchronous`` is set on every connection (it is per connection).
 
 memory: in-memory SQLite on one connection (StaticPool), every transaction serialized.
 
-PostgreSQL: ``postgresql://`` DSNs use psycopg 3; pool with pre-ping.
+PostgreSQL: ``postgresql://`` DSNs use psycopg 3; pools with pre-ping.
 
 Never hold a transaction open across upstream I/O or a stream: take what you need, leave the
 ``async with`` block, then do the I/O.
@@ -25,14 +37,21 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, func, select
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 from routekeeper.contract import BackendKind
-from routekeeper.contract.errors import StorageError, StorageUnavailable
+from routekeeper.contract.errors import StorageBusy, StorageError, StorageUnavailable
 from routekeeper.settings import MemoryBackend, PostgresBackend, SQLiteBackend, redact_dsn
 from routekeeper.storage.errors import translate_storage_error
+
+# PostgreSQL write connections: the heartbeat, the replay writer, phase changes and retention
+# each hold at most one, briefly; two more open on demand.
+POSTGRES_WRITE_POOL = 2
+POSTGRES_WRITE_OVERFLOW = 2
+APPLICATION_NAME = "routekeeper"
 
 
 def postgres_url(dsn: str) -> URL:
@@ -58,6 +77,8 @@ class Database:
             raise ValueError("a sqlite backend needs its resolved path")
         self._writer: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
+        self._upkeep: AsyncEngine | None = None
+        self._sessions: AsyncEngine | None = None
         # SQLite has one writer; memory has one connection for everything.
         self._write_lock = asyncio.Lock() if self.kind is not BackendKind.POSTGRES else None
         self._read_lock = self._write_lock if self.kind is BackendKind.MEMORY else None
@@ -98,6 +119,7 @@ class Database:
             self._reader = self._sqlite_engine(
                 url, write=False, pool_size=self.backend.read_pool_size
             )
+            self._upkeep = self._sqlite_engine(url, write=False, pool_size=1)
             try:
                 # The writer's connect hook switches the file to WAL (a no-op once it is).
                 async with self._writer.connect():
@@ -117,21 +139,39 @@ class Database:
                 connect_args={"check_same_thread": False},
             )
             _sqlite_pragmas(engine, begin="BEGIN IMMEDIATE", synchronous="OFF", busy_ms=0)
-            self._writer = self._reader = engine
+            self._writer = self._reader = self._upkeep = engine
         else:
+            pg_url = postgres_url(self.backend.dsn)
+            connect_args = _postgres_connect_args(self.backend)
             self._writer = create_async_engine(
-                postgres_url(self.backend.dsn),
-                pool_size=self.backend.pool_size,
-                max_overflow=self.backend.pool_size,
+                pg_url,
+                pool_size=POSTGRES_WRITE_POOL,
+                max_overflow=POSTGRES_WRITE_OVERFLOW,
                 pool_pre_ping=True,
-                pool_timeout=self.backend.connect_timeout_seconds,
-                connect_args=_postgres_connect_args(self.backend),
+                pool_timeout=self.backend.pool_timeout_seconds,
+                connect_args=connect_args,
             )
-            self._reader = self._writer
+            self._reader = create_async_engine(
+                pg_url,
+                pool_size=self.backend.pool_size,
+                max_overflow=0,
+                pool_pre_ping=True,
+                pool_timeout=self.backend.pool_timeout_seconds,
+                connect_args=connect_args,
+            )
+            self._upkeep = self._writer
+            self._sessions = create_async_engine(
+                pg_url, poolclass=NullPool, connect_args=connect_args
+            )
 
     def _sqlite_engine(self, url: str, *, write: bool, pool_size: int) -> AsyncEngine:
         assert isinstance(self.backend, SQLiteBackend)
-        engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30)
+        engine = create_async_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=self.backend.pool_timeout_seconds,
+        )
         _sqlite_pragmas(
             engine,
             begin="BEGIN IMMEDIATE" if write else "BEGIN",
@@ -145,12 +185,13 @@ class Database:
         await self._dispose()
 
     async def _dispose(self) -> None:
-        writer, reader = self._writer, self._reader
-        self._writer = self._reader = None
-        if reader is not None and reader is not writer:
-            await reader.dispose()
-        if writer is not None:
-            await writer.dispose()
+        engines = [self._sessions, self._upkeep, self._reader, self._writer]
+        self._writer = self._reader = self._upkeep = self._sessions = None
+        disposed: list[AsyncEngine] = []
+        for engine in engines:
+            if engine is not None and all(engine is not e for e in disposed):
+                disposed.append(engine)
+                await engine.dispose()
 
     # -- transactions ----------------------------------------------------------------------
 
@@ -166,12 +207,15 @@ class Database:
                 async with engine.begin() as conn:
                     yield conn
             except BaseException as exc:
-                _raise_translated(exc)
+                self._raise(exc, "write")
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only snapshot transaction (rolled back at the end)."""
-        engine = self._engine(self._reader)
+    async def read(self, *, upkeep: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A read-only snapshot transaction (rolled back at the end).
+
+        ``upkeep``: a read of the replica's own upkeep (the crash sweep), on connections that
+        client reads never hold, so a burst of API reads cannot delay a heartbeat."""
+        engine = self._engine(self._upkeep if upkeep else self._reader)
         async with _maybe(self._read_lock):
             try:
                 async with engine.connect() as conn:
@@ -179,7 +223,7 @@ class Database:
                         yield conn
                         await tx.rollback()
             except BaseException as exc:
-                _raise_translated(exc)
+                self._raise(exc, "upkeep" if upkeep else "read")
 
     @asynccontextmanager
     async def raw_connection(self) -> AsyncIterator[AsyncConnection]:
@@ -195,12 +239,35 @@ class Database:
 
     async def dedicated_connection(self) -> AsyncConnection:
         """A connection of its own for the caller to keep (and close): PostgreSQL session
-        state such as a liveness advisory lock lives as long as it does."""
+        state such as a liveness advisory lock lives as long as it does. It belongs to no
+        pool, so closing it ends the session (and drops whatever lock it still held)."""
         try:
-            return await self._engine(self._writer).connect()
+            return await self._engine(self._sessions or self._writer).connect()
         except Exception as exc:
             _raise_translated(exc)
             raise
+
+    def _raise(self, exc: BaseException, lane: str) -> None:
+        if isinstance(exc, sa_exc.TimeoutError):  # every pooled connection stayed in use
+            raise StorageBusy(
+                f"no {lane} connection of backend {self.name!r} became free within "
+                f"{self._pool_timeout():g}s ({self._pool_size(lane)} in use); retry shortly",
+                details={"backend": self.name, "lane": lane},
+            ) from exc
+        _raise_translated(exc)
+
+    def _pool_timeout(self) -> float:
+        return float(getattr(self.backend, "pool_timeout_seconds", 0.0))
+
+    def _pool_size(self, lane: str) -> int:
+        if lane == "read":
+            if isinstance(self.backend, PostgresBackend):
+                return self.backend.pool_size
+            if isinstance(self.backend, SQLiteBackend):
+                return self.backend.read_pool_size
+        if lane in ("write", "upkeep") and isinstance(self.backend, PostgresBackend):
+            return POSTGRES_WRITE_POOL + POSTGRES_WRITE_OVERFLOW
+        return 1
 
     async def count_rows(self, table: Any) -> int:
         async with self.read() as conn:
@@ -218,6 +285,7 @@ def _postgres_connect_args(backend: PostgresBackend) -> dict[str, Any]:
     sent data may stay unacknowledged."""
     timeout = max(1, int(backend.connect_timeout_seconds))
     return {
+        "application_name": APPLICATION_NAME,
         "connect_timeout": timeout,
         "keepalives": 1,
         "keepalives_idle": 5,

@@ -200,7 +200,7 @@ class PostgresLiveness:
             await conn.close()
 
     async def is_alive(self, replica: ReplicaRecord) -> bool | None:
-        async with self.db.read() as conn:
+        async with self.db.read(upkeep=True) as conn:
             held = (
                 await conn.execute(
                     text(

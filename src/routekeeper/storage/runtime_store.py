@@ -224,21 +224,26 @@ class RuntimeStore:
                 )
             )
 
-    async def live_replicas(self) -> list[ReplicaRecord]:
-        """Every replica not in a terminal phase (an index on phase keeps this small)."""
+    async def live_replicas(self, *, upkeep: bool = False) -> list[ReplicaRecord]:
+        """Every replica not in a terminal phase (an index on phase keeps this small).
+        ``upkeep``: read on the upkeep lane (the crash sweep), never behind client reads."""
         out: list[ReplicaRecord] = []
         after: str | None = None
         while True:
             page = await self.list_replicas(
-                limit=100, order=SortOrder.ASC, after=after, phases=sorted(LIVE_PHASES)
+                limit=100,
+                order=SortOrder.ASC,
+                after=after,
+                phases=sorted(LIVE_PHASES),
+                upkeep=upkeep,
             )
             out.extend(page.data)
             if not page.has_more:
                 return out
             after = str(page.last_id)
 
-    async def get(self, replica_id: str) -> ReplicaRecord:
-        async with self.db.read() as conn:
+    async def get(self, replica_id: str, *, upkeep: bool = False) -> ReplicaRecord:
+        async with self.db.read(upkeep=upkeep) as conn:
             row = (
                 await conn.execute(
                     select(runtime_replicas).where(runtime_replicas.c.id == replica_id)
@@ -256,12 +261,13 @@ class RuntimeStore:
         after: str | None = None,
         before: str | None = None,
         phases: Sequence[ReplicaPhase] | None = None,
+        upkeep: bool = False,
     ) -> Page[ReplicaRecord]:
         """Replicas by id (ids are time-ordered, so DESC is newest first)."""
         query = select(runtime_replicas)
         if phases:
             query = query.where(runtime_replicas.c.phase.in_([p.value for p in phases]))
-        async with self.db.read() as conn:
+        async with self.db.read(upkeep=upkeep) as conn:
             return await keyset_page(
                 conn,
                 query,
