@@ -1,5 +1,6 @@
 """Liveness locks: held while the holder lives, free the moment it dies."""
 
+import asyncio
 import os
 import signal
 import socket
@@ -11,7 +12,15 @@ import pytest
 
 from routekeeper.contract.errors import StorageError
 from routekeeper.contract.runtime import ReplicaPhase, ReplicaRecord
-from routekeeper.storage.liveness import FileLiveness, PostgresLiveness
+from routekeeper.storage.liveness import (
+    ADVISORY_NAMESPACE,
+    SESSION_NAME_PREFIX,
+    FileLiveness,
+    IdentityTaken,
+    LockCheck,
+    PostgresLiveness,
+    advisory_key,
+)
 from routekeeper.storage.types import utcnow
 
 
@@ -130,3 +139,113 @@ async def test_postgres_advisory_lock_is_free_once_its_holder_is_killed(postgres
         child.kill()
         child.wait()
         await observer_db.close()
+
+
+async def test_a_free_flock_is_proof_and_stays_free_when_stopped_was_not_stored(tmp_path):
+    directory = tmp_path / "replicas"
+    assert FileLiveness(directory).free_lock_is_proof is True
+    lock = FileLiveness(directory)
+    await lock.acquire("rep_s")
+    assert await lock.ensure_held() is LockCheck.HELD
+    # the final `stopped` write failed: the file stays, free, so the next sweep can judge
+    await lock.release(stopped=False)
+    assert await FileLiveness(directory).is_alive(record("rep_s")) is False
+
+
+def _admin(dsn: str):
+    import psycopg
+
+    return psycopg.connect(dsn, autocommit=True)
+
+
+def _end_sessions(dsn: str, application_name: str) -> int:
+    with _admin(dsn) as conn:
+        return len(
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s AND pid <> pg_backend_pid()",
+                (application_name,),
+            ).fetchall()
+        )
+
+
+def _hold_key(dsn: str, replica_id: str, application_name: str):
+    """Another session taking ``replica_id``'s advisory lock under ``application_name``."""
+    conn = _admin(dsn)
+    conn.execute("SELECT set_config('application_name', %s, false)", (application_name,))
+    got = conn.execute(
+        "SELECT pg_try_advisory_lock(%s, %s)", (ADVISORY_NAMESPACE, advisory_key(replica_id))
+    ).fetchone()[0]
+    assert got
+    return conn
+
+
+async def _wait_free(observer: PostgresLiveness, replica_id: str) -> None:
+    deadline = time.monotonic() + 5
+    while await observer.is_alive(record(replica_id)):
+        assert time.monotonic() < deadline, "the server kept the ended session's lock"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def pg_db(postgres_dsn):
+    from routekeeper.settings import PostgresBackend
+    from routekeeper.storage.database import Database
+
+    db = Database("pg", PostgresBackend(dsn=postgres_dsn))
+    await db.open()
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_lock_of_a_lost_session_is_taken_back_not_given_up(postgres_dsn, pg_db):
+    """The session ends under a live holder (as in a network cut): the lock is free, which
+    is why it is no proof of death; the holder's next check takes it again."""
+    lock, observer = PostgresLiveness(pg_db), PostgresLiveness(pg_db)
+    assert lock.free_lock_is_proof is False
+    await lock.acquire("rep_cut")
+    assert await lock.ensure_held() is LockCheck.HELD
+    assert _end_sessions(postgres_dsn, f"{SESSION_NAME_PREFIX}rep_cut") == 1
+    await _wait_free(observer, "rep_cut")
+    assert await lock.ensure_held() is LockCheck.RETAKEN
+    assert await observer.is_alive(record("rep_cut")) is True
+    assert await lock.ensure_held() is LockCheck.HELD
+    await lock.release()
+    assert await observer.is_alive(record("rep_cut")) is False
+
+
+@pytest.mark.postgres
+async def test_postgres_lock_still_held_by_an_earlier_session_is_waited_for(postgres_dsn, pg_db):
+    """After a cut the server may keep the old session (and its lock) for a while: the
+    replica is still seen alive, and takes the lock over once that session ends."""
+    lock = PostgresLiveness(pg_db)
+    await lock.acquire("rep_old")
+    _end_sessions(postgres_dsn, f"{SESSION_NAME_PREFIX}rep_old")
+    await _wait_free(PostgresLiveness(pg_db), "rep_old")
+    earlier = _hold_key(postgres_dsn, "rep_old", f"{SESSION_NAME_PREFIX}rep_old")
+    try:
+        assert await lock.ensure_held() is LockCheck.PENDING
+        assert await PostgresLiveness(pg_db).is_alive(record("rep_old")) is True
+    finally:
+        earlier.close()
+    await _wait_free(PostgresLiveness(pg_db), "rep_old")
+    assert await lock.ensure_held() is LockCheck.RETAKEN
+    await lock.release()
+
+
+@pytest.mark.postgres
+async def test_postgres_lock_held_by_another_replica_is_identity_taken(postgres_dsn, pg_db):
+    lock = PostgresLiveness(pg_db)
+    await lock.acquire("rep_me")
+    _end_sessions(postgres_dsn, f"{SESSION_NAME_PREFIX}rep_me")
+    await _wait_free(PostgresLiveness(pg_db), "rep_me")
+    other = _hold_key(postgres_dsn, "rep_me", f"{SESSION_NAME_PREFIX}rep_other")
+    try:
+        with pytest.raises(IdentityTaken, match="rep_other"):
+            await lock.ensure_held()
+    finally:
+        other.close()
+        await lock.release()

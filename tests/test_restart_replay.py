@@ -11,6 +11,8 @@ from routekeeper.testing import FakeUpstream
 
 pytestmark = pytest.mark.slow
 
+FAST_SWEEP = {"heartbeat_seconds": 0.5, "stale_after_seconds": 3.0}
+
 ECHO = {
     "models": [
         {"name": "small", "backend": {"type": "echo"}},
@@ -105,6 +107,7 @@ def test_a_request_in_flight_at_sigkill_is_aborted_after_restart(server_factory)
                 }
             ],
             "decisions": [{"name": "default", "model": "hung"}],
+            "runtime": FAST_SWEEP,
         }
         first = server_factory(**config).start()
 
@@ -129,7 +132,12 @@ def test_a_request_in_flight_at_sigkill_is_aborted_after_restart(server_factory)
         first.kill()
         client.join(30)
         second = server_factory(**config).start()
-        records = all_replay(second)
+        # SQLite: aborted before ready (the flock is proof). PostgreSQL: once the next
+        # replica's sweep records the crash, within stale + heartbeat of its start.
+        deadline = time.monotonic() + FAST_SWEEP["stale_after_seconds"] + 2
+        while (records := all_replay(second)) and records[0]["lifecycle_state"] == "in_progress":
+            assert time.monotonic() < deadline, second.log_tail()
+            time.sleep(0.2)
         assert len(records) == 1
         record = records[0]
         assert record["stream"] is True and record["selected_model"] == "hung"

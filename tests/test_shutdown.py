@@ -93,11 +93,18 @@ def test_sigterm_with_a_hung_database_still_ends_within_the_budget(tmp_path, pos
         assert elapsed < 4 + 2, f"took {elapsed:.2f}s"
         assert "within server.graceful_timeout_seconds" in server.log()
         proxy.cut()  # its sessions end: the server drops the dead replica's liveness lock
-    # a replica on the direct DSN records the replica that could not say goodbye
-    direct = _pg_config(tmp_path, postgres_dsn)
+    # a replica on the direct DSN records the replica that could not say goodbye, once it has
+    # been settled for stale_after_seconds (a free advisory lock alone is no proof)
+    runtime = {"heartbeat_seconds": 0.5, "stale_after_seconds": 3}
+    direct = _pg_config(tmp_path, postgres_dsn, runtime=runtime)
     with ServerProcess(workspace=tmp_path / "ws2", config=direct) as survivor:
-        rows = httpx.get(f"{survivor.url}/api/replicas").json()["data"]
-        assert {r["id"]: r["phase"] for r in rows}[hung_id] == "crashed"
+        deadline = time.monotonic() + 3 + 0.5 + 2
+        while True:
+            rows = httpx.get(f"{survivor.url}/api/replicas").json()["data"]
+            if {r["id"]: r["phase"] for r in rows}[hung_id] == "crashed":
+                break
+            assert time.monotonic() < deadline, survivor.log_tail()
+            time.sleep(0.1)
 
 
 @pytest.mark.postgres

@@ -80,9 +80,11 @@ RUNTIME_STATUS = Surface(
     ),
     recovery=(
         "Crash sweep (at start, before ready, and every heartbeat): a replica still in a live "
-        "phase whose liveness lock is free, or whose heartbeat is older than "
-        "`runtime.stale_after_seconds`, becomes `crashed` with a `replica.crashed` event "
-        "naming its last heartbeat and the detector, recorded exactly once."
+        "phase whose flock is free, or whose heartbeat is older than "
+        "`runtime.stale_after_seconds` as judged by a replica itself settled that long (a free "
+        "PostgreSQL advisory lock alone is no proof: a database outage frees every one), "
+        "becomes `crashed` with a `replica.crashed` event naming its last heartbeat and the "
+        "detector, recorded exactly once."
     ),
 )
 

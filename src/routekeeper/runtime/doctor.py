@@ -17,7 +17,7 @@ from typing import Any
 
 from routekeeper.contract.errors import ContractViolation, StorageError
 from routekeeper.contract.runtime import ReplicaPhase
-from routekeeper.runtime.recovery import RecoveryContext, find_dead_replicas, run_recovery
+from routekeeper.runtime.recovery import RecoveryContext, judge_replicas, run_recovery
 from routekeeper.settings import Settings
 from routekeeper.storage.database import Database
 from routekeeper.storage.migrate import SchemaStatus, inspect, schema_differences
@@ -156,15 +156,22 @@ async def _check_replicas(
 ) -> None:
     # The doctor is an outside observer with a healthy view of storage.
     ctx = RecoveryContext(settings, storage, None, healthy_for_seconds=float("inf"))
-    dead = await find_dead_replicas(ctx)
+    dead = await judge_replicas(ctx)
+    stale = settings.runtime.stale_after_seconds
     for item in dead:
         r = item.replica
+        then = (
+            "the next replica to start or sweep will mark it crashed"
+            if item.final
+            else f"it is marked crashed unless it takes its lock back before its heartbeat is "
+            f"{stale:g}s old (a lost database session frees the lock of a live replica too)"
+        )
         findings.append(
             Finding(
                 "replicas",
                 Level.WARN,
                 f"{r.phase} but {item.reason.value} (last heartbeat {r.heartbeat_at.isoformat()}); "
-                "the next replica to start or sweep will mark it crashed",
+                f"{then}",
                 r.id,
                 {"host": r.host, "pid": r.pid},
             )

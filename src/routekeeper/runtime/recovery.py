@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from routekeeper.contract import SURFACES
 from routekeeper.contract.runtime import CrashReason, ReplicaRecord, RuntimeEventKind
@@ -30,8 +29,9 @@ class RecoveryContext:
     replica_id: str | None
     """The replica running recovery (None for ``doctor``)."""
     healthy_for_seconds: float = 0.0
-    """How long this replica's own heartbeats have been stored without a failure; judging
-    others by their heartbeat alone needs a window of stale_after_seconds (see sweep)."""
+    """How long this replica has been *settled*: its liveness lock held on the same session
+    and every heartbeat stored. Judging others by their heartbeat, or by a lock that is not
+    proof (PostgreSQL), needs at least stale_after_seconds of it (see find_dead_replicas)."""
 
 
 @dataclass
@@ -53,29 +53,50 @@ class RecoveryStep:
 class DeadReplica:
     replica: ReplicaRecord
     reason: CrashReason
+    final: bool = True
+    """False: a sign only (a free lock that is not proof, the heartbeat still fresh or the
+    judge not settled yet); nothing is recorded for it."""
 
 
-async def find_dead_replicas(ctx: RecoveryContext) -> list[DeadReplica]:
-    """Live-phase replicas (other than ours) that are gone.
+async def judge_replicas(ctx: RecoveryContext) -> list[DeadReplica]:
+    """Live-phase replicas (other than ours) that are gone, or look it.
 
-    A free liveness lock is proof. A heartbeat older than ``stale_after_seconds`` counts when
-    the lock is free or cannot be checked from here, and, for a replica whose lock is still
-    held (a hung process), only when our own heartbeats have been stored for at least that
-    long: after a storage outage every heartbeat is old, and nobody should be declared dead
-    for it."""
+    With S = ``runtime.stale_after_seconds``:
+
+    - a free flock (SQLite, same host) is proof: ``lock_free`` at once, whoever looks;
+    - otherwise a replica is gone when its heartbeat is older than S *and* the judge has been
+      settled (own lock on one session, every heartbeat stored) for at least S: ``lock_free``
+      when its lock is free (PostgreSQL: its session ended and it did not take it back),
+      ``heartbeat_stale`` when it holds it (hung) or when that cannot be seen from here.
+
+    Why both conditions: when the database is cut off from everyone, every advisory lock is
+    free and every heartbeat old at once; each live replica takes its lock back and stores a
+    heartbeat within S/2 + heartbeat_seconds of the database answering again (a beat that was
+    stuck ends within S/2, the next one starts heartbeat_seconds later), which is never more
+    than S. A judge that was itself cut off is not settled for S after that, so it sees them
+    back before it may judge; a judge that was not cut off sees a fresh heartbeat."""
     storage, runtime = ctx.storage, ctx.settings.runtime
-    stale_before = utcnow() - timedelta(seconds=runtime.stale_after_seconds)
-    dead: list[DeadReplica] = []
+    now = utcnow()
+    settled = ctx.healthy_for_seconds >= runtime.stale_after_seconds
+    verdicts: list[DeadReplica] = []
     for replica in await storage.runtime.live_replicas(upkeep=True):
         if replica.id == ctx.replica_id:
             continue
         alive = await storage.liveness.is_alive(replica)
-        stale = replica.heartbeat_at < stale_before
-        if alive is False:
-            dead.append(DeadReplica(replica, CrashReason.LOCK_FREE))
-        elif stale and (alive is None or ctx.healthy_for_seconds >= runtime.stale_after_seconds):
-            dead.append(DeadReplica(replica, CrashReason.HEARTBEAT_STALE))
-    return dead
+        stale = (now - replica.heartbeat_at).total_seconds() > runtime.stale_after_seconds
+        if alive is False and storage.liveness.free_lock_is_proof:
+            verdicts.append(DeadReplica(replica, CrashReason.LOCK_FREE))
+        elif stale and settled:
+            reason = CrashReason.LOCK_FREE if alive is False else CrashReason.HEARTBEAT_STALE
+            verdicts.append(DeadReplica(replica, reason))
+        elif alive is False:
+            verdicts.append(DeadReplica(replica, CrashReason.LOCK_FREE, final=False))
+    return verdicts
+
+
+async def find_dead_replicas(ctx: RecoveryContext) -> list[DeadReplica]:
+    """The replicas :func:`judge_replicas` finds gone for certain."""
+    return [v for v in await judge_replicas(ctx) if v.final]
 
 
 async def sweep_crashed_replicas(ctx: RecoveryContext, dry_run: bool) -> RecoveryReport:
@@ -92,7 +113,7 @@ async def sweep_crashed_replicas(ctx: RecoveryContext, dry_run: bool) -> Recover
         if dry_run:
             continue
         if await ctx.storage.runtime.mark_crashed(
-            r.id, reason=item.reason, detected_by=ctx.replica_id
+            r.id, reason=item.reason, detected_by=ctx.replica_id, last_heartbeat_at=r.heartbeat_at
         ):
             marked += 1
             log.warning(

@@ -33,6 +33,7 @@ from routekeeper.runtime.recovery import (
     sweep_crashed_replicas,
 )
 from routekeeper.settings import Settings
+from routekeeper.storage.liveness import IdentityTaken, LockCheck
 from routekeeper.storage.state import StateStorage
 from routekeeper.storage.types import utcnow
 
@@ -74,13 +75,18 @@ class ReplicaRuntime:
         self._phase_lock = asyncio.Lock()
         self._startup: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
         self._healthy_since: float | None = None
+        """Loop time since which this replica is settled: its liveness lock held on one
+        session and every heartbeat stored (None: not now). Judging others needs it."""
         self._lock_held = False
         self._deadline: float | None = None
         self.shutting_down = asyncio.Event()
         """Set on SIGTERM, when ``shutdown_deadline`` is known (open requests watch it)."""
         self.stop_error: str | None = None
         self.last_heartbeat_error: str | None = None
+        self.last_sweep_error: str | None = None
 
     # -- phases ----------------------------------------------------------------------------
 
@@ -153,14 +159,16 @@ class ReplicaRuntime:
     async def start(self) -> None:
         """starting -> migrating -> recovering -> ready, then the heartbeat runs.
 
-        The liveness lock is taken before the replica's row exists, so any registered
-        replica whose lock is free is dead. ``prepare`` (loading what serving needs, e.g.
-        embedding routing candidates) runs first, in ``starting``."""
+        The liveness lock is taken before the replica's row exists, so a registered replica
+        without its lock is dead or has lost the lock's session (see runtime.recovery).
+        ``prepare`` (loading what serving needs, e.g. embedding routing candidates) runs
+        first, in ``starting``."""
         if self._prepare is not None:
             await self._prepare()
         await self.storage.open()
         await self.storage.liveness.acquire(self.id)
         self._lock_held = True
+        self._healthy_since = asyncio.get_running_loop().time()
         await self._change(ReplicaPhase.MIGRATING)
         for state in await self.storage.migrate():
             if state.applied:
@@ -173,8 +181,9 @@ class ReplicaRuntime:
         if self._on_ready is not None:
             self._on_ready()
         self._became_ready = True
-        self._healthy_since = asyncio.get_running_loop().time()
         self._heartbeat = asyncio.create_task(self._beat(), name=f"heartbeat {self.id}")
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name=f"crash sweep {self.id}")
+        self._pruner = asyncio.create_task(self._prune_loop(), name=f"retention {self.id}")
 
     def _recovery_context(self) -> RecoveryContext:
         healthy = 0.0
@@ -197,60 +206,117 @@ class ReplicaRuntime:
     # -- heartbeat and retention -----------------------------------------------------------
 
     async def _beat(self) -> None:
-        """Every heartbeat_seconds: keep the liveness lock, store the heartbeat, sweep for
-        crashed replicas; now and then apply retention."""
+        """Every heartbeat_seconds: keep the liveness lock and store the heartbeat, within half
+        the stale window. A heartbeat that fails or runs out of time makes storage
+        ``degraded`` and unsettles this replica: it judges nobody until it has been settled
+        for stale_after_seconds again (runtime.recovery)."""
         runtime = self.settings.runtime
-        # A beat that cannot finish within half the stale window counts as a failed one.
         budget = runtime.stale_after_seconds / 2
-        next_prune = 0.0
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(runtime.heartbeat_seconds)
             try:
                 async with asyncio.timeout(budget):
-                    if not await self._beat_once():
+                    if not await self._heartbeat_once():
                         return
-                if loop.time() >= next_prune:
-                    async with asyncio.timeout(PRUNE_EVERY_SECONDS / 2):
-                        await self.prune()
-                    next_prune = loop.time() + PRUNE_EVERY_SECONDS
+            except IdentityTaken as exc:
+                self._exit(
+                    f"replica {self.id}: {exc.message}; exiting so that two processes do not "
+                    "share one identity"
+                )
+                return
+            except (StorageError, TimeoutError) as exc:
+                self._beat_failed(str(exc) or f"no answer within {budget:g}s")
+            except Exception as exc:  # the heartbeat must outlive any one bad beat
+                log.exception("replica %s: heartbeat failed", self.id)
+                self._beat_failed(repr(exc))
+
+    async def _sweep_loop(self) -> None:
+        """Every heartbeat_seconds, beside the heartbeat (a slow sweep never delays one):
+        record crashed replicas. A failed sweep is logged; it says nothing about this
+        replica's own health."""
+        runtime = self.settings.runtime
+        budget = runtime.stale_after_seconds / 2
+        while True:
+            await asyncio.sleep(runtime.heartbeat_seconds)
+            try:
+                async with asyncio.timeout(budget):
+                    await self._sweep()
+                self.last_sweep_error = None
             except (StorageError, TimeoutError) as exc:
                 reason = str(exc) or f"no answer within {budget:g}s"
-                if self.last_heartbeat_error is None:
-                    log.warning("replica %s: heartbeat not stored: %s", self.id, reason)
-                self.last_heartbeat_error = reason
-                self._healthy_since = None
-            except Exception:  # the heartbeat must outlive any one bad beat
-                log.exception("replica %s: heartbeat failed", self.id)
+                if self.last_sweep_error is None:
+                    log.warning("replica %s: crash sweep failed: %s", self.id, reason)
+                self.last_sweep_error = reason
+            except Exception:
+                log.exception("replica %s: crash sweep failed", self.id)
 
-    async def _beat_once(self) -> bool:
-        """One heartbeat and sweep; False when this replica was fenced and must stop."""
-        await self.storage.liveness.ensure_held()
+    def _beat_failed(self, reason: str) -> None:
+        if self.last_heartbeat_error is None:
+            log.warning("replica %s: heartbeat not stored: %s", self.id, reason)
+        self.last_heartbeat_error = reason
+        self._healthy_since = None
+
+    async def _heartbeat_once(self) -> bool:
+        """Keep the lock, store the heartbeat; False when this replica was fenced and must
+        stop. A lost lock session is taken again, never a reason to stop by itself."""
+        lock_error: StorageError | None = None
+        try:
+            check: LockCheck | None = await self.storage.liveness.ensure_held(
+                answer_within=self.settings.runtime.stale_after_seconds / 4
+            )
+        except IdentityTaken:
+            raise
+        except StorageError as exc:  # not taken again yet: the heartbeat still counts
+            lock_error, check = exc, None
+        if check is not LockCheck.HELD:
+            self._healthy_since = None
         if not await self.storage.runtime.heartbeat(self.id):
             await self._fenced()
             return False
+        if lock_error is not None:
+            raise StorageError(f"liveness lock not held: {lock_error.message}")
         if self.last_heartbeat_error:
             log.info("replica %s: heartbeat stored again", self.id)
-            self._healthy_since = asyncio.get_running_loop().time()
         self.last_heartbeat_error = None
+        if check is not LockCheck.PENDING and self._healthy_since is None:
+            self._healthy_since = asyncio.get_running_loop().time()
+        return True
+
+    async def _sweep(self) -> None:
         swept = await sweep_crashed_replicas(self._recovery_context(), False)
         if swept.counts.get("marked_crashed"):
             # What the crashed replica had in flight will never finish.
             await abort_orphaned_replay_records(self._recovery_context(), False)
-        return True
+
+    async def _prune_loop(self) -> None:
+        """Retention at start and every 10 minutes, beside the heartbeat (a long prune must
+        never delay a heartbeat)."""
+        while True:
+            try:
+                async with asyncio.timeout(PRUNE_EVERY_SECONDS / 2):
+                    await self.prune()
+            except (StorageError, TimeoutError) as exc:
+                log.warning("replica %s: retention failed: %s", self.id, exc or "timed out")
+            except Exception:
+                log.exception("replica %s: retention failed", self.id)
+            await asyncio.sleep(PRUNE_EVERY_SECONDS)
 
     async def _fenced(self) -> None:
         """Another replica declared this one crashed (it was hung or cut off for longer than
         stale_after_seconds). Whatever it owned may already be someone else's: stop."""
         record = await self.storage.runtime.get(self.id, upkeep=True)
         self.phase = record.phase
-        self.error = (
+        self._exit(
             f"replica {self.id} was declared {record.phase} ({record.detail}); exiting so its "
             "work is not done twice"
         )
-        log.error(self.error)
+
+    def _exit(self, message: str) -> None:
+        self.error = message
+        self._healthy_since = None  # a replica on its way out judges nobody
+        log.error(message)
         if self.on_fatal is not None:
-            self.on_fatal(self.error)
+            self.on_fatal(message)
 
     async def prune(self) -> tuple[int, int, int]:
         """Apply retention to runtime events, finished replicas and replay records, in
@@ -297,20 +363,29 @@ class ReplicaRuntime:
         lock released, storage closed. A write that fails or runs out of time is logged and
         kept in ``stop_error`` (serve then exits non-zero); the rest still happens."""
         await self.drain()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await self._bounded(_swallow(self._heartbeat), "stop the heartbeat")
+        for task, what in (
+            (self._heartbeat, "stop the heartbeat"),
+            (self._sweeper, "stop the crash sweep"),
+            (self._pruner, "stop retention"),
+        ):
+            if task is not None:
+                task.cancel()
+                await self._bounded(_swallow(task), what)
+        stopped = not self._registered
         try:
             if self._before_stop is not None:
                 await self._bounded(self._before_stop(), "flush before stopping")
             if self._registered:
-                await self._bounded(self._change(ReplicaPhase.STOPPED), "record stopped")
+                stopped = await self._bounded(self._change(ReplicaPhase.STOPPED), "record stopped")
             if not self.phase.terminal:
                 self.phase = ReplicaPhase.STOPPED
         finally:
-            # The lock goes last: while the row says live, the lock says so too.
+            # The lock goes last: while the row says live, the lock says so too (and when
+            # `stopped` could not be stored, a flock's file stays behind, free, for the sweep).
             if self._lock_held:
-                await self._bounded(self.storage.liveness.release(), "release the liveness lock")
+                await self._bounded(
+                    self.storage.liveness.release(stopped=stopped), "release the liveness lock"
+                )
                 self._lock_held = False
             await self._bounded(self.storage.close(), "close storage")
 

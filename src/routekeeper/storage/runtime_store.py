@@ -165,11 +165,13 @@ class RuntimeStore:
         reason: CrashReason,
         detected_by: str | None,
         at: datetime | None = None,
+        last_heartbeat_at: datetime | None = None,
     ) -> bool:
         """Record that a live replica died: phase ``crashed`` and a ``replica.crashed`` event
         naming its last heartbeat and the detector, in one transaction. Returns False (and
         writes nothing) when the replica is already in a terminal phase, so concurrent sweeps
-        record a crash exactly once."""
+        record a crash exactly once, or when its heartbeat is no longer
+        ``last_heartbeat_at`` (the one it was judged by: it beat since)."""
         now = at or utcnow()
         async with self.db.write() as conn:
             query = select(runtime_replicas).where(runtime_replicas.c.id == replica_id)
@@ -177,6 +179,8 @@ class RuntimeStore:
                 query = query.with_for_update()
             row = (await conn.execute(query)).one_or_none()
             if row is None or ReplicaPhase(row.phase) in TERMINAL_PHASES:
+                return False
+            if last_heartbeat_at is not None and row.heartbeat_at != last_heartbeat_at:
                 return False
             detail = f"declared crashed by {detected_by or 'recovery'}: {reason.value}"
             await conn.execute(

@@ -1,0 +1,147 @@
+"""Two PostgreSQL replicas under load, each through its own TCP proxy to the same database:
+cutting the database away (every session ends, so every advisory lock is free at once) for
+1 s, 3 s and 10 s, or one replica's link for 3 s, declares nobody crashed and stops nobody;
+both serve afterwards. A SIGKILL is still recorded within stale + heartbeat. Default runtime
+timings (heartbeat 2 s, stale 10 s), as in production."""
+
+import threading
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+import yaml
+
+from routekeeper.testing import ServerProcess, TcpProxy
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+HEARTBEAT, STALE = 2.0, 10.0
+# Longer than any verdict could take after a cut: stale + heartbeat, and a beat's slack.
+SETTLE = STALE + HEARTBEAT + 1.0
+CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _via(dsn: str, proxy: TcpProxy) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(netloc=f"{proxy.host}:{proxy.port}"))
+
+
+class Load:
+    """Two clients per replica sending chat completions until stopped."""
+
+    def __init__(self, servers: list[ServerProcess]) -> None:
+        self.statuses: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(s,), daemon=True)
+            for s in servers
+            for _ in range(2)
+        ]
+
+    def _run(self, server: ServerProcess) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                try:
+                    status = client.post(f"{server.url}/v1/chat/completions", json=CHAT).status_code
+                except httpx.HTTPError:
+                    status = 0
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+                time.sleep(0.02)
+
+    def __enter__(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+
+def _replicas(server: ServerProcess) -> dict[str, str]:
+    rows = httpx.get(f"{server.url}/api/replicas", params={"limit": 100}, timeout=10).json()
+    return {r["id"]: r["phase"] for r in rows["data"]}
+
+
+def _crash_events(server: ServerProcess) -> list[dict]:
+    page = httpx.get(
+        f"{server.url}/api/runtime/events", params={"kind": "replica.crashed"}, timeout=10
+    ).json()
+    return list(page["data"])
+
+
+def _serving(servers: list[ServerProcess], ids: list[str], what: str) -> None:
+    """Both processes run, are ready with storage ok and answer a chat completion; nobody
+    is crashed."""
+    deadline = time.monotonic() + 10
+    for server in servers:
+        assert server.exit_code() is None, f"{what}: a replica exited\n{server.log_tail()}"
+        while True:
+            body = httpx.get(f"{server.url}/readyz", timeout=5).json()
+            if body["ready"] and body["storage"] == "ok":
+                break
+            assert time.monotonic() < deadline, f"{what}: {body}\n{server.log_tail()}"
+            time.sleep(0.2)
+        answer = httpx.post(f"{server.url}/v1/chat/completions", json=CHAT, timeout=10)
+        assert answer.status_code == 200, f"{what}: {answer.text}"
+    phases = _replicas(servers[0])
+    assert [phases[i] for i in ids] == ["ready", "ready"], f"{what}: {phases}"
+    assert _crash_events(servers[0]) == [], f"{what}: {_crash_events(servers[0])}"
+
+
+def test_database_cuts_declare_no_replica_crashed(tmp_path, postgres_dsn):
+    target = urlsplit(postgres_dsn)
+    with (
+        TcpProxy(target.hostname, target.port or 5432) as first_link,
+        TcpProxy(target.hostname, target.port or 5432) as second_link,
+    ):
+        servers = []
+        for i, link in enumerate((first_link, second_link)):
+            config = {
+                "models": [{"name": "small", "backend": {"type": "echo"}}],
+                "decisions": [{"name": "default", "model": "small"}],
+                "state": {
+                    "mode": "shared",
+                    "default_backend": "pg",
+                    "backends": {
+                        "pg": {
+                            "type": "postgres",
+                            "dsn": _via(postgres_dsn, link),
+                            "connect_timeout_seconds": 1,
+                        }
+                    },
+                },
+                "runtime": {"heartbeat_seconds": HEARTBEAT, "stale_after_seconds": STALE},
+            }
+            path = tmp_path / f"c{i}.yaml"
+            path.write_text(yaml.safe_dump(config))
+            servers.append(ServerProcess(workspace=tmp_path / f"ws{i}", config=path).start())
+        ids = [httpx.get(f"{s.url}/readyz").json()["replica_id"] for s in servers]
+        with Load(servers) as load:
+            time.sleep(HEARTBEAT * 2)
+            for seconds in (1.0, 3.0, 10.0):
+                first_link.cut()
+                second_link.cut()
+                time.sleep(seconds)
+                first_link.restore()
+                second_link.restore()
+                time.sleep(SETTLE)
+                _serving(servers, ids, f"after a {seconds:g} s database cut")
+            # one replica's own link, the other keeps the database all along
+            second_link.cut()
+            time.sleep(3.0)
+            second_link.restore()
+            time.sleep(SETTLE)
+            _serving(servers, ids, "after a 3 s cut of one replica's link")
+        assert load.statuses.get(200, 0) > 100, load.statuses
+
+        servers[1].kill()
+        killed_at = time.monotonic()
+        while _replicas(servers[0])[ids[1]] != "crashed":
+            assert time.monotonic() - killed_at < SETTLE + 2, servers[0].log_tail()
+            time.sleep(0.1)
+        detected = time.monotonic() - killed_at
+        print(f"SIGKILL recorded {detected:.2f}s later (bound {STALE + HEARTBEAT:g}s + a sweep)")
+        assert detected <= SETTLE
+        assert servers[0].terminate() == 0
