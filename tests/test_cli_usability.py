@@ -30,7 +30,12 @@ from routekeeper.testing import ServerProcess
 from routekeeper.testing.server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+
+
+def readme() -> str:
+    return (ROOT / "README.md").read_text()
+
+
 # What the README tells a user to run for PostgreSQL; the commands must say the same.
 POSTGRES_EXTRA_INSTALL = "pip install 'routekeeper[postgres]'"
 
@@ -105,7 +110,7 @@ def test_a_postgres_backend_without_the_driver_names_the_extra(tmp_path, command
 
 
 def test_the_readme_spells_the_install_command_the_cli_prints():
-    assert POSTGRES_EXTRA_INSTALL in README
+    assert POSTGRES_EXTRA_INSTALL in readme()
 
 
 # --- serve flags -------------------------------------------------------------------------------
@@ -179,7 +184,8 @@ def single_word_variables() -> set[str]:
 def test_single_word_variables_are_documented_and_never_refused(monkeypatch, tmp_path):
     names = single_word_variables()
     assert {"ROUTEKEEPER_CONFIG", "ROUTEKEEPER_REQUIRE_SERVICES", "ROUTEKEEPER_URL"} <= names
-    undocumented = sorted(n for n in names if f"`{n}" not in README)
+    text = readme()
+    undocumented = sorted(n for n in names if f"`{n}" not in text)
     assert not undocumented, f"not listed in the README: {undocumented}"
     monkeypatch.chdir(tmp_path)
     for name in names - {"ROUTEKEEPER_CONFIG", "ROUTEKEEPER_WORKSPACE"}:
