@@ -91,10 +91,12 @@ def error_response(
 
 def param_path(loc: list[Any]) -> str | None:
     """A location as OpenAI names a param: ``messages[0].content``."""
+    if not loc:
+        return None
     path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or None
+    for i, part in enumerate(loc):
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if i else str(part))
+    return path
 
 
 def _validation_message(
@@ -102,7 +104,9 @@ def _validation_message(
 ) -> tuple[str, str | None, list[dict[str, Any]]]:
     problems = []
     for err in exc.errors():
-        loc = [p for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        loc = list(err.get("loc", ()))
+        if loc and loc[0] in ("body", "query", "path", "header"):
+            loc = loc[1:]  # where it came from, not a field name (a field may be called "body")
         problems.append({"param": param_path(loc), "message": str(err.get("msg", ""))})
     first = problems[0] if problems else {"param": None, "message": "invalid request"}
     where = f"{first['param']}: " if first["param"] else ""
