@@ -6,13 +6,13 @@ timings (heartbeat 2 s, stale 10 s), as in production."""
 
 import threading
 import time
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import yaml
 
-from routekeeper.testing import ServerProcess, TcpProxy
+from routekeeper.testing import ServerProcess, TcpProxy, shared_postgres_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -20,10 +20,6 @@ HEARTBEAT, STALE = 2.0, 10.0
 # Longer than any verdict could take after a cut: stale + heartbeat, and a beat's slack.
 SETTLE = STALE + HEARTBEAT + 1.0
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def _via(dsn: str, proxy: TcpProxy) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(netloc=f"{proxy.host}:{proxy.port}"))
 
 
 class Load:
@@ -101,17 +97,9 @@ def test_database_cuts_declare_no_replica_crashed(tmp_path, postgres_dsn):
             config = {
                 "models": [{"name": "small", "backend": {"type": "echo"}}],
                 "decisions": [{"name": "default", "model": "small"}],
-                "state": {
-                    "mode": "shared",
-                    "default_backend": "pg",
-                    "backends": {
-                        "pg": {
-                            "type": "postgres",
-                            "dsn": _via(postgres_dsn, link),
-                            "connect_timeout_seconds": 1,
-                        }
-                    },
-                },
+                "state": shared_postgres_state(
+                    link.dsn_for(postgres_dsn), connect_timeout_seconds=1
+                ),
                 "runtime": {"heartbeat_seconds": HEARTBEAT, "stale_after_seconds": STALE},
             }
             path = tmp_path / f"c{i}.yaml"

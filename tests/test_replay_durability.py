@@ -7,13 +7,13 @@ import json
 import random
 import threading
 import time
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import yaml
 
-from routekeeper.testing import ServerProcess, TcpProxy
+from routekeeper.testing import ServerProcess, TcpProxy, shared_postgres_state
 
 pytestmark = pytest.mark.slow
 
@@ -76,11 +76,7 @@ def test_a_nul_byte_does_not_erase_its_batch_on_postgres(tmp_path, postgres_dsn)
         ("sqlite", {"backends": {"main": {"type": "sqlite", "path": "state.db"}}}),
         (
             "postgres",
-            {
-                "mode": "shared",
-                "default_backend": "pg",
-                "backends": {"pg": {"type": "postgres", "dsn": postgres_dsn}},
-            },
+            shared_postgres_state(postgres_dsn),
         ),
     ):
         config = {
@@ -105,11 +101,6 @@ def test_a_nul_byte_does_not_erase_its_batch_on_postgres(tmp_path, postgres_dsn)
     assert {v["lifecycle_state"] for v in views["postgres"]} == {"completed"}
 
 
-def _via(dsn: str, proxy: TcpProxy) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(netloc=f"{proxy.host}:{proxy.port}"))
-
-
 @pytest.mark.postgres
 def test_v1_refuses_until_the_replica_is_ready(tmp_path, postgres_dsn):
     """PostgreSQL hangs while the replica starts: /v1 answers 503 with retry-after (its
@@ -119,17 +110,7 @@ def test_v1_refuses_until_the_replica_is_ready(tmp_path, postgres_dsn):
         config = {
             "models": [{"name": "small", "backend": {"type": "echo"}}],
             "decisions": [{"name": "default", "model": "small"}],
-            "state": {
-                "mode": "shared",
-                "default_backend": "pg",
-                "backends": {
-                    "pg": {
-                        "type": "postgres",
-                        "dsn": _via(postgres_dsn, proxy),
-                        "connect_timeout_seconds": 30,
-                    }
-                },
-            },
+            "state": shared_postgres_state(proxy.dsn_for(postgres_dsn), connect_timeout_seconds=30),
         }
         path = tmp_path / "c.yaml"
         path.write_text(yaml.safe_dump(config))
@@ -219,19 +200,6 @@ def _noted(response: httpx.Response, stream: bool) -> tuple[str, str, bool]:
     )
 
 
-def _all_records(server: ServerProcess) -> dict[str, dict]:
-    out, after = {}, None
-    while True:
-        params = {"limit": 100}
-        if after:
-            params["after"] = after
-        page = httpx.get(f"{server.url}/api/replay", params=params, timeout=30).json()
-        out.update({r["id"]: r for r in page["data"]})
-        if not page["has_more"]:
-            return out
-        after = page["last_id"]
-
-
 @pytest.mark.restart(surface="router_replay")
 def test_acknowledged_records_survive_repeated_sigkill_under_load(server_factory):
     """20 SIGKILLs, each at a random moment while 8 clients send (half of them streams):
@@ -256,7 +224,7 @@ def test_acknowledged_records_survive_repeated_sigkill_under_load(server_factory
     # heartbeat of its start.
     deadline = time.monotonic() + FAST_SWEEP["stale_after_seconds"] + 2
     while True:
-        records = _all_records(last)
+        records = {r["id"]: r for r in last.list_all("/api/replay")}
         if all(r["lifecycle_state"] != "in_progress" for r in records.values()):
             break
         assert time.monotonic() < deadline, last.log_tail()

@@ -7,33 +7,15 @@ its finish was kept in memory until the database came back (records beyond
 
 import threading
 import time
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import yaml
 
-from routekeeper.testing import ServerProcess, TcpProxy
+from routekeeper.testing import ServerProcess, TcpProxy, shared_postgres_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-
-
-def _via(dsn: str, proxy: TcpProxy) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(netloc=f"{proxy.host}:{proxy.port}"))
-
-
-def all_replay(server: ServerProcess, **filters) -> list[dict]:
-    out, after = [], None
-    while True:
-        params = {"limit": 100, **filters}
-        if after:
-            params["after"] = after
-        page = httpx.get(f"{server.url}/api/replay", params=params, timeout=10).json()
-        out += page["data"]
-        if not page["has_more"]:
-            return out
-        after = page["last_id"]
 
 
 @pytest.mark.parametrize("durability", ["acknowledged", "batch"])
@@ -43,17 +25,7 @@ def test_chat_survives_ten_seconds_without_its_database(tmp_path, postgres_dsn, 
         config = {
             "models": [{"name": "small", "backend": {"type": "echo"}}],
             "decisions": [{"name": "default", "model": "small"}],
-            "state": {
-                "mode": "shared",
-                "default_backend": "pg",
-                "backends": {
-                    "pg": {
-                        "type": "postgres",
-                        "dsn": _via(postgres_dsn, proxy),
-                        "connect_timeout_seconds": 1,
-                    }
-                },
-            },
+            "state": shared_postgres_state(proxy.dsn_for(postgres_dsn), connect_timeout_seconds=1),
             "runtime": {"heartbeat_seconds": 0.5, "stale_after_seconds": 5},
             "replay": {"flush_interval_ms": 50, "durability": durability},
         }
@@ -113,7 +85,7 @@ def test_chat_survives_ten_seconds_without_its_database(tmp_path, postgres_dsn, 
                     break
                 assert time.monotonic() < deadline, server.log_tail()
                 time.sleep(0.2)
-            records = {r["id"]: r for r in all_replay(server)}
+            records = {r["id"]: r for r in server.list_all("/api/replay")}
             ids = [replay_id for _, replay_id, _ in answers]
             states = {records[i]["lifecycle_state"] for i in ids if i in records}
             assert states == {"completed"}, states  # none in_progress, none aborted

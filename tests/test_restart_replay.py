@@ -55,26 +55,13 @@ def replay(server, replay_id: str) -> dict:
     return response.json()
 
 
-def all_replay(server, **filters) -> list[dict]:
-    out, after = [], None
-    while True:
-        params = {"limit": 100, **filters}
-        if after:
-            params["after"] = after
-        page = httpx.get(f"{server.url}/api/replay", params=params, timeout=10).json()
-        out += page["data"]
-        if not page["has_more"]:
-            return out
-        after = page["last_id"]
-
-
 @pytest.mark.restart(surface="router_replay")
 def test_sigterm_keeps_every_finished_request(server_factory):
     first = server_factory(**ECHO).start()
     ids = asyncio.run(_burst(first.url, 500, 8))
     assert first.terminate() == 0
     second = server_factory(**ECHO).start()
-    records = {r["id"]: r for r in all_replay(second)}
+    records = {r["id"]: r for r in second.list_all("/api/replay")}
     assert set(ids) <= set(records)
     assert sum(r["lifecycle_state"] == "completed" for r in records.values()) == 500
     sample = records[ids[0]]
@@ -82,7 +69,7 @@ def test_sigterm_keeps_every_finished_request(server_factory):
     assert sample["decision"] in ("coding", "default") and sample["requested_model"] == "auto"
     coding = [r for r in records.values() if r["decision"] == "coding"]
     assert len(coding) == 250 and all(r["signals"]["keywords"][0]["name"] == "code" for r in coding)
-    assert len(all_replay(second, session_id="s0")) == 100
+    assert len(second.list_all("/api/replay", session_id="s0")) == 100
 
 
 @pytest.mark.restart(surface="router_replay")
@@ -135,7 +122,9 @@ def test_a_request_in_flight_at_sigkill_is_aborted_after_restart(server_factory)
         # SQLite: aborted before ready (the flock is proof). PostgreSQL: once the next
         # replica's sweep records the crash, within stale + heartbeat of its start.
         deadline = time.monotonic() + FAST_SWEEP["stale_after_seconds"] + 2
-        while (records := all_replay(second)) and records[0]["lifecycle_state"] == "in_progress":
+        while (records := second.list_all("/api/replay")) and records[0][
+            "lifecycle_state"
+        ] == "in_progress":
             assert time.monotonic() < deadline, second.log_tail()
             time.sleep(0.2)
         assert len(records) == 1

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import yaml
 
-from routekeeper.testing import ServerProcess, TcpProxy
+from routekeeper.testing import ServerProcess, TcpProxy, shared_postgres_state
 
 pytestmark = pytest.mark.slow
 
@@ -58,19 +58,8 @@ def test_a_port_already_taken_exits_1_with_a_message(tmp_path):
         assert "could not listen on" in server.log()
 
 
-def _via(dsn: str, proxy: TcpProxy) -> str:
-    parts = urlsplit(dsn)
-    netloc = parts.netloc.rsplit("@", 1)
-    user = f"{netloc[0]}@" if len(netloc) == 2 else ""
-    return urlunsplit(parts._replace(netloc=f"{user}{proxy.host}:{proxy.port}"))
-
-
 def _pg_config(tmp_path, dsn, **sections):
-    state = {
-        "mode": "shared",
-        "default_backend": "pg",
-        "backends": {"pg": {"type": "postgres", "dsn": dsn}},
-    }
+    state = shared_postgres_state(dsn)
     return write_config(
         tmp_path / f"pg-{len(list(tmp_path.glob('pg-*')))}.yaml", {"state": state, **sections}
     )
@@ -81,7 +70,7 @@ def test_sigterm_with_a_hung_database_still_ends_within_the_budget(tmp_path, pos
     target = urlsplit(postgres_dsn)
     with TcpProxy(target.hostname, target.port or 5432) as proxy:
         config = _pg_config(
-            tmp_path, _via(postgres_dsn, proxy), server={"graceful_timeout_seconds": 4}
+            tmp_path, proxy.dsn_for(postgres_dsn), server={"graceful_timeout_seconds": 4}
         )
         server = ServerProcess(workspace=tmp_path / "ws", config=config).start()
         hung_id = readyz(server).json()["replica_id"]
@@ -127,7 +116,7 @@ def test_readyz_reports_degraded_storage_and_recovers_without_restart(tmp_path, 
     with TcpProxy(target.hostname, target.port or 5432) as proxy:
         config = _pg_config(
             tmp_path,
-            _via(postgres_dsn, proxy),
+            proxy.dsn_for(postgres_dsn),
             runtime={"heartbeat_seconds": 0.3, "stale_after_seconds": 3},
         )
         with ServerProcess(workspace=tmp_path / "ws", config=config) as server:

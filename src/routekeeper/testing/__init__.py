@@ -8,6 +8,7 @@ from routekeeper.testing.backends import (
     postgres_admin_dsn,
     postgres_unavailable_reason,
     services_required,
+    shared_postgres_state,
 )
 from routekeeper.testing.fake_upstream import FakeUpstream
 from routekeeper.testing.server import ServerProcess, free_port
@@ -24,4 +25,5 @@ __all__ = [
     "postgres_admin_dsn",
     "postgres_unavailable_reason",
     "services_required",
+    "shared_postgres_state",
 ]

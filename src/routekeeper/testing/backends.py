@@ -6,6 +6,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 REQUIRE_SERVICES_ENV = "ROUTEKEEPER_REQUIRE_SERVICES"
@@ -61,3 +62,13 @@ def fresh_postgres_database(
     finally:
         with _connect(admin) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def shared_postgres_state(dsn: str, **backend: Any) -> dict[str, Any]:
+    """A ``state`` config section: every surface on PostgreSQL at ``dsn`` in ``mode: shared``
+    (``backend`` adds keys such as ``connect_timeout_seconds``)."""
+    return {
+        "mode": "shared",
+        "default_backend": "pg",
+        "backends": {"pg": {"type": "postgres", "dsn": dsn, **backend}},
+    }

@@ -20,6 +20,7 @@ from routekeeper.testing.backends import (
     fresh_postgres_database,
     postgres_unavailable_reason,
     services_required,
+    shared_postgres_state,
 )
 from routekeeper.testing.server import ServerProcess
 
@@ -112,11 +113,7 @@ def server_factory(
     state: dict[str, Any]
     if restart_backend == "postgres":
         dsn = request.getfixturevalue("postgres_dsn")
-        state = {
-            "mode": "shared",
-            "default_backend": "pg",
-            "backends": {"pg": {"type": "postgres", "dsn": dsn}},
-        }
+        state = shared_postgres_state(dsn)
     else:
         state = {"backends": {"main": {"type": "sqlite", "path": "state.db"}}}
     workspace = tmp_path / "workspace"

@@ -115,6 +115,21 @@ class ServerProcess:
             time.sleep(0.05)
         raise ServerError(f"server not ready after {timeout}s (last: {last})\n{self.log_tail()}")
 
+    def list_all(self, path: str, **params: Any) -> list[dict[str, Any]]:
+        """Every item of an ``/api`` list (``/api/replay``, ...), following its cursor."""
+        items: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            query = {"limit": 100, **params, **({"after": after} if after else {})}
+            response = httpx.get(f"{self.url}{path}", params=query, timeout=30)
+            if response.status_code != 200:
+                raise ServerError(f"GET {path} -> {response.status_code}: {response.text}")
+            page = response.json()
+            items += page["data"]
+            if not page["has_more"]:
+                return items
+            after = page["last_id"]
+
     def exit_code(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 

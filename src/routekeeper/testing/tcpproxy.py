@@ -9,6 +9,7 @@ import selectors
 import socket
 import threading
 from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
 
 
 class TcpProxy:
@@ -23,6 +24,13 @@ class TcpProxy:
         self._cut = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tcp-proxy", daemon=True)
+
+    def dsn_for(self, dsn: str) -> str:
+        """``dsn`` with its host and port replaced by this proxy's (connect through it)."""
+        parts = urlsplit(dsn)
+        user = parts.netloc.rpartition("@")[0]
+        netloc = f"{user}@{self.host}:{self.port}" if user else f"{self.host}:{self.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
 
     def start(self) -> TcpProxy:
         self._thread.start()
