@@ -134,3 +134,75 @@ def test_database_cuts_declare_no_replica_crashed(tmp_path, postgres_dsn):
         print(f"SIGKILL recorded {detected:.2f}s later (bound {STALE + HEARTBEAT:g}s + a sweep)")
         assert detected <= SETTLE
         assert servers[0].terminate() == 0
+
+
+def _one_replica(tmp_path, postgres_dsn) -> tuple[ServerProcess, str]:
+    config = tmp_path / "one.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "state": shared_postgres_state(postgres_dsn),
+                "runtime": {"heartbeat_seconds": 0.3, "stale_after_seconds": 2},
+            }
+        )
+    )
+    server = ServerProcess(workspace=tmp_path / "one", config=config).start()
+    return server, httpx.get(f"{server.url}/readyz").json()["replica_id"]
+
+
+def _end_liveness_session(dsn: str, replica_id: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        ended = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (f"routekeeper liveness {replica_id}",),
+        ).fetchall()
+    assert len(ended) == 1
+
+
+def _lock_holder(dsn: str, replica_id: str) -> str | None:
+    import psycopg
+
+    from routekeeper.storage.liveness import ADVISORY_NAMESPACE, advisory_key
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s",
+            (ADVISORY_NAMESPACE, advisory_key(replica_id)),
+        ).fetchone()
+    return None if row is None else row[0]
+
+
+def test_a_replica_whose_lock_session_ends_takes_it_back_and_serves(tmp_path, postgres_dsn):
+    server, replica_id = _one_replica(tmp_path, postgres_dsn)
+    _end_liveness_session(postgres_dsn, replica_id)
+    deadline = time.monotonic() + 5
+    while _lock_holder(postgres_dsn, replica_id) != f"routekeeper liveness {replica_id}":
+        assert time.monotonic() < deadline, server.log_tail()
+        time.sleep(0.05)
+    time.sleep(1.0)
+    assert server.exit_code() is None
+    body = httpx.get(f"{server.url}/readyz").json()
+    assert body["ready"] and body["storage"] == "ok", body
+    assert "liveness lock taken again" in server.log()
+    assert server.terminate() == 0
+
+
+def test_a_replica_whose_lock_another_replica_holds_exits_1(tmp_path, postgres_dsn):
+    """Its identity is not its own any more: exit rather than run as two."""
+    import psycopg
+
+    from routekeeper.storage.liveness import ADVISORY_NAMESPACE, advisory_key
+
+    server, replica_id = _one_replica(tmp_path, postgres_dsn)
+    with psycopg.connect(postgres_dsn, autocommit=True) as other:
+        other.execute("SELECT set_config('application_name', 'routekeeper liveness rep_x', false)")
+        _end_liveness_session(postgres_dsn, replica_id)
+        deadline = time.monotonic() + 5
+        key = (ADVISORY_NAMESPACE, advisory_key(replica_id))
+        while not other.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0]:
+            assert time.monotonic() < deadline, "the replica took its lock back first"
+        assert server.wait_exit(15) == 1
+    assert "held by another session ('routekeeper liveness rep_x')" in server.log()

@@ -31,7 +31,7 @@ class RecoveryContext:
     healthy_for_seconds: float = 0.0
     """How long this replica has been *settled*: its liveness lock held on the same session
     and every heartbeat stored. Judging others by their heartbeat, or by a lock that is not
-    proof (PostgreSQL), needs at least stale_after_seconds of it (see find_dead_replicas)."""
+    proof (PostgreSQL), needs at least stale_after_seconds of it (see judge_replicas)."""
 
 
 @dataclass
