@@ -235,6 +235,24 @@ def _replay(server, response):
     return httpx.get(f"{server.url}/api/replay/{replay_id}").json()
 
 
+def _recorded_upstream_failure(server, response) -> None:
+    record = _replay(server, response)
+    assert (record["lifecycle_state"], record["terminal_reason"]) == ("failed", "upstream_error")
+
+
+def _last_event_error(server, model):
+    """Stream a request to ``model``; the response and the in-band error of its last event."""
+    with httpx.stream(
+        "POST",
+        f"{server.url}/v1/chat/completions",
+        json={"model": model, "messages": USER, "stream": True},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        events = [line for line in response.iter_lines() if line.startswith("data:")]
+    return response, json.loads(events[-1][6:])["error"]
+
+
 def test_a_deeply_nested_upstream_answer_is_a_502_and_recorded_failed(server, upstreams):
     """Used to be a 500 without a replay id, the record left in_progress."""
     raw, _ = upstreams
@@ -242,8 +260,7 @@ def test_a_deeply_nested_upstream_answer_is_a_502_and_recorded_failed(server, up
     response = post(server, {"model": "raw", "messages": USER})
     error = error_of(response, 502)
     assert error["code"] == "upstream_protocol_error"
-    record = _replay(server, response)
-    assert (record["lifecycle_state"], record["terminal_reason"]) == ("failed", "upstream_error")
+    _recorded_upstream_failure(server, response)
 
 
 def test_a_deeply_nested_stream_chunk_is_an_in_band_error_and_recorded_failed(server, upstreams):
@@ -251,33 +268,18 @@ def test_a_deeply_nested_stream_chunk_is_an_in_band_error_and_recorded_failed(se
     raw, _ = upstreams
     nested = b"[" * 100_000 + b"]" * 100_000
     raw.content_type, raw.body = "text/event-stream", b"data: " + nested + b"\n\ndata: [DONE]\n\n"
-    with httpx.stream(
-        "POST",
-        f"{server.url}/v1/chat/completions",
-        json={"model": "raw", "messages": USER, "stream": True},
-        timeout=30,
-    ) as response:
-        assert response.status_code == 200
-        events = [line for line in response.iter_lines() if line.startswith("data:")]
-    assert json.loads(events[-1][6:])["error"]["code"] == "upstream_protocol_error"
-    record = _replay(server, response)
-    assert (record["lifecycle_state"], record["terminal_reason"]) == ("failed", "upstream_error")
+    response, error = _last_event_error(server, "raw")
+    assert error["code"] == "upstream_protocol_error"
+    _recorded_upstream_failure(server, response)
 
 
 def test_a_stream_that_breaks_is_recorded_upstream_error(server, upstreams):
     _, fake = upstreams
     fake.reset()
     fake.configure(fail_after_chunks=2)
-    with httpx.stream(
-        "POST",
-        f"{server.url}/v1/chat/completions",
-        json={"model": "fake", "messages": USER, "stream": True},
-        timeout=30,
-    ) as response:
-        events = [line for line in response.iter_lines() if line.startswith("data:")]
-    assert json.loads(events[-1][6:])["error"]["code"] == "upstream_protocol_error"
-    record = _replay(server, response)
-    assert (record["lifecycle_state"], record["terminal_reason"]) == ("failed", "upstream_error")
+    response, error = _last_event_error(server, "fake")
+    assert error["code"] == "upstream_protocol_error"
+    _recorded_upstream_failure(server, response)
     fake.reset()
 
 
@@ -323,8 +325,7 @@ def test_an_upstream_error_body_nested_too_deeply_keeps_its_status(server, upstr
         raw.status = 200
     error = error_of(response, 500)
     assert error["code"] == "upstream_error" and "500" in error["message"]
-    record = _replay(server, response)
-    assert (record["lifecycle_state"], record["terminal_reason"]) == ("failed", "upstream_error")
+    _recorded_upstream_failure(server, response)
 
 
 def test_a_session_id_with_control_characters_is_a_400(server):

@@ -404,9 +404,8 @@ def test_json_python_accepts_but_nobody_can_send_is_a_400(router, raw):
     assert explain.status_code == 400
 
 
-def test_sigterm_ends_an_open_stream_with_an_in_band_error(tmp_path, upstream):
-    upstream.reset()
-    upstream.configure(chunk_delay_ms=500, stream_chunks=100)
+def _shutdown_test_server(tmp_path, upstream, **backend) -> ServerProcess:
+    """One model on the fake upstream, a 4 s shutdown budget; started."""
     config = {
         "models": [
             {
@@ -416,6 +415,7 @@ def test_sigterm_ends_an_open_stream_with_an_in_band_error(tmp_path, upstream):
                     "base_url": upstream.base_url,
                     "model": "qwen-small",
                     "api_key_env": "RK_TEST_KEY",
+                    **backend,
                 },
             }
         ],
@@ -423,9 +423,15 @@ def test_sigterm_ends_an_open_stream_with_an_in_band_error(tmp_path, upstream):
     }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
-    server = ServerProcess(
+    return ServerProcess(
         workspace=tmp_path / "ws", config=path, env={"RK_TEST_KEY": "sk-test"}
     ).start()
+
+
+def test_sigterm_ends_an_open_stream_with_an_in_band_error(tmp_path, upstream):
+    upstream.reset()
+    upstream.configure(chunk_delay_ms=500, stream_chunks=100)
+    server = _shutdown_test_server(tmp_path, upstream)
     try:
         with httpx.stream(
             "POST",
@@ -457,26 +463,7 @@ def test_sigterm_answers_a_request_still_waiting_for_its_upstream(tmp_path, upst
     500; it gets OpenAI's envelope, a 503 to retry, and its replay id."""
     upstream.reset()
     upstream.configure(hang=True)
-    config = {
-        "models": [
-            {
-                "name": "m",
-                "backend": {
-                    "type": "openai",
-                    "base_url": upstream.base_url,
-                    "model": "qwen-small",
-                    "api_key_env": "RK_TEST_KEY",
-                    "timeout_seconds": 60,
-                },
-            }
-        ],
-        "server": {"graceful_timeout_seconds": 4},
-    }
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(config))
-    server = ServerProcess(
-        workspace=tmp_path / "ws", config=path, env={"RK_TEST_KEY": "sk-test"}
-    ).start()
+    server = _shutdown_test_server(tmp_path, upstream, timeout_seconds=60)
     try:
         answer: list[httpx.Response] = []
         call = threading.Thread(
