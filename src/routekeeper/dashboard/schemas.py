@@ -67,7 +67,8 @@ class ReplayStatusOut(BaseModel):
     queued: int
     written: int
     batches: int = Field(
-        description="Transactions that stored records (written / batches: records per commit)."
+        description="Transactions that committed record writes (written / batches: writes per "
+        "commit; a start and its finish written apart are two writes)."
     )
     dropped: dict[str, int] = Field(
         description="Records not stored, by reason (value_refused: isolated from its batch)."

@@ -127,7 +127,6 @@ class ClientString(ClientTextType):
 
 
 INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
 
 
 class BoundedInteger(TypeDecorator[int]):

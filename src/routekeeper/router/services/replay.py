@@ -95,8 +95,9 @@ class ReplayRecorder:
         self.ack_timeouts = 0
         """Responses sent before their record was known to be committed."""
         self.written = 0
+        """Record writes committed (a start and its finish written apart count twice)."""
         self.batches = 0
-        """Transactions that stored records (written / batches: records per commit)."""
+        """Transactions that committed writes (written / batches: writes per commit)."""
         self._pending: dict[str, _Pending] = {}
         # Records accepted and not yet stored final: a finish is kept only for these.
         self._live: set[str] = set()
