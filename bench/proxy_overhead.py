@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -97,7 +96,7 @@ def replay_status(target: Target, timeout: float = 10.0) -> dict[str, Any]:
     assert server is not None
     deadline = time.monotonic() + timeout
     while True:
-        replay: dict[str, Any] = httpx.get(f"{server.url}/api/status", timeout=10).json()["replay"]
+        replay = server.component_status("router_replay")
         if replay["queued"] == 0 or time.monotonic() > deadline:
             return replay
         time.sleep(0.02)

@@ -21,7 +21,7 @@ from routekeeper.contract.ids import new_id
 from routekeeper.contract.replay import LifecycleState, ReplayRecord, TerminalReason
 from routekeeper.router.services.replay import FLUSH_BATCH, ReplayRecorder
 from routekeeper.settings import load_settings
-from routekeeper.storage.schema import router_replay
+from routekeeper.storage.schema.replay import router_replay
 from routekeeper.storage.state import StateStorage
 from routekeeper.testing.backends import fresh_postgres_database, postgres_unavailable_reason
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import JSON, Boolean, Float, String, Text, select
 
 from routekeeper.contract.errors import InvalidValue
-from routekeeper.storage.schema import SURFACE_TABLES
+from routekeeper.storage.stores import surface_tables
 from routekeeper.storage.types import (
     BoundedInteger,
     ClientTextType,
@@ -28,7 +28,7 @@ def test_every_text_column_of_every_surface_holds_client_text():
     """A new surface cannot forget the encoding: plain String/Text columns are refused."""
     plain = [
         f"{table.name}.{c.name}"
-        for tables in SURFACE_TABLES.values()
+        for tables in surface_tables().values()
         for table in tables
         for c in _text_columns(table)
         if not isinstance(c.type, ClientTextType)
@@ -70,7 +70,7 @@ def _value_for(column):
 
 async def test_nul_and_escapes_round_trip_in_every_surface_table(state_storage):
     checked = []
-    for surface, tables in SURFACE_TABLES.items():
+    for surface, tables in surface_tables().items():
         db = state_storage.database_for(surface)
         for table in tables:
             row = {c.name: _value_for(c) for c in table.c if c.autoincrement is not True}
@@ -83,13 +83,13 @@ async def test_nul_and_escapes_round_trip_in_every_surface_table(state_storage):
                     query = query.where(key == row[key.name])  # filters encode too
                 stored = dict((await conn.execute(query)).one()._mapping)
             for name, value in row.items():
-                assert stored[name] == value, f"{table.name}.{name} on {db.dialect}"
+                assert stored[name] == value, f"{table.name}.{name} on {db.dialect.name}"
             checked += [f"{table.name}.{c.name}" for c in _text_columns(table)]
     assert "router_replay.request_body" in checked and "router_replay.prompt_text" in checked
 
 
 async def test_too_long_and_too_large_values_are_refused_alike(state_storage):
-    from routekeeper.storage.schema import router_replay
+    from routekeeper.storage.schema.replay import router_replay
 
     db = state_storage.database_for("router_replay")
     row = {c.name: _value_for(c) for c in router_replay.c}

@@ -7,7 +7,7 @@ from routekeeper.contract import (
 )
 from routekeeper.contract.ids import has_prefix, new_id
 from routekeeper.contract.runtime import ALLOWED_TRANSITIONS, ReplicaPhase, transition_allowed
-from routekeeper.storage.schema import SURFACE_TABLES
+from routekeeper.storage.stores import surface_tables
 
 
 def test_the_five_class_names_are_exact():
@@ -32,7 +32,7 @@ def test_durable_and_shared_follow_the_design_definitions():
 
 def test_registry_holds_exactly_the_surfaces_that_have_tables():
     # Only surfaces that exist are registered: each has storage, and all storage is declared.
-    assert set(SURFACES) == set(SURFACE_TABLES)
+    assert set(SURFACES) == set(surface_tables())
     assert SURFACES["runtime_status"].state_class is StateClass.SHARED_DURABLE_WORKFLOW_STATE
     assert SURFACES["runtime_events"].state_class is StateClass.AUDIT_ANALYTICS_TELEMETRY
     for surface in SURFACES.values():
@@ -43,9 +43,11 @@ def test_registry_holds_exactly_the_surfaces_that_have_tables():
 
 
 def test_every_table_belongs_to_exactly_one_surface():
-    from routekeeper.storage.schema import metadata
+    from routekeeper.storage.stores import declared_metadata as _declared
 
-    owned = [t.name for tables in SURFACE_TABLES.values() for t in tables]
+    metadata = _declared()
+
+    owned = [t.name for tables in surface_tables().values() for t in tables]
     assert sorted(owned) == sorted(metadata.tables)
 
 

@@ -90,7 +90,7 @@ def test_a_nul_byte_does_not_erase_its_batch_on_postgres(tmp_path, postgres_dsn)
         with server:
             ids = _one_flush_of_eleven(server)
             server.start()
-            status = httpx.get(f"{server.url}/api/status").json()["replay"]
+            status = server.component_status("router_replay")
             assert status["dropped"]["value_refused"] == 0
             views[name] = [_stored_view(server, i) for i in ids]
     assert views["postgres"] == views["sqlite"]
@@ -299,5 +299,5 @@ def test_implausible_usage_and_long_session_ids_never_cost_a_record(server_facto
             assert record["lifecycle_state"] == "completed"
             assert (record["prompt_tokens"], record["completion_tokens"]) == (None, None)
             assert record["total_tokens"] is None
-        status = httpx.get(f"{server.url}/api/status").json()["replay"]
+        status = server.component_status("router_replay")
         assert sum(status["dropped"].values()) == 0

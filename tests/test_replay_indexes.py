@@ -14,7 +14,7 @@ from routekeeper.contract.pages import SortOrder
 from routekeeper.contract.replay import LifecycleState, ReplayRecord
 from routekeeper.storage.pagination import keyset_query
 from routekeeper.storage.replay_store import ReplayFilters, summary_query
-from routekeeper.storage.schema import router_replay
+from routekeeper.storage.schema.replay import router_replay
 
 pytestmark = pytest.mark.slow
 N = 100_000
@@ -70,17 +70,17 @@ SQLITE_INDEX = {
 }
 
 
-async def plan_of(conn, dialect: str, query) -> str:
+async def plan_of(conn, dialect, query) -> str:
     compiled = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
-    if dialect == "sqlite":
+    if not dialect.postgres:
         rows = await conn.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))
         return "\n".join(r[-1] for r in rows)
     rows = await conn.execute(text(f"EXPLAIN (FORMAT JSON) {compiled}"))
     return json.dumps(rows.scalar_one())
 
 
-def full_scan(dialect: str, plan: str) -> bool:
-    if dialect == "sqlite":
+def full_scan(dialect, plan: str) -> bool:
+    if not dialect.postgres:
         return any(
             re.match(r"\s*SCAN router_replay( |$)", line) and "USING" not in line
             for line in plan.splitlines()
@@ -130,8 +130,8 @@ async def test_every_filter_uses_an_index_at_page_1_and_1000(state_storage):
                     used.append("fts5+rowid")  # full-text hits, then rows by rowid
                 if full_scan(db.dialect, plan) or not used:
                     problems.append(f"{name} {page}: {plan}")
-                elif db.dialect == "sqlite" and SQLITE_INDEX[name] not in used:
+                elif not db.dialect.postgres and SQLITE_INDEX[name] not in used:
                     problems.append(f"{name} {page}: uses {used}, not {SQLITE_INDEX[name]}")
-                print(f"{db.dialect} {name} {page}: {used}")
-    print(f"{db.dialect}: loaded {N} records in {load_seconds:.1f}s")
+                print(f"{db.dialect.name} {name} {page}: {used}")
+    print(f"{db.dialect.name}: loaded {N} records in {load_seconds:.1f}s")
     assert problems == []

@@ -3,12 +3,14 @@ finishes kept through an outage, acknowledged (group-committed) finishes, ack ti
 
 import asyncio
 import sqlite3
+from datetime import timedelta
 
 import pytest
 
 from routekeeper.contract.errors import NotFound
 from routekeeper.contract.replay import LifecycleState, TerminalReason
 from routekeeper.router.services.replay import ReplayRecorder
+from routekeeper.storage.surface_store import RetentionPolicy
 from test_replay_store import record
 
 DONE = {
@@ -191,7 +193,9 @@ async def test_a_finish_whose_record_was_refused_or_pruned_is_not_acknowledged(s
     recorder.start(pruned)
     await recorder.flush()
     removed = await state_storage.replay.prune(
-        older_than=pruned.started_at.replace(year=2100), keep=1000
+        "router_replay",
+        RetentionPolicy(max_age=timedelta(days=1)),
+        now=pruned.started_at.replace(year=2100),
     )
     assert removed == 1
     done = recorder.finish(pruned.id, **DONE)
@@ -211,7 +215,7 @@ async def test_a_record_postgres_full_text_cannot_index_never_stalls_the_writer(
     assert recorder.degraded is None and recorder.queued == 0
     for r in good:
         assert (await state_storage.replay.get(r.id)).id == r.id
-    expected = 1 if state_storage.replay.db.dialect == "postgresql" else 0
+    expected = 1 if state_storage.replay.db.dialect.postgres else 0
     assert recorder.dropped["value_refused"] == expected
 
 

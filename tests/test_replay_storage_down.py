@@ -78,13 +78,8 @@ def test_chat_survives_ten_seconds_without_its_database(tmp_path, postgres_dsn, 
             assert degraded and unavailable
             assert readiness_recovers(server)
             # what was kept during the outage is written once the database is back
-            deadline = time.monotonic() + 20
-            while True:
-                status = httpx.get(f"{server.url}/api/status", timeout=10).json()["replay"]
-                if status["queued"] == 0:
-                    break
-                assert time.monotonic() < deadline, server.log_tail()
-                time.sleep(0.2)
+            server.wait_flushed(timeout=20)
+            status = server.component_status("router_replay")
             records = {r["id"]: r for r in server.list_all("/api/replay")}
             ids = [replay_id for _, replay_id, _ in answers]
             states = {records[i]["lifecycle_state"] for i in ids if i in records}

@@ -10,6 +10,7 @@ from routekeeper.contract.pages import SortOrder
 from routekeeper.contract.replay import LifecycleState, ReplayRecord, TerminalReason
 from routekeeper.router.services.replay import ReplayRecorder
 from routekeeper.storage.replay_store import ReplayFilters
+from routekeeper.storage.surface_store import RetentionPolicy
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -151,15 +152,20 @@ async def test_disabled_recorder_records_nothing(state_storage):
     assert recorder.queued == 0 and await recorder.flush() == 0
 
 
+async def _prune(store, *, older_than, keep, batch_size=1000):
+    policy = RetentionPolicy(max_age=timedelta(0), max_count=keep)
+    return await store.prune("router_replay", policy, batch_size=batch_size, now=older_than)
+
+
 async def test_retention_by_age_and_count_in_batches(state_storage):
     store = state_storage.replay
     records = [record(i) for i in range(30)]  # started T0 + i seconds
     await store.write_batch(records, [])
     # age: everything started before T0+5s goes
-    assert await store.prune(older_than=T0 + timedelta(seconds=5), keep=1000) == 5
+    assert await _prune(store, older_than=T0 + timedelta(seconds=5), keep=1000) == 5
     # count: keep the newest 20 of the remaining 25, two records per batch
     removed = []
-    while n := await store.prune(older_than=T0, keep=20, batch_size=2):
+    while n := await _prune(store, older_than=T0, keep=20, batch_size=2):
         removed.append(n)
     assert sum(removed) == 5 and max(removed) == 2
     left = await store.list_records(ReplayFilters(), limit=100)
@@ -212,7 +218,7 @@ async def test_stop_during_a_flush_loses_nothing(state_storage):
     """Found by bench/replay_ingest.py: stopping used to cancel the writer mid-batch."""
     import asyncio
 
-    from routekeeper.storage.schema import router_replay
+    from routekeeper.storage.schema.replay import router_replay
 
     recorder = ReplayRecorder(
         state_storage.replay, enabled=True, queue_max=10_000, flush_interval_ms=5
@@ -229,7 +235,7 @@ async def test_stop_during_a_flush_loses_nothing(state_storage):
 async def test_a_cancelled_flush_puts_its_batch_back(state_storage):
     import asyncio
 
-    from routekeeper.storage.schema import router_replay
+    from routekeeper.storage.schema.replay import router_replay
 
     recorder = ReplayRecorder(
         state_storage.replay, enabled=True, queue_max=10_000, flush_interval_ms=5
@@ -269,7 +275,7 @@ async def test_full_text_search_over_captured_prompts(state_storage):
     await store.write_batch([], [(b.id, {"prompt_text": "now about python too"})])
     assert await found("python") == {"req_1", "req_2"}
     assert await found("sourdough") == set()
-    assert await store.prune(older_than=T0 + timedelta(seconds=2), keep=1000) == 1  # a goes
+    assert await _prune(store, older_than=T0 + timedelta(seconds=2), keep=1000) == 1  # a goes
     assert await found("python") == {"req_2"}
     assert (await store.aggregate(ReplayFilters(q="python")))["count"] == 1
     with pytest.raises(Exception, match="at least one word"):

@@ -9,7 +9,8 @@ from routekeeper.contract.errors import InvalidRequest, InvalidTransition, NotFo
 from routekeeper.contract.ids import new_id
 from routekeeper.contract.pages import SortOrder
 from routekeeper.contract.runtime import PhaseChange, ReplicaPhase, ReplicaRecord, RuntimeEventKind
-from routekeeper.storage.schema import runtime_events
+from routekeeper.storage.schema.runtime import runtime_events
+from routekeeper.storage.surface_store import RetentionPolicy
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -93,7 +94,7 @@ async def test_event_rolls_back_with_a_failed_transaction(state_storage):
         async with db.write() as conn:
             from sqlalchemy import insert, update
 
-            from routekeeper.storage.schema import runtime_replicas
+            from routekeeper.storage.schema.runtime import runtime_replicas
 
             await conn.execute(
                 update(runtime_replicas)
@@ -164,9 +165,12 @@ async def test_prune_removes_old_events_and_finished_replicas_only(state_storage
     for phase in (ReplicaPhase.DRAINING, ReplicaPhase.STOPPED):
         await state_storage.runtime.transition(old, phase, at=T0 + timedelta(seconds=2))
     live = await _registered(state_storage)
-    events, replicas = await state_storage.runtime.prune(
-        events_before=T0 + timedelta(seconds=1, milliseconds=500),
-        replicas_before=T0 + timedelta(days=1),
+    now = T0 + timedelta(seconds=1, milliseconds=500)
+    events = await state_storage.runtime.prune(
+        "runtime_events", RetentionPolicy(max_age=timedelta(0)), now=now
+    )
+    replicas = await state_storage.runtime.prune(
+        "runtime_status", RetentionPolicy(max_age=timedelta(0)), now=T0 + timedelta(days=1)
     )
     assert replicas == 1
     assert events == 4  # each replica's "starting" (T0) and "migrating" (T0+1s) events

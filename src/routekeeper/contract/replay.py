@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from routekeeper.contract.lifecycle import Lifecycle
+
 PASS_THROUGH = "(pass-through)"
 """The decision label of a request that named a configured model (no routing): the replay
 aggregate's ``by_decision`` key, the CLI's tables and ``/metrics``' ``decision`` label."""
@@ -17,6 +19,25 @@ class LifecycleState(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     ABORTED = "aborted"
+
+
+REPLAY_LIFECYCLE = Lifecycle.of(
+    "replay record",
+    LifecycleState,
+    LifecycleState.IN_PROGRESS,
+    {
+        LifecycleState.IN_PROGRESS: {
+            LifecycleState.COMPLETED,
+            LifecycleState.FAILED,
+            LifecycleState.ABORTED,
+        },
+        LifecycleState.COMPLETED: (),
+        LifecycleState.FAILED: (),
+        LifecycleState.ABORTED: (),
+    },
+)
+"""A record is written ``in_progress`` and moves once, to how the request ended (or to
+``aborted`` by recovery when its replica died)."""
 
 
 class TerminalReason(enum.StrEnum):
@@ -42,7 +63,7 @@ class DropReason(enum.StrEnum):
     finish is stored without its details (state, reason and times only)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReplayRecord:
     """A request's replay record; ``None`` fields are not known (yet)."""
 

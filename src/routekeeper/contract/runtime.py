@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from routekeeper.contract.lifecycle import Lifecycle
+
 
 class ReplicaPhase(enum.StrEnum):
     STARTING = "starting"
@@ -26,25 +28,30 @@ class ReplicaPhase(enum.StrEnum):
         return self in TERMINAL_PHASES
 
 
-TERMINAL_PHASES = frozenset({ReplicaPhase.STOPPED, ReplicaPhase.FAILED, ReplicaPhase.CRASHED})
-
 _P = ReplicaPhase
 # A replica moves itself along these; only another replica's sweep moves it to CRASHED.
-ALLOWED_TRANSITIONS: dict[ReplicaPhase, frozenset[ReplicaPhase]] = {
-    _P.STARTING: frozenset({_P.MIGRATING, _P.DRAINING, _P.FAILED, _P.CRASHED}),
-    _P.MIGRATING: frozenset({_P.RECOVERING, _P.DRAINING, _P.FAILED, _P.CRASHED}),
-    _P.RECOVERING: frozenset({_P.READY, _P.DRAINING, _P.FAILED, _P.CRASHED}),
-    _P.READY: frozenset({_P.DRAINING, _P.FAILED, _P.CRASHED}),
-    _P.DRAINING: frozenset({_P.STOPPED, _P.FAILED, _P.CRASHED}),
-    _P.STOPPED: frozenset(),
-    _P.FAILED: frozenset(),
-    _P.CRASHED: frozenset(),
-}
-LIVE_PHASES = frozenset(p for p in ReplicaPhase if p not in TERMINAL_PHASES)
+REPLICA_LIFECYCLE = Lifecycle.of(
+    "replica",
+    ReplicaPhase,
+    ReplicaPhase.STARTING,
+    {
+        _P.STARTING: {_P.MIGRATING, _P.DRAINING, _P.FAILED, _P.CRASHED},
+        _P.MIGRATING: {_P.RECOVERING, _P.DRAINING, _P.FAILED, _P.CRASHED},
+        _P.RECOVERING: {_P.READY, _P.DRAINING, _P.FAILED, _P.CRASHED},
+        _P.READY: {_P.DRAINING, _P.FAILED, _P.CRASHED},
+        _P.DRAINING: {_P.STOPPED, _P.FAILED, _P.CRASHED},
+        _P.STOPPED: (),
+        _P.FAILED: (),
+        _P.CRASHED: (),
+    },
+)
+ALLOWED_TRANSITIONS = REPLICA_LIFECYCLE.moves
+TERMINAL_PHASES = REPLICA_LIFECYCLE.terminal
+LIVE_PHASES = REPLICA_LIFECYCLE.live
 
 
 def transition_allowed(from_phase: ReplicaPhase, to_phase: ReplicaPhase) -> bool:
-    return to_phase in ALLOWED_TRANSITIONS[from_phase]
+    return REPLICA_LIFECYCLE.allows(from_phase, to_phase)
 
 
 class RuntimeEventKind(enum.StrEnum):

@@ -9,13 +9,46 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from routekeeper.contract.classes import StateClass, is_durable, is_shared
+from routekeeper.contract.lifecycle import Lifecycle
+from routekeeper.contract.replay import REPLAY_LIFECYCLE
+from routekeeper.contract.runtime import REPLICA_LIFECYCLE
 
 
 class Owner(enum.StrEnum):
     ROUTER = "router"
     DASHBOARD = "dashboard"
+
+
+class WriteMode(enum.StrEnum):
+    ACKNOWLEDGED = "acknowledged"
+    """A client is told about a write (2xx, an id, a terminal event) only after its commit."""
+    BATCH = "batch"
+    """Written by a batched writer after the answer; what cannot be written is counted."""
+
+
+@dataclass(frozen=True)
+class Writes:
+    """How the surface's writes reach the database. ``setting`` (a dotted settings path)
+    lets the operator choose the mode; ``mode`` is the default."""
+
+    mode: WriteMode = WriteMode.ACKNOWLEDGED
+    setting: str | None = None
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Which settings bound the surface's rows (dotted settings paths): an age in days, a
+    count of the newest rows kept, or both. ``applies_to`` says which rows may go."""
+
+    max_age_days: str | None = None
+    max_count: str | None = None
+    applies_to: str = "every row"
+
+    def settings(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.max_age_days, self.max_count) if s)
 
 
 @dataclass(frozen=True)
@@ -34,6 +67,15 @@ class Surface:
     recovery: str
     colocated_with: str | None = None
     """Another surface this one commits in the same transaction with: both must share a backend."""
+    id_prefix: str | None = None
+    """The prefix of its records' ids (``rpl`` -> ``rpl_...``); None for integer ids."""
+    tenant_scoped: bool = False
+    """Its rows carry ``tenant_id`` and every read filters by it, in the store."""
+    writes: Writes = Writes()
+    retention: Retention | None = None
+    """None: kept until deleted."""
+    lifecycle: Lifecycle[Any] | None = None
+    """The states its records move through, when they have any."""
 
     @property
     def durable(self) -> bool:
@@ -86,6 +128,12 @@ RUNTIME_STATUS = Surface(
         "becomes `crashed` with a `replica.crashed` event naming its last heartbeat and the "
         "detector, recorded exactly once."
     ),
+    id_prefix="rep",
+    retention=Retention(
+        max_age_days="runtime.replica_retention_days",
+        applies_to="replicas in a terminal phase, by the time they stopped",
+    ),
+    lifecycle=REPLICA_LIFECYCLE,
 )
 
 RUNTIME_EVENTS = Surface(
@@ -100,6 +148,7 @@ RUNTIME_EVENTS = Surface(
     restart_expectation="Every committed event is kept, in order, until retention removes it.",
     recovery="Nothing to repair: events are only ever appended in committed transactions.",
     colocated_with="runtime_status",
+    retention=Retention(max_age_days="runtime.event_retention_days"),
 )
 
 ROUTER_REPLAY = Surface(
@@ -123,6 +172,11 @@ ROUTER_REPLAY = Surface(
         "Records left `in_progress` by a replica that is no longer live become `aborted` with "
         "terminal_reason `process_restart` (at start, and when a sweep records a crash)."
     ),
+    id_prefix="rpl",
+    tenant_scoped=True,
+    writes=Writes(WriteMode.ACKNOWLEDGED, setting="replay.durability"),
+    retention=Retention(max_age_days="replay.retention_days", max_count="replay.max_records"),
+    lifecycle=REPLAY_LIFECYCLE,
 )
 
 SURFACES = SurfaceRegistry((RUNTIME_STATUS, RUNTIME_EVENTS, ROUTER_REPLAY))

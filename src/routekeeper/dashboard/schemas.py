@@ -58,27 +58,16 @@ class SurfaceOut(BaseModel):
     error: str | None = None
     restart_expectation: str
     recovery: str
+    component: dict[str, Any] | None = Field(
+        None,
+        description="What this replica's background component of the surface reports now "
+        "(router_replay: the writer's `queued`, `written`, `batches` (transactions; written / "
+        "batches is writes per commit), `dropped` by reason, `durability`, `ack_timeout` "
+        "(answers sent before their record was known committed) and `storage` (`ok`, or "
+        "`degraded` while writes fail and records wait)); null when it has none.",
+    )
 
     model_config = {"populate_by_name": True}
-
-
-class ReplayStatusOut(BaseModel):
-    enabled: bool
-    queued: int
-    written: int
-    batches: int = Field(
-        description="Transactions that committed record writes (written / batches: writes per "
-        "commit; a start and its finish written apart are two writes)."
-    )
-    dropped: dict[str, int] = Field(
-        description="Records not stored, by reason (value_refused: isolated from its batch)."
-    )
-    durability: str = Field(description="`acknowledged` or `batch` (replay.durability).")
-    ack_timeout: int = Field(
-        description="Answers sent before their record was known to be committed (the commit "
-        "took longer than replay.ack_timeout_ms, or the database was known unreachable)."
-    )
-    storage: str = Field(description="`ok`, or `degraded` while writes fail and records wait.")
 
 
 class StatusOut(BaseModel):
@@ -88,7 +77,6 @@ class StatusOut(BaseModel):
     replicas: list[ReplicaOut]
     replicas_has_more: bool
     surfaces: list[SurfaceOut]
-    replay: ReplayStatusOut
     errors: list[str]
 
 

@@ -50,14 +50,14 @@ def create_app(
         durability=settings.replay.durability,
         ack_timeout_ms=settings.replay.ack_timeout_ms,
     )
+    components = (recorder,)
     runtime = ReplicaRuntime(
         settings,
         storage,
         listen=listen,
         on_fatal=on_fatal,
         prepare=engine.prepare,
-        on_ready=recorder.begin,
-        before_stop=recorder.stop,
+        components=components,
     )
 
     @asynccontextmanager
@@ -84,7 +84,7 @@ def create_app(
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.engine = engine
-    app.state.metrics = RouterMetrics()
+    app.state.metrics = RouterMetrics(components)
     app.state.chat = ChatService(settings, engine, pool)
     app.state.recorder = recorder
     install_error_handlers(app)

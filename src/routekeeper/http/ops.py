@@ -48,8 +48,5 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", operation_id="metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics of this replica (its own registry)."""
-    recorder = request.app.state.recorder
-    body = request.app.state.metrics.render(
-        dict(recorder.dropped), recorder.queued, recorder.ack_timeouts
-    )
+    body = request.app.state.metrics.render()
     return Response(body, media_type=CONTENT_TYPE_LATEST)

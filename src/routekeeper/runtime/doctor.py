@@ -17,10 +17,11 @@ from typing import Any
 
 from routekeeper.contract.errors import ContractViolation, StorageError
 from routekeeper.contract.runtime import ReplicaPhase
-from routekeeper.runtime.recovery import RecoveryContext, judge_replicas, run_recovery
 from routekeeper.settings import Settings
 from routekeeper.storage.database import Database
 from routekeeper.storage.migrate import SchemaStatus, inspect, schema_differences
+from routekeeper.storage.recovery import RecoveryContext, run_recovery
+from routekeeper.storage.runtime_recovery import judge_replicas
 from routekeeper.storage.state import StateStorage
 from routekeeper.storage.types import utcnow
 
@@ -155,7 +156,12 @@ async def _check_replicas(
     settings: Settings, storage: StateStorage, findings: list[Finding]
 ) -> None:
     # The doctor is an outside observer with a healthy view of storage.
-    ctx = RecoveryContext(settings, storage, None, healthy_for_seconds=float("inf"))
+    ctx = RecoveryContext(
+        storage,
+        None,
+        stale_after_seconds=settings.runtime.stale_after_seconds,
+        healthy_for_seconds=float("inf"),
+    )
     dead = await judge_replicas(ctx)
     stale = settings.runtime.stale_after_seconds
     for item in dead:

@@ -14,8 +14,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Sequence
 
 from routekeeper import __version__
 from routekeeper.contract.errors import RoutekeeperError, StorageError
@@ -26,14 +25,11 @@ from routekeeper.contract.runtime import (
     ReplicaRecord,
     transition_allowed,
 )
-from routekeeper.runtime.recovery import (
-    RecoveryContext,
-    abort_orphaned_replay_records,
-    run_recovery,
-    sweep_crashed_replicas,
-)
+from routekeeper.runtime.components import Component
+from routekeeper.runtime.retention import apply_retention
 from routekeeper.settings import Settings
 from routekeeper.storage.liveness import IdentityTaken, LockCheck
+from routekeeper.storage.recovery import RecoveryContext, run_recovery, sweep
 from routekeeper.storage.state import StateStorage
 from routekeeper.storage.types import utcnow
 
@@ -53,8 +49,7 @@ class ReplicaRuntime:
         listen: str | None = None,
         on_fatal: Callable[[str], None] | None = None,
         prepare: Callable[[], Awaitable[None]] | None = None,
-        on_ready: Callable[[], None] | None = None,
-        before_stop: Callable[[], Awaitable[None]] | None = None,
+        components: Sequence[Component] = (),
     ) -> None:
         self.settings = settings
         self.storage = storage
@@ -65,8 +60,8 @@ class ReplicaRuntime:
         self.error: str | None = None
         self.on_fatal = on_fatal
         self._prepare = prepare
-        self._on_ready = on_ready
-        self._before_stop = before_stop
+        self.components = tuple(components)
+        """Surfaces' background parts: begun when ready, stopped before ``stopped``."""
         self._history: list[PhaseChange] = [
             PhaseChange(None, ReplicaPhase.STARTING, self.started_at)
         ]
@@ -160,7 +155,7 @@ class ReplicaRuntime:
         """starting -> migrating -> recovering -> ready, then the heartbeat runs.
 
         The liveness lock is taken before the replica's row exists, so a registered replica
-        without its lock is dead or has lost the lock's session (see runtime.recovery).
+        without its lock is dead or has lost the lock's session (see storage.runtime_recovery).
         ``prepare`` (loading what serving needs, e.g. embedding routing candidates) runs
         first, in ``starting``."""
         if self._prepare is not None:
@@ -178,8 +173,8 @@ class ReplicaRuntime:
         for report in await run_recovery(self._recovery_context()):
             log.info("recovery of %s: %s", report.surface, report.counts)
         await self._change(ReplicaPhase.READY)
-        if self._on_ready is not None:
-            self._on_ready()
+        for component in self.components:
+            component.begin()
         self._became_ready = True
         self._heartbeat = asyncio.create_task(self._beat(), name=f"heartbeat {self.id}")
         self._sweeper = asyncio.create_task(self._sweep_loop(), name=f"crash sweep {self.id}")
@@ -189,7 +184,12 @@ class ReplicaRuntime:
         healthy = 0.0
         if self._healthy_since is not None:
             healthy = asyncio.get_running_loop().time() - self._healthy_since
-        return RecoveryContext(self.settings, self.storage, self.id, healthy_for_seconds=healthy)
+        return RecoveryContext(
+            self.storage,
+            self.id,
+            stale_after_seconds=self.settings.runtime.stale_after_seconds,
+            healthy_for_seconds=healthy,
+        )
 
     async def fail(self, message: str) -> None:
         """Record a fatal error (best effort) and ask the server to exit non-zero."""
@@ -209,7 +209,7 @@ class ReplicaRuntime:
         """Every heartbeat_seconds: keep the liveness lock and store the heartbeat, within half
         the stale window. A heartbeat that fails or runs out of time makes storage
         ``degraded`` and unsettles this replica: it judges nobody until it has been settled
-        for stale_after_seconds again (runtime.recovery)."""
+        for stale_after_seconds again (storage.runtime_recovery)."""
         runtime = self.settings.runtime
         budget = runtime.stale_after_seconds / 2
         while True:
@@ -283,10 +283,7 @@ class ReplicaRuntime:
         return True
 
     async def _sweep(self) -> None:
-        swept = await sweep_crashed_replicas(self._recovery_context(), False)
-        if swept.counts.get("marked_crashed"):
-            # What the crashed replica had in flight will never finish.
-            await abort_orphaned_replay_records(self._recovery_context(), False)
+        await sweep(self._recovery_context())
 
     async def _prune_loop(self) -> None:
         """Retention at start and every 10 minutes, beside the heartbeat (a long prune must
@@ -318,28 +315,9 @@ class ReplicaRuntime:
         if self.on_fatal is not None:
             self.on_fatal(message)
 
-    async def prune(self) -> tuple[int, int, int]:
-        """Apply retention to runtime events, finished replicas and replay records, in
-        batches; returns what each removed."""
-        now = utcnow()
-        runtime, replay = self.settings.runtime, self.settings.replay
-        total_events = total_replicas = total_replay = 0
-        while True:
-            events, replicas = await self.storage.runtime.prune(
-                events_before=now - timedelta(days=runtime.event_retention_days),
-                replicas_before=now - timedelta(days=runtime.replica_retention_days),
-            )
-            total_events += events
-            total_replicas += replicas
-            if events < 1000 and replicas < 1000:
-                break
-        while True:
-            removed = await self.storage.replay.prune(
-                older_than=now - timedelta(days=replay.retention_days), keep=replay.max_records
-            )
-            total_replay += removed
-            if removed < 1000:
-                return total_events, total_replicas, total_replay
+    async def prune(self) -> dict[str, int]:
+        """Apply every surface's retention, in batches; returns rows removed by surface."""
+        return await apply_retention(self.storage, self.settings)
 
     # -- shutdown --------------------------------------------------------------------------
 
@@ -373,8 +351,8 @@ class ReplicaRuntime:
                 await self._bounded(_swallow(task), what)
         stopped = not self._registered
         try:
-            if self._before_stop is not None:
-                await self._bounded(self._before_stop(), "flush before stopping")
+            for component in self.components:
+                await self._bounded(component.stop(), f"stop the {component.surface} component")
             if self._registered:
                 stopped = await self._bounded(self._change(ReplicaPhase.STOPPED), "record stopped")
             if not self.phase.terminal:

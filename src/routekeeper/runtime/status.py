@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from routekeeper.contract.errors import StorageError
 from routekeeper.contract.runtime import ReplicaRecord
@@ -21,6 +22,8 @@ class StatusSnapshot:
     replicas_more: bool
     surfaces: list[SurfaceCount]
     errors: list[str] = field(default_factory=list)
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Surface name -> what this replica's component of it reports."""
 
 
 async def status_snapshot(runtime: ReplicaRuntime) -> StatusSnapshot:
@@ -50,4 +53,5 @@ async def status_snapshot(runtime: ReplicaRuntime) -> StatusSnapshot:
         replicas_more=more,
         surfaces=surfaces,
         errors=errors,
+        components={c.surface: c.status() for c in runtime.components},
     )

@@ -45,6 +45,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 from routekeeper.contract import BackendKind
 from routekeeper.contract.errors import StorageBusy, StorageError, StorageUnavailable
 from routekeeper.settings import MemoryBackend, PostgresBackend, SQLiteBackend, redact_dsn
+from routekeeper.storage.dialect import Dialect, dialect_of
 from routekeeper.storage.errors import translate_storage_error
 
 # PostgreSQL write connections: the heartbeat, the replay writer, phase changes and retention
@@ -86,8 +87,8 @@ class Database:
     # -- description -----------------------------------------------------------------------
 
     @property
-    def dialect(self) -> str:
-        return "postgresql" if self.kind is BackendKind.POSTGRES else "sqlite"
+    def dialect(self) -> Dialect:
+        return dialect_of(self.kind)
 
     def describe(self) -> str:
         """Where this backend keeps its data, with secrets redacted."""

@@ -9,7 +9,7 @@ replica from a live one.
   session can also end under a live process (a network cut, a server restart, an idle
   timeout): then every lock its holder had is free until the holder takes it again at its next
   heartbeat, so a free advisory lock is a sign, not a proof (``free_lock_is_proof`` is False;
-  ``runtime.recovery`` says when it counts).
+  ``storage.runtime_recovery`` says when it counts).
 - memory: nothing to share, nothing to check.
 
 ``is_alive`` answers True (lock held), False (lock free) or None (cannot tell from here, e.g.

@@ -23,7 +23,8 @@ from sqlalchemy import Connection
 
 from routekeeper.contract.errors import SchemaNotReady, SchemaTooNew, StorageError
 from routekeeper.storage.database import Database
-from routekeeper.storage.schema import FULL_TEXT_OBJECTS, metadata
+from routekeeper.storage.schema import unmanaged_prefixes
+from routekeeper.storage.stores import declared_metadata
 
 # The pg_advisory_xact_lock key reserved for routekeeper's migrations (any fixed int64 works;
 # advisory locks are per database).
@@ -107,7 +108,7 @@ async def inspect(db: Database) -> MigrationState:
 async def upgrade(db: Database) -> MigrationState:
     """Upgrade to head under the migration lock. Raises SchemaTooNew for a newer database."""
     async with db.raw_connection() as conn:
-        if db.dialect == "postgresql":
+        if db.dialect.postgres:
             current, applied = await conn.run_sync(_upgrade_postgres, db.name)
         else:
             current, applied = await conn.run_sync(_upgrade_sqlite, db.name)
@@ -178,21 +179,19 @@ def _raw_exec(raw: Any, sql: str) -> None:
         cursor.close()
 
 
-def _outside_full_text(
-    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-) -> bool:
-    return not (name and name.startswith(FULL_TEXT_OBJECTS))
+def _managed(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    return not (name and name.startswith(unmanaged_prefixes()))
 
 
 def _schema_differences(conn: Connection) -> list[Any]:
     context = MigrationContext.configure(
-        conn, opts={"compare_type": True, "include_object": _outside_full_text}
+        conn, opts={"compare_type": True, "include_object": _managed}
     )
-    return list(compare_metadata(context, metadata))
+    return list(compare_metadata(context, declared_metadata()))
 
 
 async def schema_differences(db: Database) -> list[str]:
-    """Differences between the migrated database and ``storage/schema.py`` (empty = equal)."""
+    """Differences between the migrated database and the declared schema (empty = equal)."""
     async with db.read() as conn:
         diffs = await conn.run_sync(_schema_differences)
     return [repr(diff) for diff in diffs]

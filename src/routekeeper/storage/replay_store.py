@@ -8,70 +8,69 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, literal_column, select, text, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from routekeeper.contract.errors import InvalidRequest, NotFound
+from routekeeper.contract.errors import InvalidRequest
 from routekeeper.contract.pages import Page, SortOrder
 from routekeeper.contract.replay import (
     PASS_THROUGH,
+    REPLAY_LIFECYCLE,
     LifecycleState,
     ReplayRecord,
     TerminalReason,
 )
 from routekeeper.storage.database import Database
-from routekeeper.storage.pagination import keyset_page
-from routekeeper.storage.schema import router_replay
+from routekeeper.storage.dialect import Dialect
+from routekeeper.storage.records import from_row, plain, to_row
+from routekeeper.storage.recovery import RecoveryContext, RecoveryReport, RecoveryStep
+from routekeeper.storage.schema.replay import router_replay
+from routekeeper.storage.surface_store import RetentionRule, SurfaceStore
 from routekeeper.storage.types import utcnow
-
-_ENUMS = ("lifecycle_state", "terminal_reason")
-
-
-def _row(record: ReplayRecord) -> dict[str, Any]:
-    row = asdict(record)
-    for key in _ENUMS:
-        if row[key] is not None:
-            row[key] = str(row[key])
-    return row
-
 
 BODY_COLUMNS = ("request_body", "response_body", "prompt_text")
 
 
-def _summary(row: Any) -> ReplayRecord:
-    data = dict(row._mapping)
-    for column in BODY_COLUMNS:
-        data.setdefault(column, None)
-    return _record_from(data)
-
-
 def _record(row: Any) -> ReplayRecord:
-    return _record_from(dict(row._mapping))
+    return from_row(ReplayRecord, row)
 
 
-def _record_from(data: dict[str, Any]) -> ReplayRecord:
-    data["lifecycle_state"] = LifecycleState(data["lifecycle_state"])
-    if data["terminal_reason"] is not None:
-        data["terminal_reason"] = TerminalReason(data["terminal_reason"])
-    return ReplayRecord(**data)
+class ReplayStore(SurfaceStore):
+    tables = {"router_replay": (router_replay,)}
+    retention = {"router_replay": RetentionRule(router_replay, age_column="started_at")}
 
-
-class ReplayStore:
     def __init__(self, db: Database) -> None:
-        self.db = db
+        super().__init__(db)
         # Inserts are idempotent: a batch whose commit outcome was lost with the connection is
         # written again, and then its records replace themselves with their newer state.
-        insert = postgresql_insert if db.dialect == "postgresql" else sqlite_insert
-        statement = insert(router_replay)
-        self._upsert = statement.on_conflict_do_update(
-            index_elements=[router_replay.c.id],
-            set_={c.name: statement.excluded[c.name] for c in router_replay.c if c.name != "id"},
+        self._upsert = db.dialect.upsert(router_replay)
+
+    def recovery_steps(self) -> Sequence[RecoveryStep]:
+        return (
+            RecoveryStep(
+                surface="router_replay",
+                description="records in flight at a crash become aborted / process_restart",
+                run=self.recover,
+                after_crash=True,
+            ),
         )
+
+    async def recover(self, ctx: RecoveryContext, dry_run: bool) -> RecoveryReport:
+        """Records left ``in_progress`` by replicas that are not live any more become
+        ``aborted`` / ``process_restart``."""
+        live = await ctx.live_replica_ids()
+        dead = [rid for rid in await self.replicas_with_records_in_flight() if rid not in live]
+        if dry_run:
+            found = await self.count_in_flight(dead)
+            findings = (
+                [f"{found} replay record(s) in flight from {', '.join(dead)}"] if found else []
+            )
+            return RecoveryReport("router_replay", {"aborted": found}, True, findings)
+        aborted = await self.abort_in_flight(dead)
+        return RecoveryReport("router_replay", {"aborted": aborted}, False)
 
     async def write_batch(
         self, inserts: Sequence[ReplayRecord], updates: Sequence[tuple[str, dict[str, Any]]]
@@ -81,14 +80,12 @@ class ReplayStore:
         Returns the ids of updates that found no record (pruned, or never stored)."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for record_id, changes in updates:
-            values = {
-                k: (str(v) if k in _ENUMS and v is not None else v) for k, v in changes.items()
-            }
+            values = plain(changes)
             groups.setdefault(tuple(sorted(values)), []).append({"_id": record_id, **values})
         missing: set[str] = set()
         async with self.db.write() as conn:
             if inserts:
-                await conn.execute(self._upsert, [_row(r) for r in inserts])
+                await conn.execute(self._upsert, [to_row(r) for r in inserts])
             if updates:
                 ids = [record_id for record_id, _ in updates]
                 found = await conn.execute(
@@ -104,14 +101,14 @@ class ReplayStore:
                 await conn.execute(statement, rows)
         return missing
 
-    async def get(self, record_id: str) -> ReplayRecord:
-        async with self.db.read() as conn:
-            row = (
-                await conn.execute(select(router_replay).where(router_replay.c.id == record_id))
-            ).one_or_none()
-        if row is None:
-            raise NotFound(f"no replay record {record_id}")
-        return _record(row)
+    async def get(self, record_id: str, *, tenant_id: str = "default") -> ReplayRecord:
+        return await self._one(
+            router_replay,
+            record_id,
+            _record,
+            "replay record",
+            where=router_replay.c.tenant_id == tenant_id,
+        )
 
     async def list_records(
         self,
@@ -123,40 +120,15 @@ class ReplayStore:
         before: str | None = None,
     ) -> Page[ReplayRecord]:
         """Summaries (bodies left out) by id, newest first by default; keyset pages."""
-        query = summary_query(filters, self.db.dialect)
-        async with self.db.read() as conn:
-            return await keyset_page(
-                conn,
-                query,
-                router_replay.c.id,
-                _summary,
-                lambda r: r.id,
-                limit=limit,
-                order=order,
-                after=after,
-                before=before,
-            )
-
-    async def prune(self, *, older_than: datetime, keep: int, batch_size: int = 1000) -> int:
-        """Delete up to ``batch_size`` records that are older than ``older_than`` or beyond
-        the newest ``keep``; returns how many. Call again while it returns a full batch."""
-        c = router_replay.c
-        async with self.db.write() as conn:
-            boundary = (
-                await conn.execute(select(c.id).order_by(c.id.desc()).offset(keep).limit(1))
-            ).scalar_one_or_none()
-            condition = c.started_at < older_than
-            if boundary is not None:
-                condition = condition | (c.id <= boundary)
-            ids = [
-                r[0]
-                for r in await conn.execute(
-                    select(c.id).where(condition).order_by(c.id).limit(batch_size)
-                )
-            ]
-            if ids:
-                await conn.execute(router_replay.delete().where(c.id.in_(ids)))
-        return len(ids)
+        return await self._page(
+            summary_query(filters, self.db.dialect),
+            router_replay.c.id,
+            _record,
+            limit=limit,
+            order=order,
+            after=after,
+            before=before,
+        )
 
     async def aggregate(
         self, filters: ReplayFilters, percentiles: Sequence[float] = (0.5, 0.95, 0.99)
@@ -214,7 +186,7 @@ class ReplayStore:
         timed = filters.apply(select(c.total_ms).select_from(router_replay), self.db.dialect).where(
             c.total_ms.is_not(None)
         )
-        if self.db.dialect == "postgresql":
+        if self.db.dialect.postgres:
             ordered = [func.percentile_cont(p).within_group(c.total_ms.asc()) for p in percentiles]
             query = filters.apply(
                 select(*ordered).select_from(router_replay), self.db.dialect
@@ -265,7 +237,9 @@ class ReplayStore:
         self, replica_ids: Iterable[str], *, at: datetime | None = None
     ) -> int:
         """Records the given (dead) replicas left ``in_progress`` become ``aborted`` /
-        ``process_restart``. Idempotent: returns how many changed."""
+        ``process_restart`` (a move of the replay lifecycle). Idempotent: returns how many
+        changed."""
+        assert REPLAY_LIFECYCLE.allows(LifecycleState.IN_PROGRESS, LifecycleState.ABORTED)
         ids = list(replica_ids)
         if not ids:
             return 0
@@ -283,37 +257,26 @@ class ReplayStore:
         return int(result.rowcount)
 
 
-def summary_query(filters: ReplayFilters, dialect: str) -> Any:
+def summary_query(filters: ReplayFilters, dialect: Dialect) -> Any:
     """The list query before paging: every column but the bodies, filtered."""
     summary = [c for c in router_replay.c if c.name not in BODY_COLUMNS]
     return filters.apply(select(*summary), dialect)
 
 
+@dataclass(frozen=True)
 class ReplayFilters:
     """The list filters of ``GET /api/replay``; every one is backed by an index."""
 
-    def __init__(
-        self,
-        *,
-        tenant_id: str = "default",
-        decision: str | None = None,
-        model: str | None = None,
-        lifecycle_state: LifecycleState | None = None,
-        session_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        q: str | None = None,
-    ) -> None:
-        self.q = q
-        self.tenant_id = tenant_id
-        self.decision = decision
-        self.model = model
-        self.lifecycle_state = lifecycle_state
-        self.session_id = session_id
-        self.since = since
-        self.until = until
+    tenant_id: str = "default"
+    decision: str | None = None
+    model: str | None = None
+    lifecycle_state: LifecycleState | None = None
+    session_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    q: str | None = None
 
-    def apply(self, query: Any, dialect: str) -> Any:
+    def apply(self, query: Any, dialect: Dialect) -> Any:
         c = router_replay.c
         query = query.where(c.tenant_id == self.tenant_id)
         if self.decision is not None:
@@ -333,7 +296,7 @@ class ReplayFilters:
         return query
 
 
-def _full_text_match(q: str, dialect: str) -> Any:
+def _full_text_match(q: str, dialect: Dialect) -> Any:
     """Records whose captured prompt contains every word of ``q`` (words, not a query
     language: quotes and operators in ``q`` are taken literally)."""
     words = re.findall(r"\w+", q)
@@ -342,7 +305,7 @@ def _full_text_match(q: str, dialect: str) -> Any:
             "q must contain at least one word",
             details={"problems": [{"param": "q", "message": "no word in it"}]},
         )
-    if dialect == "postgresql":
+    if dialect.postgres:
         # Matches the expression of ix_router_replay_prompt_fts, so the GIN index serves it.
         vector = func.to_tsvector(
             literal_column("'simple'"), func.coalesce(router_replay.c.prompt_text, "")

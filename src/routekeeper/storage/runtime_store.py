@@ -6,16 +6,16 @@ one transaction (the two surfaces are colocated by contract)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import insert, select, update
 
-from routekeeper.contract.errors import InvalidTransition, NotFound
 from routekeeper.contract.pages import Page, SortOrder
 from routekeeper.contract.runtime import (
     LIVE_PHASES,
+    REPLICA_LIFECYCLE,
     TERMINAL_PHASES,
     CrashReason,
     PhaseChange,
@@ -23,78 +23,100 @@ from routekeeper.contract.runtime import (
     ReplicaRecord,
     RuntimeEvent,
     RuntimeEventKind,
-    transition_allowed,
 )
-from routekeeper.storage.database import Database
-from routekeeper.storage.pagination import keyset_page
-from routekeeper.storage.schema import runtime_events, runtime_replicas
+from routekeeper.storage.dialect import Dialect
+from routekeeper.storage.records import from_row, to_row
+from routekeeper.storage.recovery import RecoveryStep
+from routekeeper.storage.schema.runtime import runtime_events, runtime_replicas
+from routekeeper.storage.surface_store import RetentionRule, SurfaceStore
 from routekeeper.storage.types import utcnow
 
 
 def _replica(row: Any) -> ReplicaRecord:
-    return ReplicaRecord(
-        id=row.id,
-        phase=ReplicaPhase(row.phase),
-        host=row.host,
-        pid=row.pid,
-        listen=row.listen,
-        version=row.version,
-        started_at=row.started_at,
-        heartbeat_at=row.heartbeat_at,
-        updated_at=row.updated_at,
-        stopped_at=row.stopped_at,
-        detail=row.detail,
-    )
+    return from_row(ReplicaRecord, row)
 
 
 def _event(row: Any) -> RuntimeEvent:
-    return RuntimeEvent(
-        id=row.id,
-        replica_id=row.replica_id,
-        kind=RuntimeEventKind(row.kind),
-        from_phase=ReplicaPhase(row.from_phase) if row.from_phase else None,
-        to_phase=ReplicaPhase(row.to_phase) if row.to_phase else None,
-        data=row.data or {},
-        occurred_at=row.occurred_at,
-    )
+    return from_row(RuntimeEvent, row)
 
 
-def _phase_event(replica_id: str, change: PhaseChange) -> dict[str, Any]:
+def _event_row(
+    replica_id: str,
+    kind: RuntimeEventKind,
+    *,
+    from_phase: str | None = None,
+    to_phase: str | None = None,
+    data: dict[str, Any] | None = None,
+    at: datetime,
+) -> dict[str, Any]:
     return {
         "replica_id": replica_id,
-        "kind": RuntimeEventKind.REPLICA_PHASE_CHANGED.value,
-        "from_phase": change.from_phase.value if change.from_phase else None,
-        "to_phase": change.to_phase.value,
-        "data": {"detail": change.detail} if change.detail else {},
-        "occurred_at": change.occurred_at,
+        "kind": kind.value,
+        "from_phase": from_phase,
+        "to_phase": to_phase,
+        "data": data or {},
+        "occurred_at": at,
     }
 
 
-class RuntimeStore:
+def _phase_event(replica_id: str, change: PhaseChange) -> dict[str, Any]:
+    return _event_row(
+        replica_id,
+        RuntimeEventKind.REPLICA_PHASE_CHANGED,
+        from_phase=change.from_phase.value if change.from_phase else None,
+        to_phase=change.to_phase.value,
+        data={"detail": change.detail} if change.detail else {},
+        at=change.occurred_at,
+    )
+
+
+@dataclass(frozen=True)
+class ReplicaFilters:
+    phases: Sequence[ReplicaPhase] | None = None
+
+    def apply(self, query: Any, dialect: Dialect) -> Any:
+        if self.phases:
+            query = query.where(runtime_replicas.c.phase.in_([p.value for p in self.phases]))
+        return query
+
+
+@dataclass(frozen=True)
+class RuntimeEventFilters:
+    replica_id: str | None = None
+    kind: RuntimeEventKind | None = None
+
+    def apply(self, query: Any, dialect: Dialect) -> Any:
+        if self.replica_id is not None:
+            query = query.where(runtime_events.c.replica_id == self.replica_id)
+        if self.kind is not None:
+            query = query.where(runtime_events.c.kind == self.kind.value)
+        return query
+
+
+class RuntimeStore(SurfaceStore):
     """Replica rows and runtime events on one backend."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    tables = {"runtime_status": (runtime_replicas,), "runtime_events": (runtime_events,)}
+    retention = {
+        "runtime_status": RetentionRule(
+            runtime_replicas,
+            age_column="stopped_at",
+            state_column="phase",
+            states=frozenset(p.value for p in TERMINAL_PHASES),
+        ),
+        "runtime_events": RetentionRule(runtime_events, age_column="occurred_at"),
+    }
+
+    def recovery_steps(self) -> Sequence[RecoveryStep]:
+        from routekeeper.storage.runtime_recovery import SWEEP
+
+        return (SWEEP,)
 
     async def register(self, replica: ReplicaRecord, history: Sequence[PhaseChange]) -> None:
         """Insert a new replica row at its current phase together with the events of the
         phase changes it went through before the schema could store them."""
         async with self.db.write() as conn:
-            await conn.execute(
-                insert(runtime_replicas).values(
-                    id=replica.id,
-                    phase=replica.phase.value,
-                    host=replica.host,
-                    pid=replica.pid,
-                    listen=replica.listen,
-                    version=replica.version,
-                    detail=replica.detail,
-                    started_at=replica.started_at,
-                    heartbeat_at=replica.heartbeat_at,
-                    updated_at=replica.updated_at,
-                    stopped_at=replica.stopped_at,
-                )
-            )
+            await conn.execute(insert(runtime_replicas).values(**to_row(replica)))
             if history:
                 await conn.execute(
                     insert(runtime_events), [_phase_event(replica.id, c) for c in history]
@@ -113,38 +135,27 @@ class RuntimeStore:
         Raises NotFound for an unknown replica and InvalidTransition for a change the
         lifecycle table does not allow."""
         now = at or utcnow()
+        values: dict[str, Any] = {"updated_at": now}
+        if detail is not None:
+            values["detail"] = detail
+        if to_phase in TERMINAL_PHASES:
+            values["stopped_at"] = now
         async with self.db.write() as conn:
-            current = await self._locked_phase(conn, replica_id)
-            if not transition_allowed(current, to_phase):
-                raise InvalidTransition(
-                    f"replica {replica_id} cannot go from {current} to {to_phase}",
-                    details={"replica_id": replica_id, "from": current.value, "to": to_phase.value},
-                )
-            values: dict[str, Any] = {"phase": to_phase.value, "updated_at": now}
-            if detail is not None:
-                values["detail"] = detail
-            if to_phase in TERMINAL_PHASES:
-                values["stopped_at"] = now
-            await conn.execute(
-                update(runtime_replicas).where(runtime_replicas.c.id == replica_id).values(**values)
+            _, row = await self._transition(
+                conn,
+                runtime_replicas,
+                replica_id,
+                REPLICA_LIFECYCLE,
+                to_phase,
+                state_column="phase",
+                values=values,
+                event=lambda current: (
+                    runtime_events,
+                    _phase_event(replica_id, PhaseChange(current, to_phase, now, detail)),
+                ),
+                what="replica",
             )
-            change = PhaseChange(current, to_phase, now, detail)
-            await conn.execute(insert(runtime_events).values(**_phase_event(replica_id, change)))
-            row = (
-                await conn.execute(
-                    select(runtime_replicas).where(runtime_replicas.c.id == replica_id)
-                )
-            ).one()
         return _replica(row)
-
-    async def _locked_phase(self, conn: AsyncConnection, replica_id: str) -> ReplicaPhase:
-        query = select(runtime_replicas.c.phase).where(runtime_replicas.c.id == replica_id)
-        if self.db.dialect == "postgresql":
-            query = query.with_for_update()
-        phase = (await conn.execute(query)).scalar_one_or_none()
-        if phase is None:
-            raise NotFound(f"no replica {replica_id}")
-        return ReplicaPhase(phase)
 
     async def heartbeat(self, replica_id: str, *, at: datetime | None = None) -> bool:
         """Store the heartbeat; False when the replica is no longer live (another replica
@@ -174,36 +185,40 @@ class RuntimeStore:
         ``last_heartbeat_at`` (the one it was judged by: it beat since)."""
         now = at or utcnow()
         async with self.db.write() as conn:
-            query = select(runtime_replicas).where(runtime_replicas.c.id == replica_id)
-            if self.db.dialect == "postgresql":
-                query = query.with_for_update()
+            query = self.db.dialect.for_update(
+                select(runtime_replicas).where(runtime_replicas.c.id == replica_id)
+            )
             row = (await conn.execute(query)).one_or_none()
             if row is None or ReplicaPhase(row.phase) in TERMINAL_PHASES:
                 return False
             if last_heartbeat_at is not None and row.heartbeat_at != last_heartbeat_at:
                 return False
             detail = f"declared crashed by {detected_by or 'recovery'}: {reason.value}"
-            await conn.execute(
-                update(runtime_replicas)
-                .where(runtime_replicas.c.id == replica_id)
-                .values(
-                    phase=ReplicaPhase.CRASHED.value, updated_at=now, stopped_at=now, detail=detail
-                )
-            )
-            await conn.execute(
-                insert(runtime_events).values(
-                    replica_id=replica_id,
-                    kind=RuntimeEventKind.REPLICA_CRASHED.value,
-                    from_phase=row.phase,
-                    to_phase=ReplicaPhase.CRASHED.value,
-                    data={
-                        "last_heartbeat_at": row.heartbeat_at.isoformat(),
-                        "detected_by": detected_by,
-                        "reason": reason.value,
-                        "last_phase": row.phase,
-                    },
-                    occurred_at=now,
-                )
+            await self._transition(
+                conn,
+                runtime_replicas,
+                replica_id,
+                REPLICA_LIFECYCLE,
+                ReplicaPhase.CRASHED,
+                state_column="phase",
+                values={"updated_at": now, "stopped_at": now, "detail": detail},
+                event=lambda current: (
+                    runtime_events,
+                    _event_row(
+                        replica_id,
+                        RuntimeEventKind.REPLICA_CRASHED,
+                        from_phase=current.value,
+                        to_phase=ReplicaPhase.CRASHED.value,
+                        data={
+                            "last_heartbeat_at": row.heartbeat_at.isoformat(),
+                            "detected_by": detected_by,
+                            "reason": reason.value,
+                            "last_phase": current.value,
+                        },
+                        at=now,
+                    ),
+                ),
+                what="replica",
             )
         return True
 
@@ -219,12 +234,7 @@ class RuntimeStore:
         async with self.db.write() as conn:
             await conn.execute(
                 insert(runtime_events).values(
-                    replica_id=replica_id,
-                    kind=kind.value,
-                    from_phase=None,
-                    to_phase=None,
-                    data=data,
-                    occurred_at=at or utcnow(),
+                    **_event_row(replica_id, kind, data=data, at=at or utcnow())
                 )
             )
 
@@ -247,15 +257,7 @@ class RuntimeStore:
             after = str(page.last_id)
 
     async def get(self, replica_id: str, *, upkeep: bool = False) -> ReplicaRecord:
-        async with self.db.read(upkeep=upkeep) as conn:
-            row = (
-                await conn.execute(
-                    select(runtime_replicas).where(runtime_replicas.c.id == replica_id)
-                )
-            ).one_or_none()
-        if row is None:
-            raise NotFound(f"no replica {replica_id}")
-        return _replica(row)
+        return await self._one(runtime_replicas, replica_id, _replica, "replica", upkeep=upkeep)
 
     async def list_replicas(
         self,
@@ -268,21 +270,17 @@ class RuntimeStore:
         upkeep: bool = False,
     ) -> Page[ReplicaRecord]:
         """Replicas by id (ids are time-ordered, so DESC is newest first)."""
-        query = select(runtime_replicas)
-        if phases:
-            query = query.where(runtime_replicas.c.phase.in_([p.value for p in phases]))
-        async with self.db.read(upkeep=upkeep) as conn:
-            return await keyset_page(
-                conn,
-                query,
-                runtime_replicas.c.id,
-                _replica,
-                lambda r: r.id,
-                limit=limit,
-                order=order,
-                after=after,
-                before=before,
-            )
+        query = ReplicaFilters(phases).apply(select(runtime_replicas), self.db.dialect)
+        return await self._page(
+            query,
+            runtime_replicas.c.id,
+            _replica,
+            limit=limit,
+            order=order,
+            after=after,
+            before=before,
+            upkeep=upkeep,
+        )
 
     async def list_events(
         self,
@@ -294,47 +292,13 @@ class RuntimeStore:
         replica_id: str | None = None,
         kind: RuntimeEventKind | None = None,
     ) -> Page[RuntimeEvent]:
-        query = select(runtime_events)
-        if replica_id is not None:
-            query = query.where(runtime_events.c.replica_id == replica_id)
-        if kind is not None:
-            query = query.where(runtime_events.c.kind == kind.value)
-        async with self.db.read() as conn:
-            return await keyset_page(
-                conn,
-                query,
-                runtime_events.c.id,
-                _event,
-                lambda e: e.id,
-                limit=limit,
-                order=order,
-                after=after,
-                before=before,
-            )
-
-    async def prune(
-        self, *, events_before: datetime, replicas_before: datetime, batch_size: int = 1000
-    ) -> tuple[int, int]:
-        """Delete up to ``batch_size`` events older than ``events_before`` and finished
-        replicas that stopped before ``replicas_before``; returns (events, replicas) removed.
-        Call again while it removes a full batch."""
-        async with self.db.write() as conn:
-            old_events = (
-                select(runtime_events.c.id)
-                .where(runtime_events.c.occurred_at < events_before)
-                .order_by(runtime_events.c.id)
-                .limit(batch_size)
-            )
-            ids = [r[0] for r in (await conn.execute(old_events)).all()]
-            if ids:
-                await conn.execute(delete(runtime_events).where(runtime_events.c.id.in_(ids)))
-            old_replicas = (
-                select(runtime_replicas.c.id)
-                .where(runtime_replicas.c.phase.in_([p.value for p in TERMINAL_PHASES]))
-                .where(runtime_replicas.c.stopped_at < replicas_before)
-                .limit(batch_size)
-            )
-            rids = [r[0] for r in (await conn.execute(old_replicas)).all()]
-            if rids:
-                await conn.execute(delete(runtime_replicas).where(runtime_replicas.c.id.in_(rids)))
-        return len(ids), len(rids)
+        filters = RuntimeEventFilters(replica_id, kind)
+        return await self._page(
+            filters.apply(select(runtime_events), self.db.dialect),
+            runtime_events.c.id,
+            _event,
+            limit=limit,
+            order=order,
+            after=after,
+            before=before,
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TypeVar
 
 from routekeeper.contract import SURFACES
 from routekeeper.contract.errors import StorageError
@@ -15,9 +16,12 @@ from routekeeper.storage.migrate import MigrationState, ensure_schema
 from routekeeper.storage.placement import SurfacePlacement, check_contract
 from routekeeper.storage.replay_store import ReplayStore
 from routekeeper.storage.runtime_store import RuntimeStore
-from routekeeper.storage.schema import SURFACE_TABLES
+from routekeeper.storage.stores import STORES
+from routekeeper.storage.surface_store import SurfaceStore
 
 log = logging.getLogger(__name__)
+
+StoreT = TypeVar("StoreT", bound=SurfaceStore)
 
 
 @dataclass
@@ -43,9 +47,32 @@ class StateStorage:
                 settings.resolve_path(backend.path) if isinstance(backend, SQLiteBackend) else None
             )
             self.databases[name] = Database(name, backend, sqlite_path=path)
-        self.runtime = RuntimeStore(self.database_for("runtime_status"))
-        self.replay = ReplayStore(self.database_for("router_replay"))
+        # One store per entry of the store list, on the backend of its (first) surface:
+        # colocated surfaces share one by contract.
+        self.stores: list[SurfaceStore] = [
+            cls(self.database_for(cls.surfaces()[0])) for cls in STORES
+        ]
+        self._by_surface = {name: store for store in self.stores for name in store.surfaces()}
+        self._by_type = {type(store): store for store in self.stores}
         self.liveness = liveness_for(self.database_for("runtime_status"), settings.workspace)
+
+    def store(self, cls: type[StoreT]) -> StoreT:
+        """The opened store of that class."""
+        store = self._by_type[cls]
+        assert isinstance(store, cls)
+        return store
+
+    def store_for(self, surface: str) -> SurfaceStore:
+        return self._by_surface[surface]
+
+    @property
+    def runtime(self) -> RuntimeStore:
+        """Replicas and their events: what every replica's own upkeep reads and writes."""
+        return self.store(RuntimeStore)
+
+    @property
+    def replay(self) -> ReplayStore:
+        return self.store(ReplayStore)
 
     def database_for(self, surface: str) -> Database:
         if surface not in SURFACES:
@@ -77,11 +104,10 @@ class StateStorage:
     async def count_surface_rows(self) -> list[SurfaceCount]:
         counts = []
         for placement in self.placements:
-            db = self.databases[placement.backend]
             try:
-                rows = 0
-                for table in SURFACE_TABLES[placement.surface.name]:
-                    rows += await db.count_rows(table)
+                rows = await self.store_for(placement.surface.name).count_rows(
+                    placement.surface.name
+                )
                 counts.append(SurfaceCount(placement, rows))
             except StorageError as exc:  # status must still render when one backend is down
                 counts.append(SurfaceCount(placement, None, str(exc)))

@@ -130,6 +130,39 @@ class ServerProcess:
                 return items
             after = page["last_id"]
 
+    def surface_status(self, surface: str) -> dict[str, Any]:
+        """The surface's row of ``/api/status`` (``component`` holds what its background
+        component reports, e.g. the replay writer's counters)."""
+        response = httpx.get(f"{self.url}/api/status", timeout=30)
+        if response.status_code != 200:
+            raise ServerError(f"GET /api/status -> {response.status_code}: {response.text}")
+        for row in response.json()["surfaces"]:
+            if row["name"] == surface:
+                found: dict[str, Any] = row
+                return found
+        raise ServerError(f"/api/status has no surface {surface!r}")
+
+    def component_status(self, surface: str) -> dict[str, Any]:
+        component: dict[str, Any] | None = self.surface_status(surface)["component"]
+        if component is None:
+            raise ServerError(f"surface {surface!r} reports no component")
+        return component
+
+    def wait_flushed(self, surface: str = "router_replay", *, timeout: float = 10.0) -> None:
+        """Wait until the surface's writer has nothing queued: every record it accepted
+        so far is committed (instead of sleeping longer than its flush interval)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            queued = self.component_status(surface)["queued"]
+            if queued == 0:
+                return
+            if time.monotonic() > deadline:
+                raise ServerError(
+                    f"{surface}: {queued} record(s) still queued after {timeout}s\n"
+                    f"{self.log_tail()}"
+                )
+            time.sleep(0.02)
+
     def exit_code(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 

@@ -11,14 +11,12 @@ from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, SortOrder
 from routekeeper.contract.runtime import ReplicaPhase, RuntimeEventKind
 from routekeeper.dashboard.query import api_router
 from routekeeper.dashboard.schemas import (
-    ReplayStatusOut,
     ReplicaOut,
     RuntimeEventOut,
     StatusOut,
     SurfaceOut,
 )
 from routekeeper.http.pages import Limit, ListPage, Order
-from routekeeper.router.services.replay import ReplayRecorder
 from routekeeper.runtime.replica import ReplicaRuntime
 from routekeeper.runtime.status import status_snapshot
 
@@ -39,10 +37,10 @@ def _runtime(request: Request) -> ReplicaRuntime:
 )
 async def get_status(request: Request) -> StatusOut:
     """Replicas (newest first, this one included) and every registered surface with its
-    class, backend, whether it is ephemeral, and its row count."""
+    class, backend, whether it is ephemeral, its row count, and what this replica's
+    component of it reports (``component``; e.g. the replay writer's queue and counters)."""
     runtime = _runtime(request)
     snap = await status_snapshot(runtime)
-    recorder: ReplayRecorder = request.app.state.recorder
     return StatusOut(
         replica_id=snap.replica_id,
         phase=snap.phase,
@@ -64,19 +62,10 @@ async def get_status(request: Request) -> StatusOut:
                 error=s.error,
                 restart_expectation=s.placement.surface.restart_expectation,
                 recovery=s.placement.surface.recovery,
+                component=snap.components.get(s.placement.surface.name),
             )
             for s in snap.surfaces
         ],
-        replay=ReplayStatusOut(
-            enabled=recorder.enabled,
-            queued=recorder.queued,
-            written=recorder.written,
-            batches=recorder.batches,
-            dropped=dict(recorder.dropped),
-            durability="acknowledged" if recorder.acknowledged else "batch",
-            ack_timeout=recorder.ack_timeouts,
-            storage="ok" if recorder.degraded is None else "degraded",
-        ),
         errors=snap.errors,
     )
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from routekeeper.contract.replay import PASS_THROUGH
+from routekeeper.runtime.components import Component, ComponentMetrics
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class RouterMetrics:
-    def __init__(self) -> None:
+    def __init__(self, components: Sequence[Component] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "routekeeper_requests_total",
@@ -30,35 +35,15 @@ class RouterMetrics:
             registry=self.registry,
         )
 
-        self.replay_dropped = Gauge(
-            "routekeeper_replay_dropped_records",
-            "Replay records not stored since start, by reason (queue_full, db_unavailable, "
-            "value_refused).",
-            ["reason"],
-            registry=self.registry,
-        )
-        self.replay_ack_timeouts = Gauge(
-            "routekeeper_replay_ack_timeouts",
-            "Answers sent before their replay record was known to be committed, since start.",
-            registry=self.registry,
-        )
-        self.replay_queued = Gauge(
-            "routekeeper_replay_queued_records",
-            "Replay records waiting for the writer.",
-            registry=self.registry,
-        )
+        self.registry.register(ComponentMetrics(components))
 
     def observe(self, decision: str | None, model: str, outcome: str, seconds: float) -> None:
-        label = decision or "(pass-through)"
+        label = decision or PASS_THROUGH
         self.requests.labels(label, model, outcome).inc()
         self.latency.labels(label, model).observe(seconds)
 
     def upstream_failed(self, kind: str, status: int | None) -> None:
         self.upstream_errors.labels(kind, str(status or "")).inc()
 
-    def render(self, dropped: dict[str, int], queued: int, ack_timeouts: int = 0) -> bytes:
-        for reason, count in dropped.items():
-            self.replay_dropped.labels(reason).set(count)
-        self.replay_queued.set(queued)
-        self.replay_ack_timeouts.set(ack_timeouts)
+    def render(self) -> bytes:
         return generate_latest(self.registry)

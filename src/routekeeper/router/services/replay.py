@@ -27,8 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from routekeeper.contract.errors import SchemaNotReady, StorageUnavailable
 from routekeeper.contract.replay import DropReason, LifecycleState, ReplayRecord
@@ -75,6 +79,10 @@ class _Pending:
 
 
 class ReplayRecorder:
+    """The ``router_replay`` surface's component (see ``runtime.components``)."""
+
+    surface = "router_replay"
+
     def __init__(
         self,
         store: ReplayStore,
@@ -175,6 +183,45 @@ class ReplayRecorder:
             and self.degraded is None
             and not self._stopping
             and record_id in self._live
+        )
+
+    # -- what it reports -------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The writer's state on the router_replay row of ``/api/status``: ``written`` record
+        writes in ``batches`` transactions (a start and its finish written apart are two
+        writes), ``dropped`` by reason, ``ack_timeout`` answers sent before their record was
+        known committed, ``storage`` ``degraded`` while writes fail and records wait."""
+        return {
+            "enabled": self.enabled,
+            "queued": self.queued,
+            "written": self.written,
+            "batches": self.batches,
+            "dropped": dict(self.dropped),
+            "durability": "acknowledged" if self.acknowledged else "batch",
+            "ack_timeout": self.ack_timeouts,
+            "storage": "ok" if self.degraded is None else "degraded",
+        }
+
+    def metrics(self) -> Iterable[Metric]:
+        dropped = GaugeMetricFamily(
+            "routekeeper_replay_dropped_records",
+            "Replay records not stored since start, by reason (queue_full, db_unavailable, "
+            "value_refused).",
+            labels=["reason"],
+        )
+        for reason, count in self.dropped.items():
+            dropped.add_metric([reason], count)
+        yield dropped
+        yield GaugeMetricFamily(
+            "routekeeper_replay_ack_timeouts",
+            "Answers sent before their replay record was known to be committed, since start.",
+            value=self.ack_timeouts,
+        )
+        yield GaugeMetricFamily(
+            "routekeeper_replay_queued_records",
+            "Replay records waiting for the writer.",
+            value=self.queued,
         )
 
     # -- the writer ------------------------------------------------------------------------

@@ -57,6 +57,20 @@ class RequestTrace:
         if plan.routing is not None:
             for s in plan.routing.matched_signals:
                 signals[s.family].append({"name": s.name, "score": s.score})
+        self.capture = plan.decision.plugins.replay if plan.decision else None
+        self._response_text: list[str] = []
+        self._response_size = 0
+        captured: dict[str, Any] = {}
+        if self.capture is not None and self.capture.capture_request_body:
+            text, cut = truncate_utf8(
+                json.dumps(client_body, ensure_ascii=False), self.capture.max_body_bytes
+            )
+            limit = min(self.capture.max_body_bytes, PROMPT_TEXT_MAX_BYTES)
+            captured = {
+                "request_body": text,
+                "request_body_truncated": cut,
+                "prompt_text": truncate_utf8(user_text(client_body or {}), limit)[0],
+            }
         self.record = ReplayRecord(
             id=new_id("rpl"),
             request_id=new_id("req"),
@@ -70,18 +84,8 @@ class RequestTrace:
             session_id=session_id,
             signals=dict(signals),
             routing_ms=round((self.routed - started) * 1000, 3),
+            **captured,
         )
-        self.capture = plan.decision.plugins.replay if plan.decision else None
-        self._response_text: list[str] = []
-        self._response_size = 0
-        if self.capture is not None and self.capture.capture_request_body:
-            text, cut = truncate_utf8(
-                json.dumps(client_body, ensure_ascii=False), self.capture.max_body_bytes
-            )
-            self.record.request_body, self.record.request_body_truncated = text, cut
-            prompt = user_text(client_body or {})
-            limit = min(self.capture.max_body_bytes, PROMPT_TEXT_MAX_BYTES)
-            self.record.prompt_text = truncate_utf8(prompt, limit)[0]
         recorder.start(self.record)
 
     @property

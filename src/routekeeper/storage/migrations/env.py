@@ -3,7 +3,7 @@
 
 from alembic import context
 
-from routekeeper.storage.schema import metadata
+from routekeeper.storage.stores import declared_metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None or context.is_offline_mode():
@@ -13,7 +13,7 @@ if connection is None or context.is_offline_mode():
 
 context.configure(
     connection=connection,
-    target_metadata=metadata,
+    target_metadata=declared_metadata(),
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
 )

@@ -1,66 +1,11 @@
-"""The declared schema, one for both dialects. Migrations in ``migrations/versions`` must
-produce exactly this (a test compares them on SQLite and PostgreSQL)."""
+"""The table of the ``router_replay`` surface."""
 
 from __future__ import annotations
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    Column,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    Table,
-    text,
-)
+from sqlalchemy import JSON, Boolean, Column, Float, Index, Table, text
 
+from routekeeper.storage.schema import metadata, unmanaged
 from routekeeper.storage.types import BoundedInteger, ClientString, ClientText, UTCDateTime
-
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-# SQLite only auto-assigns INTEGER PRIMARY KEY (the rowid alias), not BIGINT.
-BigIntId = BigInteger().with_variant(Integer(), "sqlite")
-
-runtime_replicas = Table(
-    "runtime_replicas",
-    metadata,
-    Column("id", ClientString(40), primary_key=True),
-    Column("phase", ClientString(20), nullable=False),
-    Column("host", ClientString(255), nullable=False),
-    Column("pid", BoundedInteger, nullable=False),
-    Column("listen", ClientString(255), nullable=True),
-    Column("version", ClientString(40), nullable=False),
-    Column("detail", ClientText, nullable=True),
-    Column("started_at", UTCDateTime(), nullable=False),
-    Column("heartbeat_at", UTCDateTime(), nullable=False),
-    Column("updated_at", UTCDateTime(), nullable=False),
-    Column("stopped_at", UTCDateTime(), nullable=True),
-    Index("ix_runtime_replicas_phase", "phase"),
-)
-
-runtime_events = Table(
-    "runtime_events",
-    metadata,
-    Column("id", BigIntId, primary_key=True, autoincrement=True),
-    Column("replica_id", ClientString(40), nullable=False),
-    Column("kind", ClientString(60), nullable=False),
-    Column("from_phase", ClientString(20), nullable=True),
-    Column("to_phase", ClientString(20), nullable=True),
-    Column("data", JSON, nullable=False),
-    Column("occurred_at", UTCDateTime(), nullable=False),
-    Index("ix_runtime_events_replica_id_id", "replica_id", "id"),
-    Index("ix_runtime_events_occurred_at", "occurred_at"),
-)
 
 router_replay = Table(
     "router_replay",
@@ -114,11 +59,4 @@ router_replay = Table(
 
 # Full-text search objects created by migrations only (FTS5 table and its shadow tables on
 # SQLite, a GIN expression index on PostgreSQL); the schema comparison leaves them out.
-FULL_TEXT_OBJECTS = ("router_replay_fts", "ix_router_replay_prompt_fts")
-
-# Which tables hold each registered surface (tests check this covers the registry exactly).
-SURFACE_TABLES: dict[str, tuple[Table, ...]] = {
-    "runtime_status": (runtime_replicas,),
-    "runtime_events": (runtime_events,),
-    "router_replay": (router_replay,),
-}
+unmanaged("router_replay_fts", "ix_router_replay_prompt_fts")

@@ -1,0 +1,59 @@
+"""Records <-> rows, one way for every surface: a record is a frozen dataclass of the
+contract whose fields are the table's columns; enum fields are stored as their values."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from collections.abc import Mapping
+from functools import cache
+from typing import Any, TypeVar
+
+R = TypeVar("R")
+
+
+def to_row(record: Any, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The record's fields as column values (enums as their values)."""
+    row = {}
+    for f in dataclasses.fields(record):
+        if f.name in exclude:
+            continue
+        value = getattr(record, f.name)
+        row[f.name] = value.value if isinstance(value, enum.Enum) else value
+    return row
+
+
+def plain(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Column values with enums as their values (for partial updates)."""
+    return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in values.items()}
+
+
+def from_row(cls: type[R], row: Any, **overrides: Any) -> R:
+    """Build ``cls`` from a row (or mapping): enum fields are converted back, fields the row
+    does not carry (a summary without bodies) take their declared default or None."""
+    data = dict(row._mapping) if hasattr(row, "_mapping") else dict(row)
+    data.update(overrides)
+    values: dict[str, Any] = {}
+    for name, enum_type in _fields(cls):  # type: ignore[arg-type]
+        if name not in data:
+            continue
+        value = data[name]
+        values[name] = enum_type(value) if enum_type is not None and value is not None else value
+    return cls(**values)
+
+
+@cache
+def _fields(cls: type[Any]) -> tuple[tuple[str, type[enum.Enum] | None], ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, _enum_in(hints[f.name])) for f in dataclasses.fields(cls))
+
+
+def _enum_in(hint: Any) -> type[enum.Enum] | None:
+    """The enum type of ``E`` or ``E | None`` hints (None for anything else)."""
+    candidates = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, enum.Enum):
+            return candidate
+    return None
