@@ -76,6 +76,9 @@ class Surface:
     """None: kept until deleted."""
     lifecycle: Lifecycle[Any] | None = None
     """The states its records move through, when they have any."""
+    recovery_step: bool = False
+    """Its store registers a recovery step (``recovery`` says what it does); a test checks
+    the two agree."""
 
     @property
     def durable(self) -> bool:
@@ -129,6 +132,7 @@ RUNTIME_STATUS = Surface(
         "detector, recorded exactly once."
     ),
     id_prefix="rep",
+    recovery_step=True,
     retention=Retention(
         max_age_days="runtime.replica_retention_days",
         applies_to="replicas in a terminal phase, by the time they stopped",
@@ -174,6 +178,7 @@ ROUTER_REPLAY = Surface(
     ),
     id_prefix="rpl",
     tenant_scoped=True,
+    recovery_step=True,
     writes=Writes(WriteMode.ACKNOWLEDGED, setting="replay.durability"),
     retention=Retention(max_age_days="replay.retention_days", max_count="replay.max_records"),
     lifecycle=REPLAY_LIFECYCLE,

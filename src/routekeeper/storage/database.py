@@ -30,8 +30,10 @@ Never hold a transaction open across upstream I/O or a stream: take what you nee
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,10 @@ from routekeeper.contract.errors import StorageBusy, StorageError, StorageUnavai
 from routekeeper.settings import MemoryBackend, PostgresBackend, SQLiteBackend, redact_dsn
 from routekeeper.storage.dialect import Dialect, dialect_of
 from routekeeper.storage.errors import translate_storage_error
+
+log = logging.getLogger(__name__)
+
+_AFTER_COMMIT = "routekeeper.after_commit"
 
 # PostgreSQL write connections: the heartbeat, the replay writer, phase changes and retention
 # each hold at most one, briefly; two more open on demand.
@@ -203,12 +209,24 @@ class Database:
         Raises the contract's ``StorageError`` subclasses for driver failures; other
         exceptions from the block roll back and propagate unchanged."""
         engine = self._engine(self._writer)
+        callbacks: list[Callable[[], object]] = []
         async with _maybe(self._write_lock):
             try:
                 async with engine.begin() as conn:
-                    yield conn
+                    conn.info[_AFTER_COMMIT] = callbacks
+                    try:
+                        yield conn
+                    finally:
+                        conn.info.pop(_AFTER_COMMIT, None)
             except BaseException as exc:
                 self._raise(exc, "write")
+        for callback in callbacks:  # committed: now it may be told (SSE, fan-out)
+            try:
+                result = callback()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:  # the write is committed whatever a listener does
+                log.exception("an after-commit callback failed")
 
     @asynccontextmanager
     async def read(self, *, upkeep: bool = False) -> AsyncIterator[AsyncConnection]:
@@ -278,6 +296,16 @@ class Database:
         if engine is None:
             raise StorageUnavailable(f"backend {self.name!r} is not open yet")
         return engine
+
+
+def after_commit(conn: AsyncConnection, callback: Callable[[], object]) -> None:
+    """Run ``callback`` (a function, or one returning an awaitable) once the write transaction
+    ``conn`` belongs to has committed; never when it rolls back. What is published to others
+    (SSE, Redis fan-out) is published from here, so nothing is seen before its commit."""
+    callbacks = conn.info.get(_AFTER_COMMIT)
+    if callbacks is None:
+        raise RuntimeError("after_commit needs a connection of Database.write()")
+    callbacks.append(callback)
 
 
 def _postgres_connect_args(backend: PostgresBackend) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from routekeeper.contract import DURABLE_DEFINITION, SHARED_DEFINITION, StateClass
+from routekeeper.contract import DURABLE_DEFINITION, SHARED_DEFINITION, StateClass, Surface
 from routekeeper.settings import Settings
 from routekeeper.storage.placement import placements
 
@@ -36,9 +36,64 @@ def inventory_json(settings: Settings) -> list[dict[str, Any]]:
             "stores": p.surface.stores,
             "restart_expectation": p.surface.restart_expectation,
             "recovery": p.surface.recovery,
+            **surface_facts(p.surface),
         }
         for p in placements(settings)
     ]
+
+
+def surface_facts(surface: Surface) -> dict[str, Any]:
+    """The typed facts of a surface, as JSON values."""
+    retention = surface.retention
+    lifecycle = surface.lifecycle
+    return {
+        "id_prefix": surface.id_prefix,
+        "tenant_scoped": surface.tenant_scoped,
+        "writes": {"mode": surface.writes.mode.value, "setting": surface.writes.setting},
+        "retention": None
+        if retention is None
+        else {
+            "max_age_days": retention.max_age_days,
+            "max_count": retention.max_count,
+            "applies_to": retention.applies_to,
+        },
+        "lifecycle": None
+        if lifecycle is None
+        else {
+            "name": lifecycle.name,
+            "initial": lifecycle.initial.value,
+            "terminal": sorted(s.value for s in lifecycle.terminal),
+            "moves": {
+                s.value: sorted(t.value for t in lifecycle.moves[s]) for s in lifecycle.states
+            },
+        },
+        "recovery_step": surface.recovery_step,
+    }
+
+
+def _facts_row(surface: Surface) -> str:
+    facts = surface_facts(surface)
+    ident = f"`{surface.id_prefix}_...`" if surface.id_prefix else "integer"
+    writes = facts["writes"]["mode"]
+    if facts["writes"]["setting"]:
+        writes += f" (`{facts['writes']['setting']}` chooses)"
+    retention = surface.retention
+    if retention is None:
+        kept = "kept until deleted"
+    else:
+        bounds = ", ".join(f"`{s}`" for s in retention.settings())
+        kept = f"{bounds}; {retention.applies_to}"
+    lifecycle = surface.lifecycle
+    if lifecycle is None:
+        states = "none"
+    else:
+        live = " / ".join(s.value for s in lifecycle.states if s in lifecycle.live)
+        end = " / ".join(s.value for s in lifecycle.states if s in lifecycle.terminal)
+        states = f"{live} -> {end}"
+    return (
+        f"| `{surface.name}` | {ident} | {'yes' if surface.tenant_scoped else 'no'} | "
+        f"{writes} | {_cell(kept)} | {states} | {'yes' if surface.recovery_step else 'no'} |"
+    )
 
 
 def _cell(text: str) -> str:
@@ -76,4 +131,15 @@ def inventory_markdown(settings: Settings) -> str:
             f"| `{s.name}` | {s.owner.value} | `{s.state_class.value}` | {backend} | "
             f"{_cell(s.stores)} | {_cell(s.restart_expectation)} | {_cell(s.recovery)} |"
         )
+    lines += [
+        "",
+        "## Surface facts",
+        "",
+        "Ids, tenancy, how writes are acknowledged, which settings bound retention, the",
+        "lifecycle (live states -> terminal states) and whether a recovery step is registered.",
+        "",
+        "| surface | ids | tenant-scoped | writes | retention | lifecycle | recovery step |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [_facts_row(p.surface) for p in placements(settings)]
     return "\n".join(lines) + "\n"

@@ -8,7 +8,6 @@ import enum
 import types
 import typing
 from collections.abc import Mapping
-from functools import cache
 from typing import Any, TypeVar
 
 R = TypeVar("R")
@@ -36,7 +35,7 @@ def from_row(cls: type[R], row: Any, **overrides: Any) -> R:
     data = dict(row._mapping) if hasattr(row, "_mapping") else dict(row)
     data.update(overrides)
     values: dict[str, Any] = {}
-    for name, enum_type in _fields(cls):  # type: ignore[arg-type]
+    for name, enum_type in _fields(cls):
         if name not in data:
             continue
         value = data[name]
@@ -44,10 +43,18 @@ def from_row(cls: type[R], row: Any, **overrides: Any) -> R:
     return cls(**values)
 
 
-@cache
+_FIELDS: dict[type[Any], tuple[tuple[str, type[enum.Enum] | None], ...]] = {}
+
+
 def _fields(cls: type[Any]) -> tuple[tuple[str, type[enum.Enum] | None], ...]:
-    hints = typing.get_type_hints(cls)
-    return tuple((f.name, _enum_in(hints[f.name])) for f in dataclasses.fields(cls))
+    """Each field's name and enum type (None when it holds no enum), computed once."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        hints = typing.get_type_hints(cls)
+        found = _FIELDS[cls] = tuple(
+            (f.name, _enum_in(hints[f.name])) for f in dataclasses.fields(cls)
+        )
+    return found
 
 
 def _enum_in(hint: Any) -> type[enum.Enum] | None:
@@ -57,3 +64,8 @@ def _enum_in(hint: Any) -> type[enum.Enum] | None:
         if isinstance(candidate, type) and issubclass(candidate, enum.Enum):
             return candidate
     return None
+
+
+def enum_fields(cls: type[Any]) -> dict[str, type[enum.Enum]]:
+    """The fields of a record class that hold an enum (or None), with the enum type."""
+    return {name: enum_type for name, enum_type in _fields(cls) if enum_type is not None}

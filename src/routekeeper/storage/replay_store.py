@@ -40,6 +40,8 @@ def _record(row: Any) -> ReplayRecord:
 
 class ReplayStore(SurfaceStore):
     tables = {"router_replay": (router_replay,)}
+    records = {router_replay.name: ReplayRecord}
+    lifecycle_columns = {"router_replay": "lifecycle_state"}
     retention = {"router_replay": RetentionRule(router_replay, age_column="started_at")}
 
     def __init__(self, db: Database) -> None:

@@ -97,6 +97,8 @@ class RuntimeStore(SurfaceStore):
     """Replica rows and runtime events on one backend."""
 
     tables = {"runtime_status": (runtime_replicas,), "runtime_events": (runtime_events,)}
+    records = {runtime_replicas.name: ReplicaRecord, runtime_events.name: RuntimeEvent}
+    lifecycle_columns = {"runtime_status": "phase"}
     retention = {
         "runtime_status": RetentionRule(
             runtime_replicas,

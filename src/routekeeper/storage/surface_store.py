@@ -63,6 +63,11 @@ class RetentionPolicy:
 class SurfaceStore:
     tables: ClassVar[Mapping[str, tuple[Table, ...]]]
     """Surface name -> the tables that hold it (the first surface names the backend)."""
+    records: ClassVar[Mapping[str, type[Any]]]
+    """Table name -> the contract record (a frozen dataclass) one of its rows is."""
+    lifecycle_columns: ClassVar[Mapping[str, str]] = {}
+    """Surface name -> the column that holds its records' lifecycle state (every surface
+    that declares a ``lifecycle``)."""
     retention: ClassVar[Mapping[str, RetentionRule]] = {}
     """Surface name -> how its rows age out (every surface that declares ``retention``)."""
 

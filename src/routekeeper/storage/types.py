@@ -21,6 +21,10 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
+    @property
+    def python_type(self) -> type[datetime]:
+        return datetime
+
     def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
@@ -89,6 +93,10 @@ class ClientTextType(TypeDecorator[str]):
     cache_ok = True
     max_length: int | None = None
 
+    @property
+    def python_type(self) -> type[str]:
+        return str
+
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
         if value is None:
             return None
@@ -136,6 +144,10 @@ class BoundedInteger(TypeDecorator[int]):
 
     impl = Integer
     cache_ok = True
+
+    @property
+    def python_type(self) -> type[int]:
+        return int
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
         if value is None:

@@ -3,33 +3,19 @@ read back which rows a database holds.
 
 Tables are reflected from the database (never taken from the declared schema), so the rows fit
 the schema as it stands at whatever revision the database is at. Values come from each
-column's reflected type; columns whose values the code reads as enums get enum values.
+column's reflected type (see ``testing.rows``).
 """
 
 from __future__ import annotations
 
-import enum
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from alembic import command
-from sqlalchemy import JSON, Column, Connection, MetaData, Table, select
+from sqlalchemy import Connection, MetaData, select
 
-from routekeeper.contract.replay import LifecycleState, TerminalReason
-from routekeeper.contract.runtime import ReplicaPhase, RuntimeEventKind
 from routekeeper.storage.database import Database
 from routekeeper.storage.migrate import alembic_config, script_directory
-
-ENUM_COLUMNS: dict[tuple[str, str], type[enum.StrEnum]] = {
-    ("runtime_replicas", "phase"): ReplicaPhase,
-    ("runtime_events", "kind"): RuntimeEventKind,
-    ("runtime_events", "from_phase"): ReplicaPhase,
-    ("runtime_events", "to_phase"): ReplicaPhase,
-    ("router_replay", "lifecycle_state"): LifecycleState,
-    ("router_replay", "terminal_reason"): TerminalReason,
-}
-
-FIRST_TIME = datetime(2026, 1, 1, tzinfo=UTC)
+from routekeeper.testing.rows import generated_row
 
 Keys = dict[str, list[tuple[Any, ...]]]
 """Per table, the primary key of every row (an empty tuple per row for a table without one)."""
@@ -112,7 +98,7 @@ def reflect(conn: Connection) -> MetaData:
 def _fill(conn: Connection, rows: int) -> None:
     inserted: dict[str, list[dict[str, Any]]] = {}
     for table in reflect(conn).sorted_tables:
-        values = [_row(table, i, inserted) for i in range(rows)]
+        values = [generated_row(table, i, inserted) for i in range(rows)]
         conn.execute(table.insert(), values)
         inserted[table.name] = [dict(row._mapping) for row in conn.execute(select(table))]
 
@@ -124,51 +110,3 @@ def _row_keys(conn: Connection) -> Keys:
         result = conn.execute(select(*columns) if columns else select(table))
         keys[table.name] = sorted(tuple(row)[: len(columns)] for row in result)
     return keys
-
-
-def _row(table: Table, i: int, inserted: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    return {
-        column.name: _value(table, column, i, inserted)
-        for column in table.columns
-        if column is not table.autoincrement_column
-    }
-
-
-def _value(
-    table: Table, column: Column[Any], i: int, inserted: dict[str, list[dict[str, Any]]]
-) -> Any:
-    foreign_key = next(iter(column.foreign_keys), None)
-    if foreign_key is not None:
-        parents = inserted.get(foreign_key.column.table.name)
-        return parents[i % len(parents)][foreign_key.column.name] if parents else None
-    choices = ENUM_COLUMNS.get((table.name, column.name))
-    if choices is not None:
-        members = list(choices)
-        return members[i % len(members)].value
-    if isinstance(column.type, JSON):
-        return {}
-    try:
-        kind = column.type.python_type
-    except NotImplementedError:
-        kind = type(None)
-    if kind is bool:
-        return i % 2 == 0
-    if kind is int:
-        return i + 1
-    if kind is float:
-        return i + 0.5
-    if kind is str:
-        return _text(column.name, i, getattr(column.type, "length", None))
-    if kind is datetime:
-        moment = FIRST_TIME + timedelta(minutes=i)
-        return moment if getattr(column.type, "timezone", False) else moment.replace(tzinfo=None)
-    if column.nullable:
-        return None
-    raise TypeError(f"no generated value for {table.name}.{column.name} ({column.type!r})")
-
-
-def _text(name: str, i: int, length: int | None) -> str:
-    suffix = f"-{i}"
-    if length is None:
-        return f"{name}{suffix}"
-    return name[: max(0, length - len(suffix))] + suffix

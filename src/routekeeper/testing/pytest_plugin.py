@@ -2,7 +2,9 @@
 
 ``backend_kind`` is parametrized over ``sqlite`` and ``postgres``; ``state_settings`` builds
 settings whose default backend is a fresh SQLite file (in ``tmp_path``) or a fresh PostgreSQL
-database; ``state_storage`` opens and migrates it. Without a reachable PostgreSQL the postgres
+database; ``state_storage`` opens and migrates it. ``any_backend_kind``, ``any_state_settings``
+and ``any_state_storage`` add the ``memory`` backend (every surface opted in with
+``state.allow_ephemeral``), for suites that must hold on every backend kind. Without a reachable PostgreSQL the postgres
 cases skip, unless ``ROUTEKEEPER_REQUIRE_SERVICES=1`` makes them fail.
 """
 
@@ -59,34 +61,69 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite"),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("memory"),
+    ]
+)
+def any_backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _settings_on(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    from routekeeper.contract import SURFACES
+
+    state: dict[str, Any]
+    if kind == "postgres":
+        dsn = request.getfixturevalue("postgres_dsn")
+        state = {"backends": {"main": {"type": "postgres", "dsn": dsn}}}
+    elif kind == "memory":
+        state = {"backends": {"main": {"type": "memory"}}, "allow_ephemeral": list(SURFACES)}
+    else:
+        state = {"backends": {"main": {"type": "sqlite", "path": "state.db"}}}
+    return load_settings(None, workspace=tmp_path / "workspace", overrides={"state": state})
+
+
 @pytest.fixture
 def state_settings(backend_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     """Settings whose every surface is on one fresh backend of ``backend_kind``."""
-    backend: dict[str, Any]
-    if backend_kind == "postgres":
-        dsn = request.getfixturevalue("postgres_dsn")
-        backend = {"type": "postgres", "dsn": dsn}
-    else:
-        backend = {"type": "sqlite", "path": "state.db"}
-    return load_settings(
-        None,
-        workspace=tmp_path / "workspace",
-        overrides={"state": {"backends": {"main": backend}}},
-    )
+    return _settings_on(backend_kind, tmp_path, request)
 
 
 @pytest.fixture
-async def state_storage(state_settings: Settings) -> AsyncIterator[Any]:
-    """An opened, migrated StateStorage on the parametrized backend."""
+def any_state_settings(
+    any_backend_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Settings:
+    """Settings whose every surface is on one fresh backend of ``any_backend_kind``."""
+    return _settings_on(any_backend_kind, tmp_path, request)
+
+
+async def _opened(settings: Settings) -> AsyncIterator[Any]:
     from routekeeper.storage.state import StateStorage
 
-    storage = StateStorage(state_settings)
+    storage = StateStorage(settings)
     await storage.open()
     try:
         await storage.migrate()
         yield storage
     finally:
         await storage.close()
+
+
+@pytest.fixture
+async def state_storage(state_settings: Settings) -> AsyncIterator[Any]:
+    """An opened, migrated StateStorage on the parametrized backend."""
+    async for storage in _opened(state_settings):
+        yield storage
+
+
+@pytest.fixture
+async def any_state_storage(any_state_settings: Settings) -> AsyncIterator[Any]:
+    """An opened, migrated StateStorage on any backend kind (memory included)."""
+    async for storage in _opened(any_state_settings):
+        yield storage
 
 
 @pytest.fixture(
