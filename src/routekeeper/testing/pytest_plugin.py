@@ -4,8 +4,9 @@
 settings whose default backend is a fresh SQLite file (in ``tmp_path``) or a fresh PostgreSQL
 database; ``state_storage`` opens and migrates it. ``any_backend_kind``, ``any_state_settings``
 and ``any_state_storage`` add the ``memory`` backend (every surface opted in with
-``state.allow_ephemeral``), for suites that must hold on every backend kind. Without a reachable PostgreSQL the postgres
-cases skip, unless ``ROUTEKEEPER_REQUIRE_SERVICES=1`` makes them fail.
+``state.allow_ephemeral``), for suites that must hold on every backend kind. Without a
+reachable PostgreSQL the postgres cases skip, unless ``ROUTEKEEPER_REQUIRE_SERVICES=1`` makes
+them fail.
 """
 
 from __future__ import annotations
