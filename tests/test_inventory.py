@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import yaml
 from typer.testing import CliRunner
 
 from routekeeper.cli.main import app
@@ -29,11 +30,12 @@ def test_cli_markdown_is_the_document(tmp_path):
 
 def test_json_inventory_lists_every_surface_with_its_placement(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text(
-        "state:\n  backends:\n    main: {type: sqlite}\n    pg: {type: postgres, dsn: 'postgresql://u:pw@h/db'}\n"
-        "  surfaces:\n    runtime_status: {backend: pg}\n    runtime_events: {backend: pg}\n"
-        "    router_replay: {backend: pg}\n"
-    )
+    backends = {
+        "main": {"type": "sqlite"},
+        "pg": {"type": "postgres", "dsn": "postgresql://u:pw@h/db"},
+    }
+    surfaces = {name: {"backend": "pg"} for name in SURFACES}
+    config.write_text(yaml.safe_dump({"state": {"backends": backends, "surfaces": surfaces}}))
     result = CliRunner().invoke(
         app,
         [
@@ -52,5 +54,6 @@ def test_json_inventory_lists_every_surface_with_its_placement(tmp_path):
     assert [r["name"] for r in rows] == list(SURFACES)
     for row in rows:
         assert {"name", "owner", "class", "backend", "restart_expectation", "recovery"} <= set(row)
+        assert {"id_prefix", "tenant_scoped", "writes", "retention", "lifecycle"} <= set(row)
         assert row["backend"] == "pg" and row["backend_type"] == "postgres"
     assert "pw" not in result.output

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import yaml
 
+from routekeeper.contract import SURFACES
 from routekeeper.testing import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -45,19 +46,12 @@ def test_example_config_serves_and_status_cli_shows_the_same(tmp_path):
         me = next(r for r in body["replicas"] if r["current"])
         assert me["phase"] == "ready" and me["id"].startswith("rep_")
         assert {s["name"]: s["class"] for s in body["surfaces"]} == {
-            "runtime_status": "shared_durable_workflow_state",
-            "runtime_events": "audit_analytics_telemetry",
-            "router_replay": "audit_analytics_telemetry",
+            name: surface.state_class.value for name, surface in SURFACES.items()
         }
         table = run_cli("status", "--url", server.url)
         assert table.returncode == 0, table.stderr
         assert me["id"] in table.stdout and "ready" in table.stdout
-        for text in (
-            "runtime_status",
-            "runtime_events",
-            "shared_durable_workflow_state",
-            "main (sqlite)",
-        ):
+        for text in [*SURFACES, "shared_durable_workflow_state", "main (sqlite)"]:
             assert text in table.stdout
         as_json = run_cli("status", "--url", server.url, "--format", "json")
         assert json.loads(as_json.stdout)["replica_id"] == body["replica_id"]

@@ -14,7 +14,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
 from routekeeper.contract import SURFACES
-from routekeeper.contract.surfaces import WriteMode
+from routekeeper.contract.surface import WriteMode
 from routekeeper.http.app import create_app
 from routekeeper.runtime.retention import retention_policy, setting_value
 from routekeeper.settings import load_settings

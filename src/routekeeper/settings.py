@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, TypeGuard
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from routekeeper.contract import SURFACES, BackendKind
@@ -28,17 +28,15 @@ from routekeeper.routing.config import (
     SignalsConfig,
     routing_problems,
 )
+from routekeeper.sections.base import Section
+from routekeeper.sections.replay import ReplaySettings
 
 DEFAULT_WORKSPACE = Path(".routekeeper")
 DEFAULT_BACKEND_NAME = "main"
 ENV_PREFIX = "ROUTEKEEPER_"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SQLiteBackend(_Strict):
+class SQLiteBackend(Section):
     """An embedded SQLite database file in WAL mode, one serialized writer."""
 
     type: Literal["sqlite"] = "sqlite"
@@ -75,7 +73,7 @@ class SQLiteBackend(_Strict):
         return value.upper() if isinstance(value, str) else value
 
 
-class PostgresBackend(_Strict):
+class PostgresBackend(Section):
     """A PostgreSQL database shared by every replica."""
 
     type: Literal["postgres"] = "postgres"
@@ -110,7 +108,7 @@ class PostgresBackend(_Strict):
         return redact_dsn(self.dsn)
 
 
-class MemoryBackend(_Strict):
+class MemoryBackend(Section):
     """In-memory SQLite on one connection: lost when the process exits."""
 
     type: Literal["memory"] = "memory"
@@ -125,11 +123,11 @@ def _default_backends() -> dict[str, SQLiteBackend | PostgresBackend | MemoryBac
     return {DEFAULT_BACKEND_NAME: SQLiteBackend()}
 
 
-class SurfaceBinding(_Strict):
+class SurfaceBinding(Section):
     backend: str
 
 
-class StateSettings(_Strict):
+class StateSettings(Section):
     mode: Literal["local", "shared"] = Field(
         "local", description="local: one node; shared: several replicas on one shared backend."
     )
@@ -191,7 +189,7 @@ def _unknown_surface(name: str) -> str:
     return f"unknown surface {name!r} (registered: {', '.join(SURFACES)})"
 
 
-class RuntimeSettings(_Strict):
+class RuntimeSettings(Section):
     heartbeat_seconds: float = Field(
         2.0, gt=0, le=3600, description="Replica heartbeat (and crash sweep) period."
     )
@@ -218,7 +216,7 @@ class RuntimeSettings(_Strict):
         return self
 
 
-class ServerSettings(_Strict):
+class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     graceful_timeout_seconds: float = Field(
@@ -249,37 +247,6 @@ class ServerSettings(_Strict):
                 f"({self.graceful_timeout_seconds})"
             )
         return self
-
-
-class ReplaySettings(_Strict):
-    enabled: bool = Field(True, description="Record every /v1 request (router_replay).")
-    retention_days: int = Field(30, ge=1, le=3650, description="Records older than this go.")
-    max_records: int = Field(
-        1_000_000, ge=1000, description="Beyond this many records the oldest go."
-    )
-    queue_max: int = Field(
-        10_000, ge=10, le=10_000_000, description="Records waiting for the writer, at most."
-    )
-    flush_interval_ms: int = Field(
-        100,
-        ge=5,
-        le=60_000,
-        description="How often the writer stores what is queued (start records; every record "
-        "in `batch` mode).",
-    )
-    durability: Literal["acknowledged", "batch"] = Field(
-        "acknowledged",
-        description="`acknowledged`: a response's last byte is sent only after its record is "
-        "committed (group commit). `batch`: records are written every flush_interval_ms and a "
-        "SIGKILL loses what finished since the last flush.",
-    )
-    ack_timeout_ms: int = Field(
-        500,
-        ge=1,
-        le=60_000,
-        description="`acknowledged` mode: wait at most this long for a record's commit, then "
-        "answer anyway with `x-routekeeper-replay-durable: false` (counted as ack_timeout).",
-    )
 
 
 class Settings(BaseSettings):

@@ -9,7 +9,8 @@ from routekeeper.contract.classes import (
     is_durable,
     is_shared,
 )
-from routekeeper.contract.surfaces import SURFACES, Owner, Surface, SurfaceRegistry
+from routekeeper.contract.surface import Owner, Surface, SurfaceRegistry
+from routekeeper.contract.surfaces import SURFACES
 
 __all__ = [
     "ALLOWED_BACKENDS",

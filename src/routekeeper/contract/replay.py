@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from routekeeper.contract.classes import StateClass
 from routekeeper.contract.lifecycle import Lifecycle
+from routekeeper.contract.surface import Owner, Retention, Surface, WriteMode, Writes
 
 PASS_THROUGH = "(pass-through)"
 """The decision label of a request that named a configured model (no routing): the replay
@@ -99,3 +101,33 @@ class ReplayRecord:
     """The captured user messages' text (what ``q`` searches); only with request capture."""
     response_body: str | None = None
     response_body_truncated: bool = False
+
+
+ROUTER_REPLAY = Surface(
+    name="router_replay",
+    owner=Owner.ROUTER,
+    state_class=StateClass.AUDIT_ANALYTICS_TELEMETRY,
+    stores=(
+        "One record per routed or passed-through chat completion: ids, replica, session, "
+        "decision, matched signals with scores, requested and selected model, streaming, "
+        "upstream status, lifecycle_state and terminal_reason, durations, token usage, cost."
+    ),
+    restart_expectation=(
+        "Every request that finished is there after SIGTERM. After SIGKILL, every answer "
+        "sent with `x-routekeeper-replay-durable: true` (replay.durability acknowledged, the "
+        "default) is there and final; in `batch` mode what finished within "
+        "replay.flush_interval_ms of the kill may be lost. A request in flight at a crash is "
+        "`aborted` / `process_restart`. Drops (queue full, database down, a refused value) "
+        "are counted, never silent."
+    ),
+    recovery=(
+        "Records left `in_progress` by a replica that is no longer live become `aborted` with "
+        "terminal_reason `process_restart` (at start, and when a sweep records a crash)."
+    ),
+    id_prefix="rpl",
+    tenant_scoped=True,
+    recovery_step=True,
+    writes=Writes(WriteMode.ACKNOWLEDGED, setting="replay.durability"),
+    retention=Retention(max_age_days="replay.retention_days", max_count="replay.max_records"),
+    lifecycle=REPLAY_LIFECYCLE,
+)

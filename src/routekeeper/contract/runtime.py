@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from routekeeper.contract.classes import StateClass
 from routekeeper.contract.lifecycle import Lifecycle
+from routekeeper.contract.surface import Owner, Retention, Surface
 
 
 class ReplicaPhase(enum.StrEnum):
@@ -110,3 +112,49 @@ class RuntimeEvent:
     to_phase: ReplicaPhase | None
     data: dict[str, Any] = field(default_factory=dict)
     occurred_at: datetime | None = None
+
+
+RUNTIME_STATUS = Surface(
+    name="runtime_status",
+    owner=Owner.ROUTER,
+    state_class=StateClass.SHARED_DURABLE_WORKFLOW_STATE,
+    stores=(
+        "One row per replica (each `serve` process): id, phase, host, pid, listen address, "
+        "version, started/heartbeat/stopped times."
+    ),
+    restart_expectation=(
+        "Every replica that ever started is still listed (until retention) with its last "
+        "phase: `stopped` after SIGTERM, `crashed` after SIGKILL or a hang once any replica "
+        "has swept."
+    ),
+    recovery=(
+        "Crash sweep (at start, before ready, and every heartbeat): a replica still in a live "
+        "phase whose flock is free, or whose heartbeat is older than "
+        "`runtime.stale_after_seconds` as judged by a replica itself settled that long (a free "
+        "PostgreSQL advisory lock alone is no proof: a database outage frees every one), "
+        "becomes `crashed` with a `replica.crashed` event naming its last heartbeat and the "
+        "detector, recorded exactly once."
+    ),
+    id_prefix="rep",
+    recovery_step=True,
+    retention=Retention(
+        max_age_days="runtime.replica_retention_days",
+        applies_to="replicas in a terminal phase, by the time they stopped",
+    ),
+    lifecycle=REPLICA_LIFECYCLE,
+)
+
+RUNTIME_EVENTS = Surface(
+    name="runtime_events",
+    owner=Owner.ROUTER,
+    state_class=StateClass.AUDIT_ANALYTICS_TELEMETRY,
+    stores=(
+        "Typed, append-only events: `replica.phase_changed` and `replica.crashed` (each in the "
+        "same transaction as the runtime_status row change it describes) and "
+        "`recovery.completed` (per surface, with counts)."
+    ),
+    restart_expectation="Every committed event is kept, in order, until retention removes it.",
+    recovery="Nothing to repair: events are only ever appended in committed transactions.",
+    colocated_with="runtime_status",
+    retention=Retention(max_age_days="runtime.event_retention_days"),
+)
