@@ -23,6 +23,7 @@ from routekeeper.cli.common import (
     require_existing_databases,
     settings_from,
 )
+from routekeeper.contract import BackendKind
 from routekeeper.contract.errors import ContractViolation, StorageError
 from routekeeper.settings import Settings
 from routekeeper.storage.database import Database
@@ -51,7 +52,7 @@ def _each_backend(
         results = []
         try:
             for db in storage.databases.values():
-                if db.kind.value == "memory":
+                if db.kind is BackendKind.MEMORY:
                     continue  # nothing to migrate ahead of time: it lives in the serving process
                 await db.open()
                 results.append(await action(db))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from routekeeper.contract import BackendKind
 from routekeeper.contract.errors import ContractViolation, StorageError
 from routekeeper.contract.runtime import ReplicaPhase
 from routekeeper.settings import Settings
@@ -72,7 +73,7 @@ async def diagnose(settings: Settings) -> list[Finding]:
 
 async def _check_backend(db: Database, settings: Settings, findings: list[Finding]) -> bool:
     where = f"{db.name} ({db.describe()})"
-    if db.kind.value == "memory":
+    if db.kind is BackendKind.MEMORY:
         findings.append(Finding("backend", Level.OK, "memory backend: nothing to check", where))
         return False
     if db.sqlite_path is not None:

@@ -45,6 +45,14 @@ SQLITE = Dialect("sqlite")
 POSTGRESQL = Dialect("postgresql")
 
 
+_BY_NAME = {d.name: d for d in (SQLITE, POSTGRESQL)}
+
+
+def dialect_named(name: str) -> Dialect:
+    """Ours for SQLAlchemy's dialect name (in type decorators and migrations)."""
+    return _BY_NAME[name]
+
+
 def dialect_of(kind: BackendKind) -> Dialect:
     """``memory`` is SQLite too (in memory, on one connection)."""
     return POSTGRESQL if kind is BackendKind.POSTGRES else SQLITE

@@ -32,6 +32,7 @@ from typing import Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from routekeeper.contract import BackendKind
 from routekeeper.contract.errors import StorageError, StorageUnavailable
 from routekeeper.contract.runtime import ReplicaRecord
 from routekeeper.storage.database import Database
@@ -334,8 +335,8 @@ def _first_line(exc: BaseException) -> str:
 
 def liveness_for(db: Database, workspace: Path) -> LivenessLock:
     """The liveness mechanism that fits the backend ``runtime_status`` lives on."""
-    if db.kind.value == "postgres":
+    if db.kind is BackendKind.POSTGRES:
         return PostgresLiveness(db)
-    if db.kind.value == "sqlite":
+    if db.kind is BackendKind.SQLITE:
         return FileLiveness(workspace / "replicas")
     return NoLiveness()

@@ -9,6 +9,7 @@ from sqlalchemy import DateTime, Dialect, Integer, String, Text
 from sqlalchemy.types import TypeDecorator
 
 from routekeeper.contract.errors import InvalidValue
+from routekeeper.storage.dialect import dialect_named
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -31,7 +32,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if not isinstance(value, datetime) or value.tzinfo is None:
             raise ValueError(f"expected a timezone-aware datetime, got {value!r}")
         value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value if dialect_named(dialect.name).postgres else value.replace(tzinfo=None)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -108,10 +109,10 @@ class ClientTextType(TypeDecorator[str]):
                 f"a value {len(stored)} characters long as stored does not fit a column of "
                 f"{self.max_length}"
             )
-        return stored if dialect.name == "postgresql" else value
+        return stored if dialect_named(dialect.name).postgres else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
-        if value is None or dialect.name != "postgresql":
+        if value is None or not dialect_named(dialect.name).postgres:
             return value
         return decode_client_text(value)
 

@@ -14,6 +14,7 @@ from alembic import command
 from sqlalchemy import Connection, MetaData, select
 
 from routekeeper.storage.database import Database
+from routekeeper.storage.dialect import dialect_named
 from routekeeper.storage.migrate import alembic_config, script_directory
 from routekeeper.testing.rows import generated_row
 
@@ -41,7 +42,7 @@ async def upgrade_to(db: Database, revision: str) -> None:
 def _upgrade_to(conn: Connection, revision: str) -> None:
     cfg = alembic_config()
     cfg.attributes["connection"] = conn
-    sqlite = conn.dialect.name == "sqlite"
+    sqlite = not dialect_named(conn.dialect.name).postgres
     if sqlite:
         _pragma(conn, "foreign_keys=OFF")
     try:
@@ -78,7 +79,7 @@ def reflect(conn: Connection) -> MetaData:
     """The database's own tables: not the version table, and on SQLite not virtual tables
     (full-text search) or their shadow tables."""
     virtual: tuple[str, ...] = ()
-    if conn.dialect.name == "sqlite":
+    if not dialect_named(conn.dialect.name).postgres:
         found = conn.exec_driver_sql(
             "SELECT name FROM sqlite_master WHERE type = 'table' "
             "AND sql LIKE 'CREATE VIRTUAL TABLE%'"

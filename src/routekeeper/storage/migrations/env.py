@@ -3,6 +3,7 @@
 
 from alembic import context
 
+from routekeeper.storage.dialect import dialect_named
 from routekeeper.storage.stores import declared_metadata
 
 connection = context.config.attributes.get("connection")
@@ -14,7 +15,7 @@ if connection is None or context.is_offline_mode():
 context.configure(
     connection=connection,
     target_metadata=declared_metadata(),
-    render_as_batch=connection.dialect.name == "sqlite",
+    render_as_batch=not dialect_named(connection.dialect.name).postgres,
     compare_type=True,
 )
 with context.begin_transaction():
