@@ -5,7 +5,13 @@ edges translate them into these, and the API layers turn these into one envelope
     ├── ConfigError                 bad configuration file or environment (path of the key)
     ├── ContractViolation           configuration breaks the state contract
     ├── NotFound                    a named entity does not exist              (404)
+    │   └── ModelNotFound           a model neither configured nor an auto name (404)
     ├── InvalidRequest              bad input from a client                    (400)
+    ├── NotReady                    the replica is not ready to serve yet      (503)
+    ├── ShuttingDown                the shutdown budget ended the request      (503)
+    ├── UpstreamError               an upstream model failed (its own status, 502, 504;
+    │                               ``routekeeper.upstream.errors``)
+    ├── EmbedderUnavailable         an embedder cannot embed (503; ``routing.embedders``)
     └── StorageError                anything the storage layer could not do    (500)
         ├── StorageUnavailable      the database cannot be reached right now   (503)
         │   └── StorageBusy         SQLite stayed locked past busy_timeout      (503)
@@ -34,6 +40,10 @@ class RoutekeeperError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details or {}
+
+    def headers(self) -> dict[str, str]:
+        """Response headers the error's answer carries (``retry-after``)."""
+        return {"retry-after": str(self.retry_after)} if self.retry_after is not None else {}
 
 
 class ConfigError(RoutekeeperError):
@@ -66,6 +76,23 @@ class ContractViolation(RoutekeeperError):
 class NotFound(RoutekeeperError):
     code = "not_found"
     status = 404
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+    param = "model"
+
+
+class NotReady(RoutekeeperError):
+    code = "not_ready"
+    status = 503
+    retry_after = 1
+
+
+class ShuttingDown(RoutekeeperError):
+    code = "server_shutting_down"
+    status = 503
+    retry_after = 1
 
 
 class InvalidRequest(RoutekeeperError):

@@ -18,6 +18,7 @@ from routekeeper.http.errors import install_error_handlers
 from routekeeper.http.limits import BodySizeLimit
 from routekeeper.router.routes import v1 as v1_routes
 from routekeeper.router.services.chat import ChatService
+from routekeeper.router.services.exchange import ChatExchanges
 from routekeeper.router.services.metrics import RouterMetrics
 from routekeeper.router.services.replay import ReplayRecorder
 from routekeeper.routing.engine import RoutingEngine, build_embedder
@@ -84,9 +85,14 @@ def create_app(
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.engine = engine
-    app.state.metrics = RouterMetrics(components)
-    app.state.chat = ChatService(settings, engine, pool)
-    app.state.recorder = recorder
+    app.state.metrics = metrics = RouterMetrics(components)
+    app.state.exchanges = ChatExchanges(
+        ChatService(settings, engine, pool),
+        recorder,
+        metrics,
+        runtime,
+        ping_seconds=settings.server.sse_ping_seconds,
+    )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_request_bytes)
     app.include_router(ops.router)

@@ -158,11 +158,13 @@ def install_error_handlers(app: FastAPI) -> None:
 BODY_PARSE_FAILED = "There was an error parsing the body"
 
 
-def contract_error_response(request: Request, exc: RoutekeeperError) -> JSONResponse:
-    """The envelope for a contract error, with ``param`` when it names a field."""
+def contract_error_response(
+    request: Request, exc: RoutekeeperError, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The envelope for a contract error, with ``param`` when it names a field, its own
+    headers (``retry-after``) and ``headers``."""
     if exc.status >= 500:
         log.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
-    headers = {"retry-after": str(exc.retry_after)} if exc.retry_after is not None else None
     return error_response(
         request,
         exc.status,
@@ -170,7 +172,7 @@ def contract_error_response(request: Request, exc: RoutekeeperError) -> JSONResp
         exc.message,
         details=exc.details,
         param=exc.param,
-        headers=headers,
+        headers={**exc.headers(), **(headers or {})},
     )
 
 

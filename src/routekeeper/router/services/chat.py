@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from routekeeper.contract.errors import NotFound
+from routekeeper.contract.errors import ModelNotFound
 from routekeeper.routing.config import DecisionConfig, EchoModelBackend, ModelConfig
 from routekeeper.routing.engine import RoutingEngine, RoutingResult
 from routekeeper.routing.request import routing_input
@@ -15,14 +15,6 @@ from routekeeper.settings import Settings
 from routekeeper.upstream.base import ModelTransport
 from routekeeper.upstream.echo import EchoTransport
 from routekeeper.upstream.openai import OpenAITransport, UpstreamPool
-
-
-class ModelNotFound(NotFound):
-    code = "model_not_found"
-
-    def __init__(self, message: str, *, param: str | None = "model", **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.param = param
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,7 @@ class RequestTrace:
 
     def failed(self, exc: UpstreamError) -> asyncio.Future[bool | None]:
         if self.done is None:
-            self.metrics.upstream_failed(exc.kind.value, exc.status)
+            self.metrics.upstream_failed(exc.kind.value, exc.upstream_status)
         reason = (
             TerminalReason.UPSTREAM_TIMEOUT
             if exc.kind is UpstreamErrorKind.TIMEOUT
@@ -187,7 +187,7 @@ class RequestTrace:
         return self._finish(
             LifecycleState.FAILED,
             reason,
-            upstream_status=_status(exc.status),
+            upstream_status=_status(exc.upstream_status),
             error=exc.message[:2000],
         )
 
