@@ -90,7 +90,7 @@ async def test_file_lock_of_another_host_cannot_be_judged(tmp_path):
 
 @pytest.mark.postgres
 async def test_postgres_advisory_lock_is_free_once_its_holder_is_killed(postgres_dsn):
-    from routekeeper.settings import PostgresBackend
+    from routekeeper.storage.config import PostgresBackend
     from routekeeper.storage.database import Database
 
     child = subprocess.Popen(
@@ -98,7 +98,7 @@ async def test_postgres_advisory_lock_is_free_once_its_holder_is_killed(postgres
             sys.executable,
             "-c",
             "import asyncio, time\n"
-            "from routekeeper.settings import PostgresBackend\n"
+            "from routekeeper.storage.config import PostgresBackend\n"
             "from routekeeper.storage.database import Database\n"
             "from routekeeper.storage.liveness import PostgresLiveness\n"
             "async def main():\n"
@@ -189,7 +189,7 @@ async def _wait_free(observer: PostgresLiveness, replica_id: str) -> None:
 
 @pytest.fixture
 async def pg_db(postgres_dsn):
-    from routekeeper.settings import PostgresBackend
+    from routekeeper.storage.config import PostgresBackend
     from routekeeper.storage.database import Database
 
     db = Database("pg", PostgresBackend(dsn=postgres_dsn))

@@ -12,14 +12,8 @@ from typer.testing import CliRunner
 
 from routekeeper.cli.main import app
 from routekeeper.contract.errors import ConfigError
-from routekeeper.settings import (
-    MemoryBackend,
-    PostgresBackend,
-    Settings,
-    SQLiteBackend,
-    load_settings,
-    redact_dsn,
-)
+from routekeeper.settings import Settings, load_settings
+from routekeeper.storage.config import MemoryBackend, PostgresBackend, SQLiteBackend, redact_dsn
 
 # The example from issue 2, item 3, verbatim.
 ISSUE_EXAMPLE = (Path(__file__).parent / "data" / "state-example.yaml").read_text()

@@ -15,7 +15,8 @@ from rich.markup import escape
 
 from routekeeper.contract import BackendKind
 from routekeeper.contract.errors import ConfigError
-from routekeeper.settings import Settings, SQLiteBackend, load_settings
+from routekeeper.settings import Settings, load_settings
+from routekeeper.storage.config import SQLiteBackend
 from routekeeper.storage.placement import placements
 
 EXIT_FAILURE = 1

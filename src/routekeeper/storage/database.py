@@ -46,7 +46,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 
 from routekeeper.contract import BackendKind
 from routekeeper.contract.errors import StorageBusy, StorageError, StorageUnavailable
-from routekeeper.settings import MemoryBackend, PostgresBackend, SQLiteBackend, redact_dsn
+from routekeeper.storage.config import MemoryBackend, PostgresBackend, SQLiteBackend, redact_dsn
 from routekeeper.storage.dialect import Dialect, dialect_of
 from routekeeper.storage.errors import translate_storage_error
 

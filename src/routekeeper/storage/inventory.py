@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from routekeeper.contract import DURABLE_DEFINITION, SHARED_DEFINITION, StateClass, Surface
-from routekeeper.settings import Settings
+from routekeeper.storage.config import StorageConfig
 from routekeeper.storage.placement import placements
 
 _CLASS_MEANINGS = {
@@ -22,7 +22,7 @@ _CLASS_MEANINGS = {
 }
 
 
-def inventory_json(settings: Settings) -> list[dict[str, Any]]:
+def inventory_json(settings: StorageConfig) -> list[dict[str, Any]]:
     return [
         {
             "name": p.surface.name,
@@ -100,7 +100,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def inventory_markdown(settings: Settings) -> str:
+def inventory_markdown(settings: StorageConfig) -> str:
     lines = [
         "# State inventory",
         "",

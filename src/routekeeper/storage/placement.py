@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from routekeeper.contract import ALLOWED_BACKENDS, SURFACES, BackendKind, Surface
 from routekeeper.contract.errors import ContractViolation
-from routekeeper.settings import PostgresBackend, Settings, SQLiteBackend, redact_dsn
+from routekeeper.storage.config import PostgresBackend, SQLiteBackend, StorageConfig, redact_dsn
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class SurfacePlacement:
     """True when the surface is kept in memory only (lost on restart)."""
 
 
-def backend_location(settings: Settings, name: str) -> str:
+def backend_location(settings: StorageConfig, name: str) -> str:
     backend = settings.state.backends[name]
     if isinstance(backend, SQLiteBackend):
         return str(settings.resolve_path(backend.path))
@@ -33,7 +33,7 @@ def backend_location(settings: Settings, name: str) -> str:
     return "memory"
 
 
-def placements(settings: Settings) -> list[SurfacePlacement]:
+def placements(settings: StorageConfig) -> list[SurfacePlacement]:
     """Every registered surface with its backend, in registry order."""
     out = []
     for surface in SURFACES.values():
@@ -51,7 +51,7 @@ def placements(settings: Settings) -> list[SurfacePlacement]:
     return out
 
 
-def contract_problems(settings: Settings) -> list[str]:
+def contract_problems(settings: StorageConfig) -> list[str]:
     """Every way the configuration breaks the state contract (empty when it holds)."""
     by_name = {p.surface.name: p for p in placements(settings)}
     problems: list[str] = []
@@ -67,7 +67,7 @@ def contract_problems(settings: Settings) -> list[str]:
     return problems
 
 
-def _backend_problems(settings: Settings, placement: SurfacePlacement) -> list[str]:
+def _backend_problems(settings: StorageConfig, placement: SurfacePlacement) -> list[str]:
     """Whether the surface's class may live on its backend kind (at most one problem)."""
     surface, kind = placement.surface, placement.kind
     shared_mode = settings.state.mode == "shared"
@@ -98,7 +98,7 @@ def _backend_problems(settings: Settings, placement: SurfacePlacement) -> list[s
     return []
 
 
-def check_contract(settings: Settings) -> list[SurfacePlacement]:
+def check_contract(settings: StorageConfig) -> list[SurfacePlacement]:
     """The placements, or ContractViolation naming each offending surface and its fix."""
     problems = contract_problems(settings)
     if problems:

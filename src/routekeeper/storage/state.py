@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from routekeeper.contract import SURFACES
 from routekeeper.contract.errors import StorageError
-from routekeeper.settings import Settings, SQLiteBackend
+from routekeeper.storage.config import SQLiteBackend, StorageConfig
 from routekeeper.storage.database import Database
 from routekeeper.storage.liveness import liveness_for
 from routekeeper.storage.migrate import MigrationState, ensure_schema
@@ -34,7 +34,7 @@ class SurfaceCount:
 class StateStorage:
     """Opens the backends the contract placed surfaces on; ``close()`` releases them."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: StorageConfig) -> None:
         self.settings = settings
         self.placements = check_contract(settings)
         self.databases: dict[str, Database] = {}
