@@ -14,8 +14,8 @@ import pytest
 import yaml
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from routekeeper.routing.config import EchoModelBackend
 from routekeeper.testing import FakeUpstream, ServerProcess
+from routekeeper.upstream.config import EchoModelBackend
 from routekeeper.upstream.echo import EchoTransport
 
 pytestmark = pytest.mark.slow

@@ -497,7 +497,7 @@ def test_sigterm_answers_a_request_still_waiting_for_its_upstream(tmp_path, upst
 
 async def test_sse_events_are_assembled_per_the_spec():
     """Multi-line data fields join with newlines; other fields and comments are skipped."""
-    from routekeeper.routing.config import OpenAIModelBackend
+    from routekeeper.upstream.config import OpenAIModelBackend
     from routekeeper.upstream.openai import OpenAITransport, UpstreamPool
 
     body = (

@@ -6,8 +6,8 @@ import yaml
 from routekeeper.router.services.chat import ChatService, ModelNotFound
 from routekeeper.routing.engine import RoutingEngine
 from routekeeper.routing.request import prompt_input, routing_input
-from routekeeper.routing.tokens import estimate_tokens
 from routekeeper.settings import load_settings
+from routekeeper.upstream.messages import estimate_tokens
 from routekeeper.upstream.openai import UpstreamPool
 
 CONFIG = """

@@ -23,7 +23,7 @@ from routekeeper.routing.signals import (
     RegexEvaluator,
     SignalMatch,
 )
-from routekeeper.routing.tokens import estimate_tokens
+from routekeeper.upstream.messages import estimate_tokens
 
 if TYPE_CHECKING:
     from routekeeper.routing.embedders import Embedder

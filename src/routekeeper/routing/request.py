@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from routekeeper.upstream.messages import all_text, last_user_text
+
 
 @dataclass(frozen=True)
 class RoutingInput:
@@ -19,48 +21,14 @@ class RoutingInput:
     """Lower-cased header names."""
 
 
-def content_text(content: Any) -> str:
-    """The text of a message's ``content``: a string, or the text parts of a parts list."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict)
-            and part.get("type") == "text"
-            and isinstance(part.get("text"), str)
-        )
-    return ""
-
-
-def user_text(body: Mapping[str, Any]) -> str:
-    """Every user message's text, one per line (what replay captures as the prompt)."""
-    return "\n".join(
-        content_text(m.get("content"))
-        for m in body.get("messages") or []
-        if isinstance(m, dict) and m.get("role") == "user"
-    )
-
-
 def routing_input(
     body: Mapping[str, Any], headers: Mapping[str, str] | None = None
 ) -> RoutingInput:
-    messages = body.get("messages") or []
-    texts = [content_text(m.get("content")) for m in messages if isinstance(m, dict)]
-    last_user = next(
-        (
-            content_text(m.get("content"))
-            for m in reversed(messages)
-            if isinstance(m, dict) and m.get("role") == "user"
-        ),
-        "",
-    )
     metadata = body.get("metadata") or {}
     user = body.get("user")
     return RoutingInput(
-        text=last_user,
-        all_text="\n".join(texts),
+        text=last_user_text(body),
+        all_text=all_text(body),
         metadata={str(k): str(v) for k, v in metadata.items()}
         if isinstance(metadata, dict)
         else {},

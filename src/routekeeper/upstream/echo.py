@@ -10,9 +10,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from routekeeper.contract.ids import new_id
-from routekeeper.routing.config import EchoModelBackend
-from routekeeper.routing.request import routing_input
-from routekeeper.routing.tokens import estimate_tokens
+from routekeeper.upstream.config import EchoModelBackend
+from routekeeper.upstream.messages import all_text, estimate_tokens, last_user_text
 
 
 class EchoTransport:
@@ -21,9 +20,8 @@ class EchoTransport:
         self.backend = backend
 
     def _reply(self, body: dict[str, Any]) -> tuple[str, dict[str, int]]:
-        inp = routing_input(body)
-        text = f"echo:{self.model_name}: {inp.text}"
-        prompt, completion = estimate_tokens(inp.all_text), estimate_tokens(text)
+        text = f"echo:{self.model_name}: {last_user_text(body)}"
+        prompt, completion = estimate_tokens(all_text(body)), estimate_tokens(text)
         usage = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,

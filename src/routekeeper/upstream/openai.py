@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from routekeeper.contract.strict_json import loads_strict
-from routekeeper.routing.config import OpenAIModelBackend
+from routekeeper.upstream.config import OpenAIModelBackend
 from routekeeper.upstream.errors import UpstreamError, UpstreamErrorKind
 
 

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from routekeeper.contract.errors import ModelNotFound
-from routekeeper.routing.config import DecisionConfig, EchoModelBackend, ModelConfig
+from routekeeper.routing.config import DecisionConfig, ModelConfig
 from routekeeper.routing.engine import RoutingEngine, RoutingResult
 from routekeeper.routing.request import routing_input
 from routekeeper.settings import Settings
 from routekeeper.upstream.base import ModelTransport
+from routekeeper.upstream.config import EchoModelBackend
 from routekeeper.upstream.echo import EchoTransport
 from routekeeper.upstream.openai import OpenAITransport, UpstreamPool
 

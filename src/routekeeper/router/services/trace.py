@@ -14,9 +14,9 @@ from routekeeper.contract.replay import LifecycleState, ReplayRecord, TerminalRe
 from routekeeper.router.services.chat import ChatPlan
 from routekeeper.router.services.metrics import RouterMetrics
 from routekeeper.router.services.replay import ReplayRecorder
-from routekeeper.routing.request import user_text
 from routekeeper.storage.types import INT32_MAX, utcnow
 from routekeeper.upstream.errors import UpstreamError, UpstreamErrorKind
+from routekeeper.upstream.messages import user_text
 
 # The searchable prompt text is cut here whatever max_body_bytes says: PostgreSQL's tsvector
 # (the full-text index) refuses more than 1 MB, about 600 KB of prose.
