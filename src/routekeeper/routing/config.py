@@ -6,7 +6,7 @@ Validated when the settings load; every refusal names the key path, e.g.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import (
     BaseModel,
@@ -303,3 +303,23 @@ def routing_problems(
             f"decisions: several default decisions ({paths}); exactly one may omit `when`"
         )
     return problems
+
+
+class RoutingConfig(Protocol):
+    """What the routing engine reads of the settings (``routekeeper.settings.Settings``
+    satisfies it): the models, signals, decisions, auto names and the embedder."""
+
+    @property
+    def models(self) -> list[ModelConfig]: ...
+
+    @property
+    def signals(self) -> SignalsConfig: ...
+
+    @property
+    def decisions(self) -> list[DecisionConfig]: ...
+
+    @property
+    def auto_model_names(self) -> list[str]: ...
+
+    @property
+    def embedder(self) -> EmbedderConfig: ...

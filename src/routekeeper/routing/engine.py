@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from routekeeper.routing.config import DecisionConfig, ModelConfig
+from routekeeper.routing.config import DecisionConfig, ModelConfig, RoutingConfig
 from routekeeper.routing.request import RoutingInput
 from routekeeper.routing.rules import rule_matches
 from routekeeper.routing.signals import (
@@ -27,7 +27,6 @@ from routekeeper.upstream.messages import estimate_tokens
 
 if TYPE_CHECKING:
     from routekeeper.routing.embedders import Embedder
-    from routekeeper.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class RoutingEngine:
     """Routes requests for one loaded configuration. Call :meth:`prepare` once (it embeds
     the candidates of embedding signals) before :meth:`route`."""
 
-    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+    def __init__(self, settings: RoutingConfig, embedder: Embedder | None = None) -> None:
         self.models = {m.name: m for m in settings.models}
         self.decisions = list(settings.decisions)
         self.auto_model_names = frozenset(settings.auto_model_names)
@@ -141,7 +140,7 @@ class RoutingEngine:
         )
 
 
-def build_embedder(settings: Settings) -> Embedder | None:
+def build_embedder(settings: RoutingConfig) -> Embedder | None:
     """The embedder the configuration asks for, or None without embedding signals. Nothing
     heavy happens here: the local model loads on first use (in ``prepare``)."""
     if not settings.signals.embeddings:
