@@ -5,7 +5,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from routekeeper.http.app import create_app
+from routekeeper.server.app import create_app
 
 
 @pytest.fixture

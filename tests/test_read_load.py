@@ -16,7 +16,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from routekeeper.http.app import create_app
+from routekeeper.server.app import create_app
 from routekeeper.settings import load_settings
 from routekeeper.testing import ServerProcess
 
@@ -199,7 +199,7 @@ def test_a_read_pool_busy_past_its_timeout_is_a_503_with_retry_after(
         while client.get("/readyz").status_code != 200:
             assert time.monotonic() < deadline, client.get("/readyz").json()
             time.sleep(0.02)
-        db = app.state.runtime.storage.replay.db
+        db = app.state.replica.storage.replay.db
         held, release = threading.Event(), threading.Event()
         holder = client.portal.start_task_soon(_hold_reads, db, 2, held, release)
         try:

@@ -125,7 +125,7 @@ def test_truncate_utf8_never_splits_a_character():
 def test_bodies_are_captured_only_when_the_decision_says_so(tmp_path):
     from fastapi.testclient import TestClient
 
-    from routekeeper.http.app import create_app
+    from routekeeper.server.app import create_app
     from routekeeper.settings import load_settings
 
     config = tmp_path / "c.yaml"

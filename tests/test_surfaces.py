@@ -15,8 +15,8 @@ from sqlalchemy import select
 
 from routekeeper.contract import SURFACES
 from routekeeper.contract.surface import WriteMode
-from routekeeper.http.app import create_app
 from routekeeper.runtime.retention import retention_policy, setting_value
+from routekeeper.server.app import create_app
 from routekeeper.settings import load_settings
 from routekeeper.storage.inventory import inventory_json, inventory_markdown
 from routekeeper.storage.recovery import RecoveryContext, recovery_steps

@@ -24,9 +24,10 @@ from routekeeper.cli.common import (
     settings_from,
     warn,
 )
+from routekeeper.compose import build_replica
 from routekeeper.contract.errors import ConfigError, ContractViolation
-from routekeeper.http.app import create_app
 from routekeeper.runtime.replica import ReplicaRuntime
+from routekeeper.server.app import app_for
 from routekeeper.settings import ServerSettings, Settings, config_problems
 
 log = logging.getLogger("routekeeper.serve")
@@ -131,13 +132,13 @@ def serve(
     listen = f"{server_settings.host}:{server_settings.port}"
     server_box: list[ReplicaServer] = []
     try:
-        app = create_app(
+        replica = build_replica(
             settings, listen=listen, on_fatal=lambda message: server_box[0].on_fatal(message)
         )
     except ContractViolation as exc:
         fail(exc.message, EXIT_CONTRACT)
     uv_config = uvicorn.Config(
-        app,
+        app_for(replica),
         host=server_settings.host,
         port=server_settings.port,
         log_config=None,
@@ -154,7 +155,7 @@ def serve(
         lifespan="on",
         access_log=server_settings.log_level == "debug",
     )
-    runtime: ReplicaRuntime = app.state.runtime
+    runtime = replica.runtime
     server = ReplicaServer(uv_config, runtime, server_settings.drain_seconds)
     server_box.append(server)
     log.info(

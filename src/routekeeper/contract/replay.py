@@ -66,6 +66,21 @@ class DropReason(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class ReplayFilters:
+    """What a replay list or aggregate selects (``GET /api/replay``); the store backs every
+    filter with an index."""
+
+    tenant_id: str = "default"
+    decision: str | None = None
+    model: str | None = None
+    lifecycle_state: LifecycleState | None = None
+    session_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    q: str | None = None
+
+
+@dataclass(frozen=True)
 class ReplayRecord:
     """A request's replay record; ``None`` fields are not known (yet)."""
 

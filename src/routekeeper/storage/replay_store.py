@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +19,7 @@ from routekeeper.contract.replay import (
     PASS_THROUGH,
     REPLAY_LIFECYCLE,
     LifecycleState,
+    ReplayFilters,
     ReplayRecord,
     TerminalReason,
 )
@@ -149,15 +149,18 @@ class ReplayStore(SurfaceStore):
                 ("by_lifecycle_state", c.lifecycle_state),
             ):
                 rows = await conn.execute(
-                    filters.apply(
-                        select(column, func.count()).select_from(router_replay), self.db.dialect
+                    apply_filters(
+                        filters,
+                        select(column, func.count()).select_from(router_replay),
+                        self.db.dialect,
                     ).group_by(column)
                 )
                 absent = PASS_THROUGH if key == "by_decision" else "(none)"
                 out[key] = {str(value) if value is not None else absent: n for value, n in rows}
             sums = (
                 await conn.execute(
-                    filters.apply(
+                    apply_filters(
+                        filters,
                         select(
                             func.count(),
                             func.sum(c.prompt_tokens),
@@ -185,13 +188,13 @@ class ReplayStore(SurfaceStore):
     ) -> dict[str, float | None]:
         c = router_replay.c
         names = [f"p{round(p * 100):g}" for p in percentiles]
-        timed = filters.apply(select(c.total_ms).select_from(router_replay), self.db.dialect).where(
-            c.total_ms.is_not(None)
-        )
+        timed = apply_filters(
+            filters, select(c.total_ms).select_from(router_replay), self.db.dialect
+        ).where(c.total_ms.is_not(None))
         if self.db.dialect.postgres:
             ordered = [func.percentile_cont(p).within_group(c.total_ms.asc()) for p in percentiles]
-            query = filters.apply(
-                select(*ordered).select_from(router_replay), self.db.dialect
+            query = apply_filters(
+                filters, select(*ordered).select_from(router_replay), self.db.dialect
             ).where(c.total_ms.is_not(None))
             row = (await conn.execute(query)).one()
             return {
@@ -262,40 +265,28 @@ class ReplayStore(SurfaceStore):
 def summary_query(filters: ReplayFilters, dialect: Dialect) -> Any:
     """The list query before paging: every column but the bodies, filtered."""
     summary = [c for c in router_replay.c if c.name not in BODY_COLUMNS]
-    return filters.apply(select(*summary), dialect)
+    return apply_filters(filters, select(*summary), dialect)
 
 
-@dataclass(frozen=True)
-class ReplayFilters:
-    """The list filters of ``GET /api/replay``; every one is backed by an index."""
-
-    tenant_id: str = "default"
-    decision: str | None = None
-    model: str | None = None
-    lifecycle_state: LifecycleState | None = None
-    session_id: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    q: str | None = None
-
-    def apply(self, query: Any, dialect: Dialect) -> Any:
-        c = router_replay.c
-        query = query.where(c.tenant_id == self.tenant_id)
-        if self.decision is not None:
-            query = query.where(c.decision == self.decision)
-        if self.model is not None:
-            query = query.where(c.selected_model == self.model)
-        if self.lifecycle_state is not None:
-            query = query.where(c.lifecycle_state == self.lifecycle_state.value)
-        if self.session_id is not None:
-            query = query.where(c.session_id == self.session_id)
-        if self.since is not None:
-            query = query.where(c.started_at >= self.since)
-        if self.until is not None:
-            query = query.where(c.started_at < self.until)
-        if self.q is not None:
-            query = query.where(_full_text_match(self.q, dialect))
-        return query
+def apply_filters(filters: ReplayFilters, query: Any, dialect: Dialect) -> Any:
+    """``query`` with the filters' WHERE clauses (each one backed by an index)."""
+    c = router_replay.c
+    query = query.where(c.tenant_id == filters.tenant_id)
+    if filters.decision is not None:
+        query = query.where(c.decision == filters.decision)
+    if filters.model is not None:
+        query = query.where(c.selected_model == filters.model)
+    if filters.lifecycle_state is not None:
+        query = query.where(c.lifecycle_state == filters.lifecycle_state.value)
+    if filters.session_id is not None:
+        query = query.where(c.session_id == filters.session_id)
+    if filters.since is not None:
+        query = query.where(c.started_at >= filters.since)
+    if filters.until is not None:
+        query = query.where(c.started_at < filters.until)
+    if filters.q is not None:
+        query = query.where(_full_text_match(filters.q, dialect))
+    return query
 
 
 def _full_text_match(q: str, dialect: Dialect) -> Any:

@@ -5,27 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 
 from routekeeper.contract.errors import InvalidRequest
 from routekeeper.contract.ids import id_pattern
 from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, SortOrder
-from routekeeper.contract.replay import LifecycleState
+from routekeeper.contract.replay import LifecycleState, ReplayFilters
 from routekeeper.dashboard.query import api_router
 from routekeeper.dashboard.schemas import ReplayOut, ReplaySummaryOut
+from routekeeper.dashboard.services.replay import ReplayQueries
 from routekeeper.http.pages import Limit, ListPage, Order
-from routekeeper.storage.replay_store import ReplayFilters, ReplayStore
-
-router = api_router(prefix="/api/replay", tags=["replay"])
 
 REPLAY_ID = id_pattern("rpl")
 ReplayCursor = Annotated[str | None, Query(pattern=REPLAY_ID, description="A replay id.")]
 Name = Annotated[str | None, Query(min_length=1, max_length=256)]
-
-
-def _store(request: Request) -> ReplayStore:
-    store: ReplayStore = request.app.state.runtime.storage.replay
-    return store
 
 
 def replay_filters(
@@ -69,55 +62,6 @@ def replay_filters(
 Filters = Annotated[ReplayFilters, Depends(replay_filters)]
 
 
-@router.get("", operation_id="list_replay", response_model=ListPage[ReplaySummaryOut])
-async def list_replay(
-    request: Request,
-    filters: Filters,
-    limit: Limit = DEFAULT_PAGE_SIZE,
-    order: Order = SortOrder.DESC,
-    after: ReplayCursor = None,
-    before: ReplayCursor = None,
-) -> ListPage[ReplaySummaryOut]:
-    """Replay summaries (no captured bodies), newest first; every filter uses an index."""
-    page = await _store(request).list_records(
-        filters, limit=limit, order=order, after=after, before=before
-    )
-    return ListPage.of(page, ReplaySummaryOut.of)
-
-
-@router.get("/aggregate", operation_id="aggregate_replay")
-async def aggregate_replay(request: Request, filters: Filters) -> dict[str, Any]:
-    """Counts by decision, model and lifecycle state; token and cost sums; total latency
-    p50/p95/p99 in milliseconds. Same filters as the list."""
-    return await _store(request).aggregate(filters)
-
-
-@router.get(
-    "/sessions/{session_id}",
-    operation_id="get_replay_session",
-    response_model=ListPage[ReplaySummaryOut],
-)
-async def get_replay_session(
-    request: Request,
-    session_id: Annotated[str, Path(min_length=1, max_length=256)],
-    limit: Limit = 100,
-    after: ReplayCursor = None,
-) -> ListPage[ReplaySummaryOut]:
-    """A session's records (by its ``x-session-id``) in the order they started."""
-    page = await _store(request).list_records(
-        ReplayFilters(session_id=session_id), limit=limit, order=SortOrder.ASC, after=after
-    )
-    return ListPage.of(page, ReplaySummaryOut.of)
-
-
-@router.get("/{replay_id}", operation_id="get_replay", response_model=ReplayOut)
-async def get_replay(
-    request: Request, replay_id: Annotated[str, Path(pattern=REPLAY_ID)]
-) -> ReplayOut:
-    """One record, with captured bodies when its decision captured them."""
-    return ReplayOut.of(await _store(request).get(replay_id))
-
-
 def _utc(value: datetime | None, param: str) -> datetime | None:
     """The time in UTC (times without a zone are taken as UTC); a 400 naming ``param`` when
     it has no UTC equivalent (year 1 east of Greenwich, year 9999 west of it)."""
@@ -134,3 +78,47 @@ def _utc(value: datetime | None, param: str) -> datetime | None:
             param=param,
             details={"problems": [{"param": param, "message": message}]},
         ) from None
+
+
+def router(queries: ReplayQueries) -> APIRouter:
+    """The replay records ``queries`` reads."""
+    routes = api_router(prefix="/api/replay", tags=["replay"])
+
+    @routes.get("", operation_id="list_replay", response_model=ListPage[ReplaySummaryOut])
+    async def list_replay(
+        filters: Filters,
+        limit: Limit = DEFAULT_PAGE_SIZE,
+        order: Order = SortOrder.DESC,
+        after: ReplayCursor = None,
+        before: ReplayCursor = None,
+    ) -> ListPage[ReplaySummaryOut]:
+        """Replay summaries (no captured bodies), newest first; every filter uses an index."""
+        page = await queries.list(filters, limit=limit, order=order, after=after, before=before)
+        return ListPage.of(page, ReplaySummaryOut.of)
+
+    @routes.get("/aggregate", operation_id="aggregate_replay")
+    async def aggregate_replay(filters: Filters) -> dict[str, Any]:
+        """Counts by decision, model and lifecycle state; token and cost sums; total latency
+        p50/p95/p99 in milliseconds. Same filters as the list."""
+        return await queries.aggregate(filters)
+
+    @routes.get(
+        "/sessions/{session_id}",
+        operation_id="get_replay_session",
+        response_model=ListPage[ReplaySummaryOut],
+    )
+    async def get_replay_session(
+        session_id: Annotated[str, Path(min_length=1, max_length=256)],
+        limit: Limit = 100,
+        after: ReplayCursor = None,
+    ) -> ListPage[ReplaySummaryOut]:
+        """A session's records (by its ``x-session-id``) in the order they started."""
+        page = await queries.session(session_id, limit=limit, after=after)
+        return ListPage.of(page, ReplaySummaryOut.of)
+
+    @routes.get("/{replay_id}", operation_id="get_replay", response_model=ReplayOut)
+    async def get_replay(replay_id: Annotated[str, Path(pattern=REPLAY_ID)]) -> ReplayOut:
+        """One record, with captured bodies when its decision captured them."""
+        return ReplayOut.of(await queries.get(replay_id))
+
+    return routes

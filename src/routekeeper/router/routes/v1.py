@@ -7,36 +7,20 @@ byte go in-band as ``data: {"error": {...}}``."""
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from routekeeper import sse
 from routekeeper.contract.errors import InvalidRequest, ModelNotFound, NotReady
 from routekeeper.http.body import decode_json_body
 from routekeeper.http.errors import contract_error_response, ensure_json_safe
-from routekeeper.router.services.chat import ChatService
 from routekeeper.router.services.chat_request import chat_request_schema, validate_chat_request
 from routekeeper.router.services.exchange import ChatExchanges, Exchange
 
-router = APIRouter(prefix="/v1", tags=["openai"])
-
 CLIENT_CLOSED_REQUEST = 499  # nginx's convention; never seen by the departed client
 SESSION_ID_MAX = 256  # router_replay.session_id holds this many characters
-
-
-def chat_exchanges(request: Request) -> ChatExchanges:
-    exchanges: ChatExchanges = request.app.state.exchanges
-    return exchanges
-
-
-def chat_service(request: Request) -> ChatService:
-    return chat_exchanges(request).chat
-
-
-Exchanges = Annotated[ChatExchanges, Depends(chat_exchanges)]
-Chat = Annotated[ChatService, Depends(chat_service)]
 
 
 def _session_id(request: Request) -> str | None:
@@ -61,39 +45,6 @@ def _disconnected(request: Request) -> Any:
     return wait
 
 
-@router.post(
-    "/chat/completions",
-    operation_id="create_chat_completion",
-    response_model=None,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": chat_request_schema()}},
-        }
-    },
-)
-async def create_chat_completion(request: Request, exchanges: Exchanges) -> Response:
-    """OpenAI's Chat Completions: routed (an auto model name) or passed through (a configured
-    model). The body is checked field by field (400 naming ``param``); unknown fields pass
-    through to the upstream."""
-    started = time.perf_counter()
-    if not exchanges.accepting:
-        # Before the replica is ready its records could not be stored (the writer starts
-        # with readiness): refuse rather than acknowledge what may be lost.
-        raise NotReady(f"routekeeper is not ready yet (phase: {exchanges.phase}); retry shortly")
-    session_id = _session_id(request)
-    payload = validate_chat_request(decode_json_body(await request.body(), request.headers))
-    ensure_json_safe(payload)
-    exchange = await exchanges.run(
-        payload,
-        request.headers,
-        session_id=session_id,
-        started=started,
-        disconnected=_disconnected(request),
-    )
-    return _encoded(request, exchange)
-
-
 def _encoded(request: Request, exchange: Exchange) -> Response:
     if exchange.error is not None:
         return contract_error_response(request, exchange.error, exchange.headers)
@@ -106,23 +57,63 @@ def _encoded(request: Request, exchange: Exchange) -> Response:
     return Response(status_code=CLIENT_CLOSED_REQUEST)  # the client is gone
 
 
-@router.get(
-    "/models/{model_id:path}",
-    operation_id="retrieve_model",
-    responses={404: {"description": "No such model (code model_not_found)."}},
-)
-async def retrieve_model(chat: Chat, model_id: str) -> dict[str, Any]:
-    """One configured model or auto name, as in the list."""
-    if model_id not in chat.model_names():
-        raise ModelNotFound(f"The model '{model_id}' does not exist")
-    return _model_object(model_id)
+def router(exchanges: ChatExchanges) -> APIRouter:
+    """The OpenAI-compatible routes over ``exchanges`` (and its chat service)."""
+    routes = APIRouter(prefix="/v1", tags=["openai"])
+    chat = exchanges.chat
+
+    @routes.post(
+        "/chat/completions",
+        operation_id="create_chat_completion",
+        response_model=None,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": chat_request_schema()}},
+            }
+        },
+    )
+    async def create_chat_completion(request: Request) -> Response:
+        """OpenAI's Chat Completions: routed (an auto model name) or passed through (a configured
+        model). The body is checked field by field (400 naming ``param``); unknown fields pass
+        through to the upstream."""
+        started = time.perf_counter()
+        if not exchanges.accepting:
+            # Before the replica is ready its records could not be stored (the writer starts
+            # with readiness): refuse rather than acknowledge what may be lost.
+            raise NotReady(
+                f"routekeeper is not ready yet (phase: {exchanges.phase}); retry shortly"
+            )
+        session_id = _session_id(request)
+        payload = validate_chat_request(decode_json_body(await request.body(), request.headers))
+        ensure_json_safe(payload)
+        exchange = await exchanges.run(
+            payload,
+            request.headers,
+            session_id=session_id,
+            started=started,
+            disconnected=_disconnected(request),
+        )
+        return _encoded(request, exchange)
+
+    @routes.get(
+        "/models/{model_id:path}",
+        operation_id="retrieve_model",
+        responses={404: {"description": "No such model (code model_not_found)."}},
+    )
+    async def retrieve_model(model_id: str) -> dict[str, Any]:
+        """One configured model or auto name, as in the list."""
+        if model_id not in chat.model_names():
+            raise ModelNotFound(f"The model '{model_id}' does not exist")
+        return _model_object(model_id)
+
+    @routes.get("/models", operation_id="list_models")
+    async def list_models() -> dict[str, Any]:
+        """Configured models, then the auto names that route."""
+        return {"object": "list", "data": [_model_object(name) for name in chat.model_names()]}
+
+    return routes
 
 
 def _model_object(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "routekeeper"}
-
-
-@router.get("/models", operation_id="list_models")
-async def list_models(chat: Chat) -> dict[str, Any]:
-    """Configured models, then the auto names that route."""
-    return {"object": "list", "data": [_model_object(name) for name in chat.model_names()]}

@@ -1,0 +1,83 @@
+"""The composition root: everything one replica runs, built from the settings, without any
+web framework. The HTTP app (``routekeeper.server.app``) serves it; a process without HTTP
+(a worker) builds the same replica and drives ``runtime`` itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from routekeeper.router.services.chat import ChatService
+from routekeeper.router.services.exchange import ChatExchanges
+from routekeeper.router.services.metrics import RouterMetrics
+from routekeeper.router.services.replay import ReplayRecorder
+from routekeeper.routing.engine import RoutingEngine, build_embedder
+from routekeeper.runtime.components import Component
+from routekeeper.runtime.replica import ReplicaRuntime
+from routekeeper.settings import Settings
+from routekeeper.storage.state import StateStorage
+from routekeeper.upstream.openai import UpstreamPool
+
+
+@dataclass
+class Replica:
+    settings: Settings
+    storage: StateStorage
+    engine: RoutingEngine
+    pool: UpstreamPool
+    recorder: ReplayRecorder
+    metrics: RouterMetrics
+    chat: ChatService
+    exchanges: ChatExchanges
+    runtime: ReplicaRuntime
+
+    async def aclose(self) -> None:
+        """Release what the runtime does not own (after ``runtime.stop()``)."""
+        try:
+            await self.pool.aclose()
+        finally:
+            await self.engine.aclose()
+
+
+def build_replica(
+    settings: Settings,
+    *,
+    listen: str | None = None,
+    on_fatal: Callable[[str], None] | None = None,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+) -> Replica:
+    """Raises ContractViolation when the state contract does not hold. Nothing is opened
+    here: ``runtime.start()`` opens storage, migrates, registers and recovers (the routing
+    engine embeds its candidates first). ``upstream_transport`` replaces the network under
+    every OpenAI-compatible model (tests, fault injection)."""
+    storage = StateStorage(settings)
+    engine = RoutingEngine(settings, build_embedder(settings))
+    pool = UpstreamPool(transport=upstream_transport)
+    replay = settings.replay
+    recorder = ReplayRecorder(
+        storage.replay,
+        enabled=replay.enabled,
+        queue_max=replay.queue_max,
+        flush_interval_ms=replay.flush_interval_ms,
+        durability=replay.durability,
+        ack_timeout_ms=replay.ack_timeout_ms,
+    )
+    # Surfaces' background parts: begun when ready, stopped before `stopped`, reported in
+    # /api/status and /metrics.
+    components: tuple[Component, ...] = (recorder,)
+    runtime = ReplicaRuntime(
+        settings,
+        storage,
+        listen=listen,
+        on_fatal=on_fatal,
+        prepare=engine.prepare,
+        components=components,
+    )
+    metrics = RouterMetrics(components)
+    chat = ChatService(settings, engine, pool)
+    exchanges = ChatExchanges(
+        chat, recorder, metrics, runtime, ping_seconds=settings.server.sse_ping_seconds
+    )
+    return Replica(settings, storage, engine, pool, recorder, metrics, chat, exchanges, runtime)

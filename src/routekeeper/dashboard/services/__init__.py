@@ -1,0 +1,1 @@
+"""What the dashboard routes call: queries over the stores, no FastAPI."""

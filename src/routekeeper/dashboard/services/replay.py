@@ -1,0 +1,42 @@
+"""Replay queries of the dashboard: lists, aggregates, sessions and single records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from routekeeper.contract.pages import Page, SortOrder
+from routekeeper.contract.replay import ReplayFilters, ReplayRecord
+from routekeeper.storage.replay_store import ReplayStore
+
+
+class ReplayQueries:
+    def __init__(self, store: ReplayStore) -> None:
+        self.store = store
+
+    async def list(
+        self,
+        filters: ReplayFilters,
+        *,
+        limit: int,
+        order: SortOrder,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> Page[ReplayRecord]:
+        """Summaries (no captured bodies), keyset pages."""
+        return await self.store.list_records(
+            filters, limit=limit, order=order, after=after, before=before
+        )
+
+    async def aggregate(self, filters: ReplayFilters) -> dict[str, Any]:
+        return await self.store.aggregate(filters)
+
+    async def session(
+        self, session_id: str, *, limit: int, after: str | None = None
+    ) -> Page[ReplayRecord]:
+        """A session's records in the order they started."""
+        return await self.store.list_records(
+            ReplayFilters(session_id=session_id), limit=limit, order=SortOrder.ASC, after=after
+        )
+
+    async def get(self, replay_id: str) -> ReplayRecord:
+        return await self.store.get(replay_id)

@@ -1,0 +1,79 @@
+"""The app factory. One ASGI app serves ``/v1`` (router), ``/api`` (dashboard API) and the
+operational endpoints of one replica (``routekeeper.compose``); nothing is built at import
+time. Every route module is a router factory that takes the services it uses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from routekeeper import __version__
+from routekeeper.compose import Replica, build_replica
+from routekeeper.dashboard.routes import replay as replay_routes
+from routekeeper.dashboard.routes import routing as routing_routes
+from routekeeper.dashboard.routes import status as status_routes
+from routekeeper.dashboard.services.replay import ReplayQueries
+from routekeeper.dashboard.services.status import StatusQueries
+from routekeeper.http.errors import install_error_handlers
+from routekeeper.http.limits import BodySizeLimit
+from routekeeper.router.routes import v1 as v1_routes
+from routekeeper.server import ops
+from routekeeper.settings import Settings
+
+
+def create_app(
+    settings: Settings,
+    *,
+    listen: str | None = None,
+    on_fatal: Callable[[str], None] | None = None,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the application for ``settings`` (see ``build_replica``: ContractViolation when
+    the state contract does not hold). Storage opens, migrates and registers the replica in
+    the background once the lifespan starts; ``/readyz`` is 503 until then."""
+    replica = build_replica(
+        settings, listen=listen, on_fatal=on_fatal, upstream_transport=upstream_transport
+    )
+    return app_for(replica)
+
+
+def app_for(replica: Replica) -> FastAPI:
+    """The ASGI app that serves ``replica``; its lifespan starts and stops the replica."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        replica.runtime.begin_startup()
+        try:
+            yield
+        finally:
+            try:
+                await replica.runtime.stop()
+            finally:
+                await replica.aclose()
+
+    app = FastAPI(
+        title="routekeeper",
+        version=__version__,
+        lifespan=lifespan,
+        # FastAPI's Swagger UI and ReDoc pages load their scripts from a CDN, and nothing
+        # here may fetch from the internet: /openapi.json is the API's description.
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.replica = replica  # for tools and tests; routes get their services passed in
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=replica.settings.server.max_request_bytes)
+    include_routes(app, replica)
+    return app
+
+
+def include_routes(app: FastAPI, replica: Replica) -> None:
+    """The route list: each router factory gets the services its routes use."""
+    app.include_router(ops.router(replica.runtime, replica.metrics))
+    app.include_router(v1_routes.router(replica.exchanges))
+    app.include_router(status_routes.router(StatusQueries(replica.runtime)))
+    app.include_router(routing_routes.router(replica.engine))
+    app.include_router(replay_routes.router(ReplayQueries(replica.storage.replay)))
