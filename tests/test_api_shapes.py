@@ -5,7 +5,10 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from routekeeper.contract import SURFACES
 from routekeeper.server.app import create_app
+from routekeeper.storage.recovery import recovery_steps
+from routekeeper.storage.state import StateStorage
 
 
 @pytest.fixture
@@ -80,23 +83,23 @@ def test_v1_errors_use_the_openai_envelope(client):
     assert_openai_error(client.post("/v1"), 404)
 
 
-def test_status_lists_this_replica_and_both_runtime_surfaces(client):
+def test_status_lists_this_replica_and_every_surface(client, state_settings):
     body = client.get("/api/status").json()
     me = [r for r in body["replicas"] if r["current"]]
     assert len(me) == 1 and me[0]["id"] == body["replica_id"] and me[0]["phase"] == "ready"
     for key in ("id", "phase", "started_at", "heartbeat_at"):
         assert key in me[0]
     surfaces = {s["name"]: s for s in body["surfaces"]}
-    assert set(surfaces) == {"runtime_status", "runtime_events", "router_replay"}
-    assert surfaces["runtime_status"]["class"] == "shared_durable_workflow_state"
-    assert surfaces["runtime_events"]["class"] == "audit_analytics_telemetry"
-    assert surfaces["router_replay"]["class"] == "audit_analytics_telemetry"
-    for s in surfaces.values():
+    assert set(surfaces) == set(SURFACES)
+    for name, s in surfaces.items():
+        assert s["class"] == SURFACES[name].state_class.value
+        assert s["owner"] == SURFACES[name].owner.value
         assert s["backend"] == "main" and s["backend_type"] in ("sqlite", "postgres")
-        assert s["ephemeral"] is False and s["owner"] == "router"
+        assert s["ephemeral"] is False
     assert surfaces["runtime_status"]["rows"] == 1
-    # starting, migrating, recovering, recovery.completed (runtime_status, router_replay), ready
-    assert surfaces["runtime_events"]["rows"] == 6
+    # starting, migrating, recovering, ready, and one recovery.completed per recovery step
+    steps = recovery_steps(StateStorage(state_settings))
+    assert surfaces["runtime_events"]["rows"] == 4 + len(steps)
     assert surfaces["router_replay"]["rows"] == 0
 
 

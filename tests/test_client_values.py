@@ -99,6 +99,7 @@ async def test_too_long_and_too_large_values_are_refused_alike(state_storage):
         ("prompt_tokens", 2**31),
         ("total_tokens", 2**64),
         ("upstream_status", True),
+        ("prompt_text", "ok \ud800 not"),  # a lone surrogate: valid JSON, not Unicode text
     ):
         bad = {**row, column: value}
         with pytest.raises(InvalidValue):

@@ -193,8 +193,8 @@ def test_the_opt_in_accepts_memory_and_marks_it_ephemeral(tmp_path: Path) -> Non
     result = check_contract(settings)
     assert {p.surface.name for p in result} == set(SURFACES)
     for placement in result:
-        if placement.surface.name == "router_replay":  # not moved: stays on the default
-            assert placement.backend == "main" and placement.ephemeral is False
+        if placement.surface.name not in ("runtime_status", "runtime_events"):
+            assert placement.backend == "main" and placement.ephemeral is False  # not moved
             continue
         assert placement.backend == "mem"
         assert placement.kind is BackendKind.MEMORY
@@ -205,12 +205,12 @@ def test_the_opt_in_accepts_memory_and_marks_it_ephemeral(tmp_path: Path) -> Non
 def test_the_opt_in_through_the_default_backend(tmp_path: Path) -> None:
     settings = settings_for(
         tmp_path,
-        """\
+        f"""\
         state:
           default_backend: mem
           backends:
-            mem: {type: memory}
-          allow_ephemeral: [runtime_status, runtime_events, router_replay]
+            mem: {{type: memory}}
+          allow_ephemeral: [{", ".join(SURFACES)}]
         """,
     )
     assert contract_problems(settings) == []

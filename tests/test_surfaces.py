@@ -132,7 +132,7 @@ async def test_its_recovery_step_is_idempotent_and_its_dry_run_changes_nothing(
 ):
     steps = [s for s in recovery_steps(any_state_storage) if s.surface == surface]
     if not steps:
-        pytest.skip(f"{surface} declares no recovery step")
+        pytest.skip(f"{surface} has no registered recovery step (recovery_step=False)")
     ctx = RecoveryContext(
         any_state_storage, None, stale_after_seconds=10, healthy_for_seconds=float("inf")
     )

@@ -103,6 +103,13 @@ class ClientTextType(TypeDecorator[str]):
             return None
         if not isinstance(value, str):
             raise InvalidValue(f"expected text, got {type(value).__name__}")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidValue(
+                    "text with a lone surrogate (not a Unicode scalar value) cannot be stored"
+                ) from None
         stored = encode_client_text(value)
         if self.max_length is not None and len(stored) > self.max_length:
             raise InvalidValue(
