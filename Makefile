@@ -42,6 +42,7 @@ test: $(VENV)/.installed-dev
 test-embeddings: $(VENV)/.installed-embeddings
 	ROUTEKEEPER_REQUIRE_EMBEDDINGS=1 $(BIN)/python -m pytest -m embeddings $(PYTEST_ARGS)
 
+# ruff (lint and format) on src, tests and bench; mypy as configured in pyproject.toml.
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
