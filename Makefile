@@ -9,6 +9,9 @@ WORKSPACE ?= ./.routekeeper
 # server.port/server.host from ROUTEKEEPER_SERVER__PORT/__HOST, then the config file.
 PORT ?=
 HOST ?=
+# Extra pytest arguments for `make test` / `make test-embeddings`; by default the 20 slowest
+# tests are listed at the end (`make test PYTEST_ARGS=` drops that).
+PYTEST_ARGS ?= --durations=20
 
 .PHONY: run test test-embeddings lint inventory clean
 
