@@ -13,7 +13,7 @@ HOST ?=
 # tests are listed at the end (`make test PYTEST_ARGS=` drops that).
 PYTEST_ARGS ?= --durations=20
 
-.PHONY: run test test-embeddings lint inventory clean
+.PHONY: run test test-embeddings lint inventory docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ lint: $(VENV)/.installed-dev
 
 inventory: $(VENV)/.installed-run
 	$(BIN)/routekeeper state inventory --format md > docs/state-inventory.md
+
+# docs/settings.md and docs/cli.md, generated from the settings models and the command tree.
+docs: $(VENV)/.installed-run
+	$(BIN)/python -m routekeeper.cli.reference
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
