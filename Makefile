@@ -9,8 +9,11 @@ WORKSPACE ?= ./.routekeeper
 # server.port/server.host from ROUTEKEEPER_SERVER__PORT/__HOST, then the config file.
 PORT ?=
 HOST ?=
+# Extra pytest arguments for `make test` / `make test-embeddings`; by default the 20 slowest
+# tests are listed at the end (`make test PYTEST_ARGS=` drops that).
+PYTEST_ARGS ?= --durations=20
 
-.PHONY: run test test-embeddings lint inventory clean
+.PHONY: run test test-embeddings lint inventory docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +45,7 @@ test: $(VENV)/.installed-dev
 test-embeddings: $(VENV)/.installed-embeddings
 	ROUTEKEEPER_REQUIRE_EMBEDDINGS=1 $(BIN)/python -m pytest -m embeddings $(PYTEST_ARGS)
 
+# ruff (lint and format) on src, tests and bench; mypy as configured in pyproject.toml.
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -49,6 +53,10 @@ lint: $(VENV)/.installed-dev
 
 inventory: $(VENV)/.installed-run
 	$(BIN)/routekeeper state inventory --format md > docs/state-inventory.md
+
+# docs/settings.md and docs/cli.md, generated from the settings models and the command tree.
+docs: $(VENV)/.installed-run
+	$(BIN)/python -m routekeeper.cli.reference
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

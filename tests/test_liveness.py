@@ -80,6 +80,7 @@ async def test_file_lock_of_a_killed_process_is_free(tmp_path):
     finally:
         child.kill()
         child.wait()
+        child.stdout.close()
 
 
 async def test_file_lock_of_another_host_cannot_be_judged(tmp_path):
@@ -138,6 +139,7 @@ async def test_postgres_advisory_lock_is_free_once_its_holder_is_killed(postgres
     finally:
         child.kill()
         child.wait()
+        child.stdout.close()
         await observer_db.close()
 
 

@@ -118,7 +118,7 @@ class SurfaceStore:
         upkeep: bool = False,
     ) -> Page[T]:
         """One keyset page of ``query`` by its unique ``key`` (cursors are key values)."""
-        name = str(key.key)  # type: ignore[attr-defined]
+        name = str(key.key)
         async with self.db.read(upkeep=upkeep) as conn:
             return await keyset_page(
                 conn,
