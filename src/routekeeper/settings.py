@@ -61,8 +61,13 @@ class RuntimeSettings(Section):
 
 
 class ServerSettings(Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    host: str = Field("127.0.0.1", description="Address to listen on; `--host` overrides it.")
+    port: int = Field(
+        8080,
+        ge=0,
+        le=65535,
+        description="TCP port to listen on; `--port` overrides it (0: a free port the OS picks).",
+    )
     graceful_timeout_seconds: float = Field(
         10.0, gt=0, le=3600, description="SIGTERM: time to drain before the replica stops."
     )
@@ -75,7 +80,11 @@ class ServerSettings(Section):
             "balancer notices before the port closes (counts within graceful_timeout_seconds)."
         ),
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info",
+        description="Level of the log on stderr (every logger, uvicorn's too); `debug` also "
+        "logs each request (the access log).",
+    )
     max_request_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Larger request bodies are refused (413)."
     )
@@ -103,17 +112,51 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    workspace: Path = DEFAULT_WORKSPACE
-    state: StateSettings = Field(default_factory=StateSettings)
-    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
-    server: ServerSettings = Field(default_factory=ServerSettings)
+    workspace: Path = Field(
+        DEFAULT_WORKSPACE,
+        description="Directory that relative paths (SQLite files) and replica lock files live "
+        "in; made absolute at load.",
+    )
+    state: StateSettings = Field(
+        default_factory=StateSettings,
+        description="Where state lives: backends, surface bindings and the mode.",
+    )
+    runtime: RuntimeSettings = Field(
+        default_factory=RuntimeSettings,
+        description="Replica heartbeats, crash detection and runtime retention.",
+    )
+    server: ServerSettings = Field(
+        default_factory=ServerSettings,
+        description="The HTTP listener: address, shutdown, request limits and logging.",
+    )
     # Routing (see routing/config.py and the README's routing section).
-    models: list[ModelConfig] = Field(default_factory=list)
-    signals: SignalsConfig = Field(default_factory=SignalsConfig)
-    decisions: list[DecisionConfig] = Field(default_factory=list)
-    auto_model_names: list[str] = Field(default_factory=lambda: ["auto"])
-    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
-    replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    models: list[ModelConfig] = Field(
+        default_factory=list,
+        description="The models requests can reach, each by name with its upstream backend.",
+    )
+    signals: SignalsConfig = Field(
+        default_factory=SignalsConfig,
+        description="What decisions' rules test in a request, by family.",
+    )
+    decisions: list[DecisionConfig] = Field(
+        default_factory=list,
+        description="Routing decisions, exactly one of them the default (without `when`); "
+        "empty: nothing is routed and only configured model names are served.",
+    )
+    auto_model_names: list[str] = Field(
+        default_factory=lambda: ["auto"],
+        description="Model names a client asks for to be routed (served while a default "
+        "decision exists); none may be a configured model's name.",
+    )
+    embedder: EmbedderConfig = Field(
+        default_factory=EmbedderConfig,
+        description="Where embedding signals get their vectors (used only when there are any).",
+    )
+    replay: ReplaySettings = Field(
+        default_factory=ReplaySettings,
+        description="Router replay: the record of every chat completion, its durability and "
+        "retention.",
+    )
 
     @model_validator(mode="after")
     def _routing_references(self) -> Settings:

@@ -34,28 +34,54 @@ ModelBackend = Annotated[OpenAIModelBackend | EchoModelBackend, Field(discrimina
 
 
 class Pricing(_Strict):
-    prompt_per_1m: float = Field(0.0, ge=0)
-    completion_per_1m: float = Field(0.0, ge=0)
+    prompt_per_1m: float = Field(
+        0.0, ge=0, description="Price of a million prompt tokens, in `currency`."
+    )
+    completion_per_1m: float = Field(
+        0.0, ge=0, description="Price of a million completion tokens, in `currency`."
+    )
     currency: str = Field(
         "USD", min_length=1, max_length=8, description="A currency code (replay stores 8 chars)."
     )
 
 
 class ModelConfig(_Strict):
-    name: str = Field(pattern=NAME)
-    backend: ModelBackend
-    pricing: Pricing | None = None
+    name: str = Field(
+        pattern=NAME,
+        description="What clients and decisions call the model; unique, not an auto model name.",
+    )
+    backend: ModelBackend = Field(
+        description="Where the model's requests go: an OpenAI-compatible server or the echo."
+    )
+    pricing: Pricing | None = Field(
+        None,
+        description="Token prices that replay records' cost is computed from; absent: no cost.",
+    )
 
 
 # -- signals ------------------------------------------------------------------------------
 
 
 class KeywordSignal(_Strict):
-    name: str = Field(pattern=NAME)
-    any: list[str] | None = Field(None, min_length=1)
-    all: list[str] | None = Field(None, min_length=1)
-    case_sensitive: bool = False
-    whole_words: bool = True
+    name: str = Field(pattern=NAME, description="Rules refer to it as `keywords:<name>`.")
+    any: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Matches when one of these words or phrases is in the last user message; "
+        "give this or `all`.",
+    )
+    all: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Matches when every one of these words or phrases is in the last user "
+        "message; give this or `any`.",
+    )
+    case_sensitive: bool = Field(False, description="false: the words match in any case.")
+    whole_words: bool = Field(
+        True,
+        description="A word matches only where no letter, digit or _ adjoins it; false: "
+        "inside other words too.",
+    )
 
     @model_validator(mode="after")
     def _one_list(self) -> KeywordSignal:
@@ -68,9 +94,12 @@ class KeywordSignal(_Strict):
 
 
 class RegexSignal(_Strict):
-    name: str = Field(pattern=NAME)
-    pattern: str
-    case_sensitive: bool = True
+    name: str = Field(pattern=NAME, description="Rules refer to it as `regex:<name>`.")
+    pattern: str = Field(
+        description="A Python regular expression; matches when found anywhere in the last "
+        "user message."
+    )
+    case_sensitive: bool = Field(True, description="false: the pattern ignores case.")
 
     @field_validator("pattern")
     @classmethod
@@ -83,9 +112,19 @@ class RegexSignal(_Strict):
 
 
 class ContextLengthSignal(_Strict):
-    name: str = Field(pattern=NAME)
-    min_tokens: int | None = Field(None, ge=0)
-    max_tokens: int | None = Field(None, ge=0)
+    name: str = Field(pattern=NAME, description="Rules refer to it as `context_length:<name>`.")
+    min_tokens: int | None = Field(
+        None,
+        ge=0,
+        description="Matches when the estimated tokens of all messages are at least this; "
+        "absent: no lower bound.",
+    )
+    max_tokens: int | None = Field(
+        None,
+        ge=0,
+        description="Matches when the estimated tokens of all messages are at most this; "
+        "absent: no upper bound.",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> ContextLengthSignal:
@@ -98,22 +137,44 @@ class ContextLengthSignal(_Strict):
 
 
 class EmbeddingSignal(_Strict):
-    name: str = Field(pattern=NAME)
-    candidates: list[str] = Field(min_length=1)
-    threshold: float = Field(0.6, ge=-1.0, le=1.0)
-    aggregation: Literal["max", "mean"] = "max"
+    name: str = Field(pattern=NAME, description="Rules refer to it as `embeddings:<name>`.")
+    candidates: list[str] = Field(
+        min_length=1,
+        description="Phrases the last user message is compared with (embedded once, at start).",
+    )
+    threshold: float = Field(
+        0.6,
+        ge=-1.0,
+        le=1.0,
+        description="Matches when the aggregated cosine similarity is at least this.",
+    )
+    aggregation: Literal["max", "mean"] = Field(
+        "max",
+        description="How the similarities to the candidates make the score: the highest "
+        "(`max`) or their average (`mean`).",
+    )
 
 
 class MetadataSignal(_Strict):
     """Matches the request's ``metadata.<key>``, its ``user`` field, or a header."""
 
-    name: str = Field(pattern=NAME)
-    source: Literal["metadata", "user", "header"]
+    name: str = Field(pattern=NAME, description="Rules refer to it as `metadata:<name>`.")
+    source: Literal["metadata", "user", "header"] = Field(
+        description="The value tested: the request's `metadata.<key>`, its `user` field, or the "
+        "request header named `key`."
+    )
     key: str | None = Field(None, description="metadata key or header name (not for user)")
-    equals: str | None = None
-    any_of: list[str] | None = Field(None, min_length=1)
-    pattern: str | None = None
-    present: bool | None = None
+    equals: str | None = Field(None, description="Matches when the value is exactly this.")
+    any_of: list[str] | None = Field(
+        None, min_length=1, description="Matches when the value is one of these."
+    )
+    pattern: str | None = Field(
+        None,
+        description="A regular expression (case-sensitive); matches when found in the value.",
+    )
+    present: bool | None = Field(
+        None, description="true: matches when the value is there; false: when it is absent."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MetadataSignal:
@@ -133,11 +194,23 @@ class MetadataSignal(_Strict):
 
 
 class SignalsConfig(_Strict):
-    keywords: list[KeywordSignal] = Field(default_factory=list)
-    regex: list[RegexSignal] = Field(default_factory=list)
-    context_length: list[ContextLengthSignal] = Field(default_factory=list)
-    embeddings: list[EmbeddingSignal] = Field(default_factory=list)
-    metadata: list[MetadataSignal] = Field(default_factory=list)
+    keywords: list[KeywordSignal] = Field(
+        default_factory=list, description="Words or phrases in the last user message."
+    )
+    regex: list[RegexSignal] = Field(
+        default_factory=list, description="Regular expressions searched in the last user message."
+    )
+    context_length: list[ContextLengthSignal] = Field(
+        default_factory=list, description="Bounds on the estimated tokens of all messages."
+    )
+    embeddings: list[EmbeddingSignal] = Field(
+        default_factory=list,
+        description="Semantic similarity of the last user message to candidate phrases.",
+    )
+    metadata: list[MetadataSignal] = Field(
+        default_factory=list,
+        description="Tests of a request's metadata value, `user` field or a header.",
+    )
 
     def names(self) -> set[str]:
         """Every ``family:name`` reference a rule may use."""
@@ -157,11 +230,25 @@ class SignalsConfig(_Strict):
 class EmbedderConfig(_Strict):
     """Where embedding signals get their vectors."""
 
-    type: Literal["local", "openai"] = "local"
+    type: Literal["local", "openai"] = Field(
+        "local",
+        description="`local`: all-MiniLM-L6-v2 on the CPU (the `embeddings` extra); `openai`: an "
+        "OpenAI-compatible /v1/embeddings server (needs base_url and model).",
+    )
     base_url: str | None = Field(None, description="openai: the server's /v1 URL")
     model: str | None = Field(None, description="openai: the embedding model name")
-    api_key_env: str | None = None
-    timeout_seconds: float = Field(30.0, gt=0, le=600)
+    api_key_env: str | None = Field(
+        None,
+        description="openai: environment variable holding the key, sent as a bearer token "
+        "(embedding fails while it is unset); absent: no key.",
+    )
+    timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="openai: longest wait for each step of a request (connect, send, each "
+        "read), not for the whole request.",
+    )
 
     @model_validator(mode="after")
     def _remote(self) -> EmbedderConfig:
@@ -174,15 +261,15 @@ class EmbedderConfig(_Strict):
 
 
 class RuleAll(_Strict):
-    all: list[Rule] = Field(min_length=1)
+    all: list[Rule] = Field(min_length=1, description="Matches when every one of these matches.")
 
 
 class RuleAny(_Strict):
-    any: list[Rule] = Field(min_length=1)
+    any: list[Rule] = Field(min_length=1, description="Matches when one of these matches.")
 
 
 class RuleNot(_Strict):
-    not_: Rule = Field(alias="not")
+    not_: Rule = Field(alias="not", description="Matches when this rule does not.")
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
@@ -219,29 +306,57 @@ for _node in (RuleAll, RuleAny, RuleNot):
 
 
 class SystemPromptPlugin(_Strict):
-    mode: Literal["prepend", "replace"] = "prepend"
-    text: str = Field(min_length=1)
+    mode: Literal["prepend", "replace"] = Field(
+        "prepend",
+        description="`prepend`: the text goes first, before the client's messages; `replace`: "
+        "the client's system messages are dropped and the text goes first.",
+    )
+    text: str = Field(min_length=1, description="The system message sent upstream.")
 
 
 class ReplayPlugin(_Strict):
     """What replay records capture for requests this decision routes (nothing by default)."""
 
-    capture_request_body: bool = False
-    capture_response_body: bool = False
-    max_body_bytes: int = Field(65536, ge=64, le=16 * 1024 * 1024)
+    capture_request_body: bool = Field(
+        False,
+        description="Keep the client's request JSON, and its user text for search (`q`).",
+    )
+    capture_response_body: bool = Field(
+        False, description="Keep the JSON answer, or a stream's assembled message text."
+    )
+    max_body_bytes: int = Field(
+        65536,
+        ge=64,
+        le=16 * 1024 * 1024,
+        description="Each captured body is cut at this many UTF-8 bytes (and flagged truncated); "
+        "the searchable prompt text at 128 KiB at most.",
+    )
 
 
 class DecisionPlugins(_Strict):
-    system_prompt: SystemPromptPlugin | None = None
-    replay: ReplayPlugin | None = None
+    system_prompt: SystemPromptPlugin | None = Field(
+        None, description="A system message added upstream; absent: the messages go unchanged."
+    )
+    replay: ReplayPlugin | None = Field(
+        None, description="Bodies the replay record captures; absent: none."
+    )
 
 
 class DecisionConfig(_Strict):
-    name: str = Field(pattern=NAME)
-    priority: int = 0
+    name: str = Field(
+        pattern=NAME, description="Unique; sent as x-routekeeper-decision and kept in replay."
+    )
+    priority: int = Field(
+        0,
+        description="The highest-priority matching decision wins, ties in configuration order; "
+        "the default's is not used.",
+    )
     when: Rule | None = Field(None, description="Omit for the one default decision.")
-    model: str
-    plugins: DecisionPlugins = Field(default_factory=DecisionPlugins)
+    model: str = Field(description="The configured model (a models name) requests go to.")
+    plugins: DecisionPlugins = Field(
+        default_factory=DecisionPlugins,
+        description="What changes for the requests this decision routes (not for pass-through).",
+    )
 
 
 def rule_references(rule: Rule, path: str) -> list[tuple[str, str]]:

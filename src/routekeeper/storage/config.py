@@ -33,7 +33,9 @@ class StorageConfig(Protocol):
 class SQLiteBackend(Section):
     """An embedded SQLite database file in WAL mode, one serialized writer."""
 
-    type: Literal["sqlite"] = "sqlite"
+    type: Literal["sqlite"] = Field(
+        "sqlite", description="`sqlite` selects an embedded SQLite database file."
+    )
     path: Path = Field(Path("state.db"), description="Database file; relative to the workspace.")
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = Field(
         "FULL",
@@ -70,7 +72,10 @@ class SQLiteBackend(Section):
 class PostgresBackend(Section):
     """A PostgreSQL database shared by every replica."""
 
-    type: Literal["postgres"] = "postgres"
+    type: Literal["postgres"] = Field(
+        "postgres",
+        description="`postgres` selects a PostgreSQL database (needs the `postgres` extra).",
+    )
     dsn: str = Field(description="postgresql://user:password@host:port/database")
     pool_size: int = Field(
         10,
@@ -87,7 +92,13 @@ class PostgresBackend(Section):
         description="How long a read or write waits for a free pooled connection before a "
         "503 storage_busy with retry-after.",
     )
-    connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    connect_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="libpq's connect timeout, in whole seconds (cut down, at least 1); twice it "
+        "bounds how long sent data may stay unacknowledged (tcp_user_timeout).",
+    )
 
     @field_validator("dsn")
     @classmethod
@@ -105,7 +116,9 @@ class PostgresBackend(Section):
 class MemoryBackend(Section):
     """In-memory SQLite on one connection: lost when the process exits."""
 
-    type: Literal["memory"] = "memory"
+    type: Literal["memory"] = Field(
+        "memory", description="`memory` selects an in-memory SQLite database, lost at exit."
+    )
 
 
 BackendSettings = Annotated[
@@ -118,7 +131,7 @@ def _default_backends() -> dict[str, SQLiteBackend | PostgresBackend | MemoryBac
 
 
 class SurfaceBinding(Section):
-    backend: str
+    backend: str = Field(description="The name of a backend in state.backends.")
 
 
 class StateSettings(Section):
@@ -128,9 +141,20 @@ class StateSettings(Section):
     auto_migrate: bool = Field(
         True, description="Migrate an empty or older database at start; false refuses instead."
     )
-    default_backend: str = DEFAULT_BACKEND_NAME
-    backends: dict[str, BackendSettings] = Field(default_factory=_default_backends)
-    surfaces: dict[str, SurfaceBinding] = Field(default_factory=dict)
+    default_backend: str = Field(
+        DEFAULT_BACKEND_NAME,
+        description="The backend (a name in backends) of every surface not bound in surfaces.",
+    )
+    backends: dict[str, BackendSettings] = Field(
+        default_factory=_default_backends,
+        description="Backends by name (a letter, then up to 62 letters, digits, _ or -); at "
+        "least one. Setting it replaces the default `main`.",
+    )
+    surfaces: dict[str, SurfaceBinding] = Field(
+        default_factory=dict,
+        description="Backend of a registered surface (e.g. router_replay), by surface name; "
+        "others use default_backend.",
+    )
     allow_ephemeral: list[str] = Field(
         default_factory=list,
         description="Durable surfaces the operator explicitly accepts on a memory backend.",

@@ -14,7 +14,9 @@ from routekeeper.sections.base import Section
 class OpenAIModelBackend(Section):
     """An OpenAI-compatible server (vLLM, llama.cpp, OpenAI, ...)."""
 
-    type: Literal["openai"] = "openai"
+    type: Literal["openai"] = Field(
+        "openai", description="`openai` selects an OpenAI-compatible server."
+    )
     base_url: str = Field(description="Up to and including /v1, e.g. http://127.0.0.1:9000/v1")
     model: str = Field(description="The model name the upstream expects.")
     api_key_env: str | None = Field(None, description="Environment variable holding the key.")
@@ -27,7 +29,9 @@ class OpenAIModelBackend(Section):
             "for its first chunk and between chunks."
         ),
     )
-    connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    connect_timeout_seconds: float = Field(
+        5.0, gt=0, le=300, description="Longest wait to open a connection to the server."
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -40,5 +44,7 @@ class OpenAIModelBackend(Section):
 class EchoModelBackend(Section):
     """Built in, deterministic, no network: replies ``echo:<model name>: <last user text>``."""
 
-    type: Literal["echo"] = "echo"
+    type: Literal["echo"] = Field(
+        "echo", description="`echo` selects the built-in echo backend (no network)."
+    )
     chunks: int = Field(4, ge=1, le=1000, description="Stream chunks per reply.")
