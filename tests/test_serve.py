@@ -2,6 +2,7 @@
 PostgreSQL shared mode with replicas starting together."""
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -30,13 +31,19 @@ def status(server: ServerProcess) -> dict:
     return response.json()
 
 
+def _pythonpath() -> dict[str, str]:
+    path = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": path} if path else {}
+
+
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "routekeeper", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        # PYTHONPATH kept: a checkout run with another venv starts its own code.
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", **_pythonpath()},
     )
 
 

@@ -76,4 +76,4 @@ def include_routes(app: FastAPI, replica: Replica) -> None:
     app.include_router(v1_routes.router(replica.exchanges))
     app.include_router(status_routes.router(StatusQueries(replica.runtime)))
     app.include_router(routing_routes.router(replica.engine))
-    app.include_router(replay_routes.router(ReplayQueries(replica.storage.replay)))
+    app.include_router(replay_routes.router(ReplayQueries(replica.storage)))

@@ -7,11 +7,12 @@ from typing import Any
 from routekeeper.contract.pages import Page, SortOrder
 from routekeeper.contract.replay import ReplayFilters, ReplayRecord
 from routekeeper.storage.replay_store import ReplayStore
+from routekeeper.storage.state import StateStorage
 
 
 class ReplayQueries:
-    def __init__(self, store: ReplayStore) -> None:
-        self.store = store
+    def __init__(self, storage: StateStorage) -> None:
+        self.store = storage.store(ReplayStore)
 
     async def list(
         self,
