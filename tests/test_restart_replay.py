@@ -1,6 +1,8 @@
 """Kill-and-restart tests of router_replay, on SQLite and PostgreSQL, through the real server."""
 
 import asyncio
+import os
+import signal
 import threading
 import time
 
@@ -132,3 +134,22 @@ def test_a_request_in_flight_at_sigkill_is_aborted_after_restart(server_factory)
         assert record["stream"] is True and record["selected_model"] == "hung"
         assert record["lifecycle_state"] == "aborted"
         assert record["terminal_reason"] == "process_restart"
+
+
+@pytest.mark.restart(surface="router_replay")
+def test_workers_sigkill_of_one_worker_and_of_the_whole_tree_lose_nothing(server_factory):
+    """serve --workers 2: SIGKILL one worker, the port keeps answering; then SIGKILL the
+    supervisor and every worker at once and start again: every acknowledged record is
+    there."""
+    first = server_factory(workers=2, runtime=FAST_SWEEP, **ECHO).start()
+    ids = asyncio.run(_burst(first.url, 100, 8))
+    victim = httpx.get(f"{first.url}/readyz", timeout=10).json()["replica_id"]
+    rows = httpx.get(f"{first.url}/api/replicas", params={"phase": "ready"}, timeout=10)
+    pid = next(r["pid"] for r in rows.json()["data"] if r["id"] == victim)
+    os.kill(pid, signal.SIGKILL)
+    ids += asyncio.run(_burst(first.url, 100, 8))  # answered by the survivor (or a new worker)
+    first.kill()  # the supervisor and every worker
+    second = server_factory(workers=2, **ECHO).start()
+    records = {r["id"]: r for r in second.list_all("/api/replay")}
+    assert set(ids) <= set(records)
+    assert all(records[i]["lifecycle_state"] == "completed" for i in ids)

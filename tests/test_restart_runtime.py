@@ -1,6 +1,8 @@
 """Kill-and-restart tests of the runtime surfaces, on SQLite and PostgreSQL, through the
 real server process."""
 
+import os
+import signal
 import time
 
 import httpx
@@ -144,3 +146,46 @@ def test_a_survivor_marks_a_killed_peer_crashed_without_a_restart(server_factory
     assert len(events(victim, replica_id=victim_id, kind="replica.crashed")) == 1
     time.sleep(heartbeat * 1.5)  # a few sweeps by both
     assert len(events(survivor, replica_id=victim_id, kind="replica.crashed")) == 1
+
+
+def _ready(server: ServerProcess) -> dict[str, dict]:
+    rows = get(server, "/api/replicas", limit=100, phase="ready")["data"]
+    return {r["id"]: r for r in rows}
+
+
+@pytest.mark.restart(surface="runtime_status")
+def test_a_killed_worker_is_recorded_crashed_once_and_replaced(server_factory, restart_backend):
+    """serve --workers 2: SIGKILL one worker; the other keeps serving, records the crash
+    exactly once (SQLite: the free flock at its next sweep; PostgreSQL: once the heartbeat is
+    older than stale_after_seconds), and the supervisor starts a replacement replica."""
+    heartbeat, stale = 0.5, 3.0
+    server = server_factory(
+        workers=2, runtime={"heartbeat_seconds": heartbeat, "stale_after_seconds": stale}
+    ).start()
+    deadline = time.monotonic() + 30
+    while len(before := _ready(server)) != 2:
+        assert time.monotonic() < deadline, server.log_tail()
+        time.sleep(0.1)
+    victim_id, victim = next(iter(before.items()))
+    os.kill(victim["pid"], signal.SIGKILL)
+    killed_at = time.monotonic()
+    replacement: set[str] = set()
+    while True:
+        # every request is answered meanwhile: the survivor accepts on the shared port
+        assert get(server, "/livez")["status"] == "alive"
+        crashed = replica(server, victim_id)["phase"] == "crashed"
+        replacement = set(_ready(server)) - set(before)
+        if crashed and replacement:
+            break
+        assert time.monotonic() - killed_at < stale + heartbeat + 10, server.log_tail()
+        time.sleep(0.1)
+    print(f"crash recorded and replaced within {time.monotonic() - killed_at:.2f}s")
+    assert len(replacement) == 1 and victim_id not in _ready(server)
+    time.sleep(heartbeat * 3)  # more sweeps by the survivor and the replacement
+    crash = events(server, replica_id=victim_id, kind="replica.crashed")
+    assert len(crash) == 1
+    assert crash[0]["data"]["detected_by"] in set(before) | replacement
+    assert crash[0]["data"]["detected_by"] != victim_id
+    assert "starting a replacement" in server.log()
+    assert server.terminate() == 0
+    assert all(replica(server_factory().start(), rid)["phase"] == "stopped" for rid in replacement)

@@ -14,8 +14,9 @@ from routekeeper.router.services.exchange import ChatExchanges
 from routekeeper.router.services.metrics import RouterMetrics
 from routekeeper.router.services.replay import ReplayRecorder
 from routekeeper.routing.engine import RoutingEngine, build_embedder
-from routekeeper.runtime.components import Component
+from routekeeper.runtime.components import Component, StorageMetrics
 from routekeeper.runtime.replica import ReplicaRuntime
+from routekeeper.runtime.worker_board import WorkerBoard
 from routekeeper.settings import Settings
 from routekeeper.storage.state import StateStorage
 from routekeeper.upstream.openai import UpstreamPool
@@ -47,11 +48,13 @@ def build_replica(
     listen: str | None = None,
     on_fatal: Callable[[str], None] | None = None,
     upstream_transport: httpx.AsyncBaseTransport | None = None,
+    board: WorkerBoard | None = None,
 ) -> Replica:
     """Raises ContractViolation when the state contract does not hold. Nothing is opened
     here: ``runtime.start()`` opens storage, migrates, registers and recovers (the routing
     engine embeds its candidates first). ``upstream_transport`` replaces the network under
-    every OpenAI-compatible model (tests, fault injection)."""
+    every OpenAI-compatible model (tests, fault injection). ``board``: this process is one
+    worker of ``serve --workers N`` and shows the others' figures beside its own."""
     storage = StateStorage(settings)
     engine = RoutingEngine(settings, build_embedder(settings))
     pool = UpstreamPool(transport=upstream_transport)
@@ -74,8 +77,11 @@ def build_replica(
         on_fatal=on_fatal,
         prepare=engine.prepare,
         components=components,
+        board=board,
     )
-    metrics = RouterMetrics(components)
+    metrics = RouterMetrics(components, collectors=(StorageMetrics(storage),), board=board)
+    if board is not None:
+        board.attach(runtime.id, components, metrics.registry.collect)
     chat = ChatService(settings, engine, pool)
     exchanges = ChatExchanges(
         chat, recorder, metrics, runtime, ping_seconds=settings.server.sse_ping_seconds

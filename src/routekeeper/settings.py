@@ -68,6 +68,14 @@ class ServerSettings(Section):
         le=65535,
         description="TCP port to listen on; `--port` overrides it (0: a free port the OS picks).",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes serving the one port, each its own replica (own id, liveness "
+        "lock, heartbeat); `--workers` overrides it. Several workers may share the "
+        "workspace's SQLite in `state.mode: local`; a memory backend needs 1.",
+    )
     graceful_timeout_seconds: float = Field(
         10.0, gt=0, le=3600, description="SIGTERM: time to drain before the replica stops."
     )

@@ -1,12 +1,16 @@
-"""``routekeeper serve``: run one replica."""
+"""``routekeeper serve``: run one replica, or a supervisor and N worker replicas on one port
+(``--workers N``, see ``cli.workers``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
 from types import FrameType
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,11 +28,20 @@ from routekeeper.cli.common import (
     settings_from,
     warn,
 )
+from routekeeper.cli.workers import (
+    Supervisor,
+    WorkerSpec,
+    bind,
+    die_with_parent,
+    inherited_socket,
+)
 from routekeeper.compose import build_replica
 from routekeeper.contract.errors import ConfigError, ContractViolation
 from routekeeper.runtime.replica import ReplicaRuntime
+from routekeeper.runtime.worker_board import WorkerBoard
 from routekeeper.server.app import app_for
 from routekeeper.settings import ServerSettings, Settings, config_problems
+from routekeeper.storage.placement import check_contract
 
 log = logging.getLogger("routekeeper.serve")
 
@@ -87,10 +100,18 @@ class ReplicaServer(uvicorn.Server):
         self.should_exit = True
 
 
-def with_listen_flags(settings: Settings, host: str | None, port: int | None) -> Settings:
-    """``settings`` with ``--host``/``--port`` applied, validated as ``server.host`` and
-    ``server.port`` would be in the file (exit 2 with the key path)."""
-    flags = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+LOG_FORMAT = "%(asctime)s %(levelname)s {who}%(name)s: %(message)s"
+
+
+def with_listen_flags(
+    settings: Settings, host: str | None, port: int | None, workers: int | None = None
+) -> Settings:
+    """``settings`` with ``--host``/``--port``/``--workers`` applied, validated as
+    ``server.host``, ``server.port`` and ``server.workers`` would be in the file (exit 2 with
+    the key path)."""
+    flags = {
+        k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None
+    }
     if not flags:
         return settings
     try:
@@ -112,31 +133,116 @@ def serve(
     port: Annotated[
         int | None, typer.Option(help="Port to bind (default: server.port, 8080).")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes on the one port, each its own replica (default: "
+            "server.workers, 1). One machine: they may share the workspace's SQLite; several "
+            "machines: PostgreSQL and state.mode: shared."
+        ),
+    ] = None,
+    worker: Annotated[str | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Run a replica: migrate, recover, then serve /v1, /api, /livez and /readyz."""
-    settings = with_listen_flags(settings_from(config, workspace), host, port)
+    """Run a replica (or --workers N of them on one port): migrate, recover, then serve /v1,
+    /api, /livez and /readyz."""
+    if worker is not None:  # started by a supervisor: die with it, whatever happens next
+        spec = WorkerSpec.decode(worker)
+        die_with_parent(spec.parent_pid)
+    settings = with_listen_flags(settings_from(config, workspace), host, port, workers)
     require_drivers(settings)
-    server_settings = settings.server
-    if not settings.models:
+    if not settings.models and worker is None:
         warn(
             "no model is configured, so every chat completion is refused (404 "
             "model_not_found); give a configuration with models and decisions, e.g. "
             "--config examples/routekeeper.yaml"
         )
+    if worker is not None:
+        board = WorkerBoard(spec.board_fd, spec.slots, spec.slot)
+        sock = inherited_socket(spec.socket_fd)
+        run_replica(settings, sockets=[sock], board=board, who=f"worker {spec.slot} ")
+    elif settings.server.workers > 1:
+        supervise(settings, config)
+    else:
+        run_replica(settings)
+
+
+def _configure_logging(settings: Settings, who: str) -> None:
     logging.basicConfig(
-        level=server_settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=settings.server.log_level.upper(),
+        format=LOG_FORMAT.format(who=f"[{who}] " if who else ""),
         stream=sys.stderr,
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def supervise(settings: Settings, config: Path | None) -> None:
+    """Bind the port once, run ``server.workers`` workers on it until SIGTERM; exit 0 when
+    every worker drained."""
+    server_settings = settings.server
+    _configure_logging(settings, "supervisor")
+    try:
+        check_contract(settings, processes=server_settings.workers)
+    except ContractViolation as exc:
+        fail(exc.message, EXIT_CONTRACT)
+    listen = f"{server_settings.host}:{server_settings.port}"
+    try:
+        sock = bind(server_settings.host, server_settings.port)
+    except OSError as exc:
+        fail(f"could not listen on {listen}: {exc.strerror or exc}", EXIT_FAILURE)
+    bound_port = sock.getsockname()[1]
+
+    def command(spec: WorkerSpec) -> list[str]:
+        cmd = [sys.executable, "-m", "routekeeper", "serve"]
+        cmd += ["--workspace", str(settings.workspace)]
+        if config is not None:
+            cmd += ["--config", str(config.resolve())]
+        host = server_settings.host
+        return [*cmd, "--host", host, "--port", str(bound_port), "--worker", spec.encode()]
+
+    log.info(
+        "supervisor %d: %d workers on http://%s:%d (workspace %s)",
+        os.getpid(),
+        server_settings.workers,
+        server_settings.host,
+        bound_port,
+        settings.workspace,
+    )
+    supervisor = Supervisor(
+        workers=server_settings.workers,
+        sock=sock,
+        command=command,
+        graceful_timeout_seconds=server_settings.graceful_timeout_seconds,
+    )
+    code = supervisor.run()
+    if supervisor.gave_up:
+        fail(supervisor.gave_up, EXIT_FAILURE)
+    if code:
+        fail("not every worker stopped cleanly (see the log above)", code)
+
+
+def run_replica(
+    settings: Settings,
+    *,
+    sockets: list[socket.socket] | None = None,
+    board: WorkerBoard | None = None,
+    who: str = "",
+) -> None:
+    """Serve one replica until SIGTERM (on ``sockets`` when a supervisor bound the port)."""
+    server_settings = settings.server
     listen = f"{server_settings.host}:{server_settings.port}"
     server_box: list[ReplicaServer] = []
     try:
         replica = build_replica(
-            settings, listen=listen, on_fatal=lambda message: server_box[0].on_fatal(message)
+            settings,
+            listen=listen,
+            on_fatal=lambda message: server_box[0].on_fatal(message),
+            board=board,
         )
     except ContractViolation as exc:
         fail(exc.message, EXIT_CONTRACT)
+    runtime = replica.runtime
+    # A worker's log lines name its replica, so an operator can tell the workers apart.
+    _configure_logging(settings, f"{who}{runtime.id}" if who else "")
     uv_config = uvicorn.Config(
         app_for(replica),
         host=server_settings.host,
@@ -155,14 +261,13 @@ def serve(
         lifespan="on",
         access_log=server_settings.log_level == "debug",
     )
-    runtime = replica.runtime
     server = ReplicaServer(uv_config, runtime, server_settings.drain_seconds)
     server_box.append(server)
     log.info(
         "replica %s starting on http://%s (workspace %s)", runtime.id, listen, settings.workspace
     )
     try:
-        server.run()
+        server.run(sockets=sockets)
     except SystemExit:  # uvicorn exits this way when it cannot bind
         fail(f"could not listen on {listen} (see the log above)", EXIT_FAILURE)
     if server.fatal:

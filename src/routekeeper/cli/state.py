@@ -48,7 +48,7 @@ def check(config: ConfigOption = None, workspace: WorkspaceOption = None) -> Non
             "yes" if p.ephemeral else "no",
         )
     console.print(table)
-    problems = contract_problems(settings)
+    problems = contract_problems(settings, processes=settings.server.workers)
     if problems:
         fail(
             "the configuration breaks the state contract:\n"

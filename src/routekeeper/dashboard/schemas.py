@@ -66,6 +66,14 @@ class SurfaceOut(BaseModel):
         "(answers sent before their record was known committed) and `storage` (`ok`, or "
         "`degraded` while writes fail and records wait)); null when it has none.",
     )
+    workers: dict[str, dict[str, Any]] | None = Field(
+        None,
+        description="The same report for every worker of this `serve` (`--workers N`), by "
+        "replica id, each with `as_of` (another worker's figures are as of its last "
+        "publication, at most a fraction of a second old); without workers, this replica "
+        "alone. Counters are per process: add them up across workers for totals. Null when "
+        "the surface has no component.",
+    )
 
     model_config = {"populate_by_name": True}
 

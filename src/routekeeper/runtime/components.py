@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from routekeeper.storage.state import StateStorage
 
 
 class Component(Protocol):
@@ -39,6 +42,35 @@ class ComponentMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         for component in self.components:
             yield from component.metrics()
+
+    def describe(self) -> Iterator[Metric]:
+        return self.collect()
+
+
+class StorageMetrics(Collector):
+    """The storage of the process at scrape time: per backend, the write transactions that
+    waited for another process's SQLite write lock (the workers of one ``serve --workers N``
+    share one file) and the seconds they waited."""
+
+    def __init__(self, storage: StateStorage) -> None:
+        self.storage = storage
+
+    def collect(self) -> Iterator[Metric]:
+        waits = CounterMetricFamily(
+            "routekeeper_storage_write_lock_waits",
+            "Write transactions that waited for another process's SQLite write lock.",
+            labels=["backend"],
+        )
+        seconds = CounterMetricFamily(
+            "routekeeper_storage_write_lock_wait_seconds",
+            "Seconds write transactions waited for another process's SQLite write lock.",
+            labels=["backend"],
+        )
+        for name, db in self.storage.databases.items():
+            waits.add_metric([name], db.write_lock_waits.waits)
+            seconds.add_metric([name], db.write_lock_waits.seconds)
+        yield waits
+        yield seconds
 
     def describe(self) -> Iterator[Metric]:
         return self.collect()

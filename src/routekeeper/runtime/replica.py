@@ -27,6 +27,7 @@ from routekeeper.contract.runtime import (
 )
 from routekeeper.runtime.components import Component
 from routekeeper.runtime.retention import apply_retention
+from routekeeper.runtime.worker_board import WorkerBoard
 from routekeeper.settings import Settings
 from routekeeper.storage.liveness import IdentityTaken, LockCheck
 from routekeeper.storage.recovery import RecoveryContext, run_recovery, sweep
@@ -50,6 +51,7 @@ class ReplicaRuntime:
         on_fatal: Callable[[str], None] | None = None,
         prepare: Callable[[], Awaitable[None]] | None = None,
         components: Sequence[Component] = (),
+        board: WorkerBoard | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
@@ -62,6 +64,8 @@ class ReplicaRuntime:
         self._prepare = prepare
         self.components = tuple(components)
         """Surfaces' background parts: begun when ready, stopped before ``stopped``."""
+        self.board = board
+        """The worker board of ``serve --workers N`` (None: a single process)."""
         self._history: list[PhaseChange] = [
             PhaseChange(None, ReplicaPhase.STARTING, self.started_at)
         ]
@@ -175,6 +179,8 @@ class ReplicaRuntime:
         await self._change(ReplicaPhase.READY)
         for component in self.components:
             component.begin()
+        if self.board is not None:
+            self.board.begin()
         self._became_ready = True
         self._heartbeat = asyncio.create_task(self._beat(), name=f"heartbeat {self.id}")
         self._sweeper = asyncio.create_task(self._sweep_loop(), name=f"crash sweep {self.id}")
@@ -353,6 +359,8 @@ class ReplicaRuntime:
         try:
             for component in self.components:
                 await self._bounded(component.stop(), f"stop the {component.surface} component")
+            if self.board is not None:
+                await self._bounded(self.board.stop(), "publish to the worker board")
             if self._registered:
                 stopped = await self._bounded(self._change(ReplicaPhase.STOPPED), "record stopped")
             if not self.phase.terminal:

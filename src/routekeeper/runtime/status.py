@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from routekeeper.contract.errors import StorageError
 from routekeeper.contract.runtime import ReplicaRecord
 from routekeeper.runtime.replica import ReplicaRuntime
 from routekeeper.storage.state import SurfaceCount
+from routekeeper.storage.types import utcnow
 
 STATUS_REPLICA_LIMIT = 20
 
@@ -24,6 +26,10 @@ class StatusSnapshot:
     errors: list[str] = field(default_factory=list)
     components: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Surface name -> what this replica's component of it reports."""
+    workers: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """Surface name -> replica id -> what that replica's component reports, for every worker
+    of this ``serve`` (this replica alone when it runs without workers); each with ``as_of``,
+    the time of the figures (another worker's are as of its last publication)."""
 
 
 async def status_snapshot(runtime: ReplicaRuntime) -> StatusSnapshot:
@@ -45,6 +51,16 @@ async def status_snapshot(runtime: ReplicaRuntime) -> StatusSnapshot:
         errors.extend(f"surface {s.placement.surface.name}: {s.error}" for s in surfaces if s.error)
     else:
         surfaces = [SurfaceCount(p, None, "not ready") for p in storage.placements]
+    components = {c.surface: c.status() for c in runtime.components}
+    now = utcnow().isoformat()
+    workers: dict[str, dict[str, dict[str, Any]]] = {
+        surface: {runtime.id: {**report, "as_of": now}} for surface, report in components.items()
+    }
+    if runtime.board is not None:
+        for entry in runtime.board.others():
+            as_of = datetime.fromtimestamp(entry["as_of"], UTC).isoformat()
+            for surface, report in entry["components"].items():
+                workers.setdefault(surface, {})[entry["replica_id"]] = {**report, "as_of": as_of}
     return StatusSnapshot(
         replica_id=runtime.id,
         phase=runtime.phase.value,
@@ -53,5 +69,6 @@ async def status_snapshot(runtime: ReplicaRuntime) -> StatusSnapshot:
         replicas_more=more,
         surfaces=surfaces,
         errors=errors,
-        components={c.surface: c.status() for c in runtime.components},
+        components=components,
+        workers=workers,
     )

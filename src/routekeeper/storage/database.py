@@ -14,7 +14,11 @@ Connections come in lanes, so that the replica's own upkeep never queues behind 
   state, i.e. the liveness advisory lock; closing one really ends its session.
 
 SQLite (file): WAL; one writer connection, serialized in-process by a lock and across processes
-by ``BEGIN IMMEDIATE`` + ``busy_timeout``; a small pool of reader connections. The driver's own
+(the workers of one ``serve --workers N``, or a CLI command) by ``BEGIN IMMEDIATE`` +
+``busy_timeout``; a small pool of reader connections. The writer first tries ``BEGIN
+IMMEDIATE`` without waiting; when another process holds the write lock it counts a wait
+(``write_lock_waits``, ``write_lock_wait_seconds``: ``/metrics``) and tries again within
+``busy_timeout``. The driver's own
 transaction handling is switched off (``isolation_level=None``) and we emit ``BEGIN`` ourselves,
 because a deferred transaction that later writes fails with SQLITE_BUSY at once instead of
 waiting. ``synchronous`` is set on every connection (it is per connection).
@@ -33,8 +37,10 @@ import asyncio
 import inspect
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +65,15 @@ _AFTER_COMMIT = "routekeeper.after_commit"
 POSTGRES_WRITE_POOL = 2
 POSTGRES_WRITE_OVERFLOW = 2
 APPLICATION_NAME = "routekeeper"
+
+
+@dataclass
+class WriteLockWaits:
+    """Write transactions that found another process holding SQLite's write lock and had to
+    wait for it (within ``busy_timeout``), and how long they waited in all."""
+
+    waits: int = 0
+    seconds: float = 0.0
 
 
 def postgres_url(dsn: str) -> URL:
@@ -89,6 +104,7 @@ class Database:
         # SQLite has one writer; memory has one connection for everything.
         self._write_lock = asyncio.Lock() if self.kind is not BackendKind.POSTGRES else None
         self._read_lock = self._write_lock if self.kind is BackendKind.MEMORY else None
+        self.write_lock_waits = WriteLockWaits()
 
     # -- description -----------------------------------------------------------------------
 
@@ -185,6 +201,7 @@ class Database:
             synchronous=self.backend.synchronous,
             busy_ms=self.backend.busy_timeout_ms,
             wal=write,
+            waits=self.write_lock_waits if write else None,
         )
         return engine
 
@@ -340,8 +357,19 @@ def _raise_translated(exc: BaseException) -> None:
 
 
 def _sqlite_pragmas(
-    engine: AsyncEngine, *, begin: str, synchronous: str, busy_ms: int, wal: bool = False
+    engine: AsyncEngine,
+    *,
+    begin: str,
+    synchronous: str,
+    busy_ms: int,
+    wal: bool = False,
+    waits: WriteLockWaits | None = None,
 ) -> None:
+    """Pragmas on every connection and our own ``begin``. With ``waits`` (the writer), the
+    connection waits for no lock by default (inside ``BEGIN IMMEDIATE`` nothing in WAL mode
+    waits): ``begin`` is tried at once, and only when the file's write lock is held by another
+    process is the wait counted and ``begin`` tried again within ``busy_ms``."""
+
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
@@ -354,11 +382,33 @@ def _sqlite_pragmas(
                 raise StorageError(f"SQLite refused WAL mode (journal_mode is {mode})")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
+        if waits is not None:
+            cursor.execute("PRAGMA busy_timeout=0")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
+        if waits is None:
+            conn.exec_driver_sql(begin)
+            return
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            try:
+                cursor.execute(begin)
+                return
+            except Exception as exc:
+                if not any(s in str(exc).lower() for s in ("locked", "busy")):
+                    raise sa_exc.OperationalError(begin, None, exc) from exc
+            started = time.monotonic()
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+            try:
+                conn.exec_driver_sql(begin)  # its failure is translated like any other
+            finally:
+                waits.waits += 1
+                waits.seconds += time.monotonic() - started
+                cursor.execute("PRAGMA busy_timeout=0")
+        finally:
+            cursor.close()
 
 
 class _Null:

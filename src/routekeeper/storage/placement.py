@@ -3,7 +3,10 @@
 ``check_contract`` is what ``routekeeper state check`` and ``serve`` run before touching any
 database: a durable surface on a memory backend without ``state.allow_ephemeral``, a shared
 surface on a node-local backend in ``mode: shared``, or colocated surfaces split across
-backends are refused with the surface, its class and the fix."""
+backends are refused with the surface, its class and the fix. ``processes`` is how many
+replicas one ``serve`` runs (``--workers N``): they share the workspace's SQLite file (WAL,
+each with its own writer waiting on ``busy_timeout``) but not a memory backend, so with more
+than one a durable surface on memory is refused even when ``state.allow_ephemeral`` names it."""
 
 from __future__ import annotations
 
@@ -51,12 +54,14 @@ def placements(settings: StorageConfig) -> list[SurfacePlacement]:
     return out
 
 
-def contract_problems(settings: StorageConfig) -> list[str]:
+def contract_problems(settings: StorageConfig, *, processes: int = 1) -> list[str]:
     """Every way the configuration breaks the state contract (empty when it holds)."""
     by_name = {p.surface.name: p for p in placements(settings)}
     problems: list[str] = []
     for placement in by_name.values():
-        problems += _backend_problems(settings, placement)
+        problems += _backend_problems(settings, placement) or _process_problems(
+            placement, processes
+        )
         surface, partner = placement.surface, placement.surface.colocated_with
         if partner and partner in by_name and by_name[partner].backend != placement.backend:
             problems.append(
@@ -98,9 +103,22 @@ def _backend_problems(settings: StorageConfig, placement: SurfacePlacement) -> l
     return []
 
 
-def check_contract(settings: StorageConfig) -> list[SurfacePlacement]:
+def _process_problems(placement: SurfacePlacement, processes: int) -> list[str]:
+    """Whether ``processes`` replicas of one serve can share the surface's backend."""
+    surface = placement.surface
+    if processes <= 1 or not surface.durable or placement.kind is not BackendKind.MEMORY:
+        return []
+    return [
+        f"surface {surface.name} ({surface.state_class.value}) is on backend "
+        f"{placement.backend!r} ({placement.kind}), and each of the {processes} workers would "
+        f"keep its own copy. Fix: point state.surfaces.{surface.name}.backend at a sqlite or "
+        "postgres backend, or run one worker (server.workers: 1)."
+    ]
+
+
+def check_contract(settings: StorageConfig, *, processes: int = 1) -> list[SurfacePlacement]:
     """The placements, or ContractViolation naming each offending surface and its fix."""
-    problems = contract_problems(settings)
+    problems = contract_problems(settings, processes=processes)
     if problems:
         raise ContractViolation(problems)
     return placements(settings)

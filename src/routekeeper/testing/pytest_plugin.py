@@ -147,7 +147,8 @@ def server_factory(
 
     ``server_factory(**config_sections)`` writes a config (the backend's ``state`` section
     plus the given sections, e.g. ``runtime={"heartbeat_seconds": 0.5}``) and returns a
-    :class:`ServerProcess`, not yet started. Every process is killed at teardown."""
+    :class:`ServerProcess`, not yet started; ``workers=N`` makes it ``serve --workers N``.
+    Every process (every worker too) is killed at teardown."""
     state: dict[str, Any]
     if restart_backend == "postgres":
         dsn = request.getfixturevalue("postgres_dsn")
@@ -157,10 +158,10 @@ def server_factory(
     workspace = tmp_path / "workspace"
     servers: list[ServerProcess] = []
 
-    def make(**sections: Any) -> ServerProcess:
+    def make(*, workers: int | None = None, **sections: Any) -> ServerProcess:
         config = tmp_path / f"config-{len(servers)}.yaml"
         config.write_text(yaml.safe_dump({"state": state, **sections}))
-        server = ServerProcess(workspace=workspace, config=config)
+        server = ServerProcess(workspace=workspace, config=config, workers=workers)
         servers.append(server)
         return server
 

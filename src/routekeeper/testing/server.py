@@ -5,6 +5,12 @@
         server.terminate()          # SIGTERM, waits for exit
         server.start()              # again, on the same state
 
+With ``workers=N`` it runs ``serve --workers N``: a supervisor and N worker replicas on one
+port. The process runs in a process group of its own, so :meth:`kill` and
+:meth:`stop_quietly` SIGKILL the whole tree at once and wait until no process of it runs
+(no worker is left behind); :meth:`terminate` signals the supervisor alone, which drains its
+workers.
+
 Every failure message carries the tail of the server's log.
 """
 
@@ -16,11 +22,42 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
+
+
+def pid_running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (dead, waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: whether a signal can reach it
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Running (non-zombie) processes of process group ``pgid`` (Linux: read from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            pids.append(int(entry.name))
+    return pids
 
 
 def free_port() -> int:
@@ -45,6 +82,7 @@ class ServerProcess:
         port: int | None = None,
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
+        workers: int | None = None,
     ) -> None:
         self.workspace = Path(workspace)
         self.config = config
@@ -54,6 +92,7 @@ class ServerProcess:
         self.log_path = log_path or self.workspace.parent / f"serve-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
+        self.workers = workers
 
     @property
     def url(self) -> str:
@@ -63,6 +102,8 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "routekeeper", "serve", "--workspace", str(self.workspace)]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
+        if self.workers is not None:
+            cmd += ["--workers", str(self.workers)]
         return [*cmd, "--host", "127.0.0.1", "--port", str(self.port)]
 
     def start(
@@ -76,7 +117,11 @@ class ServerProcess:
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== start {' '.join(self.command())}\n".encode())
             self.proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, env=env
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own process group: the whole tree can be killed
             )
         self.returncode = None
         if wait_ready:
@@ -150,16 +195,28 @@ class ServerProcess:
 
     def wait_flushed(self, surface: str = "router_replay", *, timeout: float = 10.0) -> None:
         """Wait until the surface's writer has nothing queued: every record it accepted
-        so far is committed (instead of sleeping longer than its flush interval)."""
+        so far is committed (instead of sleeping longer than its flush interval). With
+        workers, every worker's writer, each as reported after this call began."""
+        began = time.time()
         deadline = time.monotonic() + timeout
         while True:
-            queued = self.component_status(surface)["queued"]
-            if queued == 0:
+            row = self.surface_status(surface)
+            reports = row.get("workers") or {"": {**row["component"], "as_of": None}}
+            waiting = {
+                replica: report["queued"]
+                for replica, report in reports.items()
+                if report["queued"]
+                or (
+                    report["as_of"] is not None
+                    and datetime.fromisoformat(report["as_of"]).timestamp() < began
+                )
+            }
+            if not waiting:
                 return
             if time.monotonic() > deadline:
                 raise ServerError(
-                    f"{surface}: {queued} record(s) still queued after {timeout}s\n"
-                    f"{self.log_tail()}"
+                    f"{surface}: records still queued (or not reported since) after "
+                    f"{timeout}s: {waiting}\n{self.log_tail()}"
                 )
             time.sleep(0.02)
 
@@ -180,8 +237,26 @@ class ServerProcess:
         return self._signal(signal.SIGTERM, timeout)
 
     def kill(self) -> int:
-        """SIGKILL: the process gets no chance to write anything."""
-        return self._signal(signal.SIGKILL, 10.0)
+        """SIGKILL: the process (every process of its tree) gets no chance to write
+        anything. Returns once none of them runs."""
+        if self.proc is None:
+            raise ServerError("server was never started")
+        self._kill_group()
+        return self.wait_exit(10.0)
+
+    def _kill_group(self) -> None:
+        assert self.proc is not None
+        pgid = self.proc.pid  # start_new_session: the group is named after the process
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while (left := group_pids(pgid)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if left:
+            raise ServerError(f"processes {left} of the server's group outlived SIGKILL")
 
     def _signal(self, sig: signal.Signals, timeout: float) -> int:
         if self.proc is None:
@@ -200,10 +275,9 @@ class ServerProcess:
         return "--- server log (tail) ---\n" + "\n".join(self.log().splitlines()[-lines:])
 
     def stop_quietly(self) -> None:
-        """SIGKILL if still running (test teardown)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        """SIGKILL the whole tree if anything of it still runs (test teardown)."""
+        if self.proc is not None and (self.proc.poll() is None or group_pids(self.proc.pid)):
+            self._kill_group()
 
     def __enter__(self) -> ServerProcess:
         if self.proc is None:

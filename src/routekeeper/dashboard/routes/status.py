@@ -58,6 +58,7 @@ def router(status: StatusQueries) -> APIRouter:
                     restart_expectation=s.placement.surface.restart_expectation,
                     recovery=s.placement.surface.recovery,
                     component=snap.components.get(s.placement.surface.name),
+                    workers=snap.workers.get(s.placement.surface.name),
                 )
                 for s in snap.surfaces
             ],

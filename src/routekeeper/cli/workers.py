@@ -1,0 +1,278 @@
+"""``serve --workers N``: a supervisor process and N worker processes serving one port.
+
+The supervisor binds the listening socket once and starts each worker as ``routekeeper serve
+--worker SPEC`` with the socket's descriptor inherited; every worker accepts on that one
+socket (one kernel accept queue). It was chosen over ``SO_REUSEPORT`` (a socket per worker)
+because the port is bound once and stays bound while workers come and go: a replacement never
+fails to bind or races another program for the port, ``port: 0`` means one port for all, and
+a killed worker loses only the connections it had already accepted (with ``SO_REUSEPORT`` the
+connections queued on its own socket are reset too).
+
+Each worker is a replica of its own (own id, liveness lock, heartbeat, phases, replay writer)
+on the same state. The supervisor holds no state and writes nothing: it starts workers,
+replaces one that exits (a new replica; the dead one is recorded ``crashed`` by the crash
+sweep of a survivor or of the replacement), backs off when a worker keeps failing before it
+becomes ready and gives up after ``MAX_START_FAILURES`` such failures in a row, and forwards
+SIGTERM/SIGINT so every worker drains as one replica does. Workers die with the supervisor:
+``prctl(PR_SET_PDEATHSIG, SIGKILL)`` on Linux, and a thread that polls ``getppid()`` everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+from routekeeper.runtime.worker_board import WorkerBoard
+
+log = logging.getLogger("routekeeper.supervisor")
+
+MAX_START_FAILURES = 5
+BACKOFF_FIRST_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 30.0
+# How long the supervisor waits beyond server.graceful_timeout_seconds for drained workers to
+# exit before it kills them (each bounds its own shutdown by that budget).
+EXIT_MARGIN_SECONDS = 5.0
+PARENT_POLL_SECONDS = 0.2
+TICK_SECONDS = 0.05
+LISTEN_BACKLOG = 2048
+PR_SET_PDEATHSIG = 1
+
+
+# -- the worker's side ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker is handed: ``socket_fd,board_fd,slot,slots,parent_pid``."""
+
+    socket_fd: int
+    board_fd: int
+    slot: int
+    slots: int
+    parent_pid: int
+
+    def encode(self) -> str:
+        return f"{self.socket_fd},{self.board_fd},{self.slot},{self.slots},{self.parent_pid}"
+
+    @classmethod
+    def decode(cls, text: str) -> WorkerSpec:
+        fields = [int(part) for part in text.split(",")]
+        if len(fields) != 5:
+            raise ValueError(f"a worker spec has 5 fields, not {len(fields)}")
+        return cls(*fields)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """End this process with SIGKILL as soon as ``parent_pid`` (the supervisor) is gone, so a
+    SIGKILL of the supervisor takes its workers down too (and a kill-and-restart test kills
+    every replica it started)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(
+        target=_watch_parent, args=(parent_pid,), name="parent watch", daemon=True
+    ).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while True:
+        time.sleep(PARENT_POLL_SECONDS)
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def inherited_socket(fd: int) -> socket.socket:
+    """The listening socket the supervisor bound (its family is read from the descriptor)."""
+    return socket.socket(fileno=fd)
+
+
+# -- the supervisor ------------------------------------------------------------------------
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The one listening socket of every worker; inheritable. Raises OSError."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class _Slot:
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    failures: int = 0
+    start_at: float = 0.0
+    exit_codes: list[int] = field(default_factory=list)
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class Supervisor:
+    """Runs ``workers`` worker processes until SIGTERM/SIGINT (exit 0 when every worker
+    drained and exited 0) or until a worker failed ``MAX_START_FAILURES`` times in a row
+    before becoming ready (exit 1, after the others drained)."""
+
+    def __init__(
+        self,
+        *,
+        workers: int,
+        sock: socket.socket,
+        command: Callable[[WorkerSpec], list[str]],
+        graceful_timeout_seconds: float,
+    ) -> None:
+        self.sock = sock
+        self.command = command
+        self.graceful_timeout = graceful_timeout_seconds
+        self.board_fd = WorkerBoard.create(workers)
+        self.board = WorkerBoard(self.board_fd, workers)
+        self.slots = [_Slot(i) for i in range(workers)]
+        self._signals: list[int] = []
+        self._forwarded = 0
+        self._stop_deadline: float | None = None
+        self.gave_up: str | None = None
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        try:
+            while True:
+                now = time.monotonic()
+                for slot in self.slots:
+                    if slot.proc is not None and (code := slot.proc.poll()) is not None:
+                        self._exited(slot, code, now)
+                if self._stopping:
+                    self._forward_signals(now)
+                    if not self._live():
+                        break
+                    if self._stop_deadline is not None and now > self._stop_deadline:
+                        self._kill_remaining()
+                        break
+                else:
+                    for slot in self.slots:
+                        if slot.proc is None and now >= slot.start_at:
+                            self._start(slot)
+                time.sleep(TICK_SECONDS)
+        finally:
+            self._kill_remaining()
+            os.close(self.board_fd)
+            self.sock.close()
+        codes = [code for slot in self.slots for code in slot.exit_codes[-1:]]
+        if self.gave_up is None and all(code == 0 for code in codes):
+            log.info("every worker drained; exiting")
+            return 0
+        return 1
+
+    @property
+    def _stopping(self) -> bool:
+        return bool(self._signals) or self.gave_up is not None
+
+    def _live(self) -> list[_Slot]:
+        return [slot for slot in self.slots if slot.proc is not None]
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        self._signals.append(sig)
+
+    def _forward_signals(self, now: float) -> None:
+        """SIGTERM to every worker, once per signal received (a second one makes the workers
+        skip server.drain_seconds, as for one replica)."""
+        wanted = max(1, len(self._signals))
+        while self._forwarded < wanted:
+            self._forwarded += 1
+            if self._stop_deadline is None:
+                self._stop_deadline = now + self.graceful_timeout + EXIT_MARGIN_SECONDS
+                log.info("draining %d worker(s)", len(self._live()))
+            for slot in self._live():
+                assert slot.proc is not None
+                with contextlib.suppress(ProcessLookupError):
+                    slot.proc.send_signal(signal.SIGTERM)
+
+    def _kill_remaining(self) -> None:
+        for slot in self._live():
+            assert slot.proc is not None
+            log.error(
+                "worker %d (pid %d) did not exit within server.graceful_timeout_seconds; "
+                "killing it",
+                slot.index,
+                slot.proc.pid,
+            )
+            slot.proc.kill()
+            slot.exit_codes.append(slot.proc.wait())
+            slot.proc = None
+
+    def _start(self, slot: _Slot) -> None:
+        spec = WorkerSpec(
+            self.sock.fileno(), self.board_fd, slot.index, len(self.slots), os.getpid()
+        )
+        self.board.clear(slot.index)
+        slot.proc = subprocess.Popen(  # noqa: S603 (our own command line)
+            self.command(spec), pass_fds=(self.sock.fileno(), self.board_fd)
+        )
+        log.info("worker %d started (pid %d)", slot.index, slot.proc.pid)
+
+    def _exited(self, slot: _Slot, code: int, now: float) -> None:
+        assert slot.proc is not None
+        pid = slot.proc.pid
+        slot.proc = None
+        slot.exit_codes.append(code)
+        entry = self.board.read(slot.index)
+        self.board.clear(slot.index)
+        name = f"worker {slot.index} (pid {pid}"
+        name += f", replica {entry['replica_id']})" if entry else ")"
+        if self._stopping:
+            log.info("%s exited: %s", name, describe_exit(code))
+            return
+        if entry is not None:  # it had become ready: replace it at once
+            slot.failures = 0
+            slot.start_at = now
+            log.warning("%s exited: %s; starting a replacement", name, describe_exit(code))
+            return
+        slot.failures += 1
+        if slot.failures >= MAX_START_FAILURES:
+            self.gave_up = (
+                f"worker {slot.index} failed {slot.failures} times in a row before it became "
+                f"ready (last: {describe_exit(code)}; its log is above); giving up"
+            )
+            log.error("%s; stopping the other workers", self.gave_up)
+            return
+        delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** (slot.failures - 1))
+        slot.start_at = now + delay
+        log.warning(
+            "%s exited before it was ready: %s; starting it again in %.1fs (%d of %d)",
+            name,
+            describe_exit(code),
+            delay,
+            slot.failures,
+            MAX_START_FAILURES,
+        )

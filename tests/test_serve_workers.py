@@ -1,0 +1,219 @@
+"""`routekeeper serve --workers N` through the real processes: one port, one replica per
+worker, draining, the supervisor's death, start-up failures, every worker in /api/status and
+/metrics, and SQLite's write-lock waits between processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from routekeeper.storage.config import SQLiteBackend
+from routekeeper.storage.database import Database
+from routekeeper.testing import ServerProcess
+from routekeeper.testing.server import group_pids, pid_running
+
+pytestmark = pytest.mark.slow
+
+ECHO = {
+    "models": [{"name": "small", "backend": {"type": "echo"}}],
+    "decisions": [{"name": "default", "model": "small"}],
+}
+
+
+def config(tmp_path: Path, **sections) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({**ECHO, **sections}))
+    return path
+
+
+def ready_replicas(server: ServerProcess) -> list[dict]:
+    response = httpx.get(f"{server.url}/api/replicas", params={"phase": "ready"}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+def wait_ready_replicas(server: ServerProcess, count: int, timeout: float = 30) -> list[dict]:
+    """The ready replicas once there are ``count`` (each worker reports ready on its own)."""
+    deadline = time.monotonic() + timeout
+    while len(rows := ready_replicas(server)) != count:
+        assert time.monotonic() < deadline, f"{rows}\n{server.log_tail()}"
+        time.sleep(0.1)
+    return rows
+
+
+async def chat_burst(url: str, n: int) -> list[str]:
+    """``n`` chat completions, each on a connection of its own (any worker may accept it)."""
+
+    async def one(i: int) -> str:
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.post(
+                f"{url}/v1/chat/completions",
+                json={"model": "auto", "messages": [{"role": "user", "content": f"hi {i}"}]},
+            )
+            assert response.status_code == 200, response.text
+            return response.headers["x-routekeeper-replay-id"]
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+def test_workers_share_one_port_each_a_replica_and_drain_on_sigterm(tmp_path):
+    # server.workers says 3; the flag wins.
+    cfg = config(tmp_path, server={"workers": 3})
+    server = ServerProcess(workspace=tmp_path / "ws", config=cfg, workers=2)
+    with server:
+        rows = wait_ready_replicas(server, 2)
+        assert len({r["pid"] for r in rows}) == 2
+        assert all(r["pid"] != server.proc.pid for r in rows)  # workers, not the supervisor
+        assert {r["listen"] for r in rows} == {f"127.0.0.1:{server.port}"}
+        ids = asyncio.run(chat_burst(server.url, 40))
+        assert server.terminate() == 0
+        log = server.log()
+        for row in rows:  # each worker's lines name its replica
+            assert re.search(rf"\[worker \d {row['id']}\] .*-> draining", log), log[-3000:]
+        assert "[supervisor]" in log
+    again = ServerProcess(workspace=tmp_path / "ws", config=config(tmp_path)).start()
+    try:
+        for row in rows:
+            response = httpx.get(f"{again.url}/api/replicas", params={"limit": 100})
+            phases = {r["id"]: r["phase"] for r in response.json()["data"]}
+            assert phases[row["id"]] == "stopped"
+        assert len(again.list_all("/api/replay")) == len(ids)
+    finally:
+        again.stop_quietly()
+
+
+def test_sigkill_of_the_supervisor_takes_every_worker_down_within_a_second(tmp_path):
+    server = ServerProcess(workspace=tmp_path / "ws", config=config(tmp_path), workers=2)
+    with server:
+        pids = [r["pid"] for r in wait_ready_replicas(server, 2)]
+        assert all(pid_running(pid) for pid in pids)
+        os.kill(server.proc.pid, signal.SIGKILL)  # the supervisor alone
+        killed = time.monotonic()
+        server.wait_exit(10)
+        while any(pid_running(pid) for pid in pids):
+            assert time.monotonic() - killed < 1.0, [p for p in pids if pid_running(p)]
+            time.sleep(0.01)
+        print(f"workers gone {time.monotonic() - killed:.3f}s after the supervisor's SIGKILL")
+
+
+def test_the_harness_leaves_no_worker_behind(tmp_path):
+    server = ServerProcess(workspace=tmp_path / "ws", config=config(tmp_path), workers=2)
+    server.start()
+    pids = [r["pid"] for r in wait_ready_replicas(server, 2)]
+    assert set(pids) <= set(group_pids(server.proc.pid))
+    server.kill()
+    assert not [pid for pid in pids if pid_running(pid)]
+    assert group_pids(server.proc.pid) == []
+    server.start()
+    pids = [r["pid"] for r in wait_ready_replicas(server, 2)]
+    server.stop_quietly()
+    assert not [pid for pid in pids if pid_running(pid)]
+
+
+def test_a_worker_failing_at_start_backs_off_then_the_supervisor_gives_up(tmp_path):
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    with sqlite3.connect(workspace / "state.db") as db:  # a schema from a newer version
+        db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        db.execute("INSERT INTO alembic_version VALUES ('9999_from_the_future')")
+    server = ServerProcess(workspace=workspace, config=config(tmp_path), workers=2)
+    began = time.monotonic()
+    server.start(wait_ready=False)
+    assert server.wait_exit(60) == 1
+    took = time.monotonic() - began
+    log = server.log()
+    assert "giving up" in log and "9999_from_the_future" in log
+    starts = re.findall(r"worker (\d) started", log)
+    retries = re.findall(r"starting it again in ([\d.]+)s \((\d) of 5\)", log)
+    # The slot that gave up was started 5 times, with doubling pauses between the starts.
+    assert max(starts.count(slot) for slot in "01") == 5
+    delays = sorted({float(d) for d, _ in retries})
+    assert delays == [0.5, 1.0, 2.0, 4.0]
+    assert took >= sum(delays)
+
+
+def test_status_and_metrics_show_every_worker_whichever_answers(tmp_path):
+    server = ServerProcess(workspace=tmp_path / "ws", config=config(tmp_path), workers=2)
+    with server:
+        replicas = {r["id"] for r in wait_ready_replicas(server, 2)}
+        n = 60
+        asyncio.run(chat_burst(server.url, n))
+        server.wait_flushed()
+        answered_by = set()
+        for _ in range(12):  # a fresh connection each time: either worker may answer
+            status = httpx.get(f"{server.url}/api/status", timeout=10).json()
+            answered_by.add(status["replica_id"])
+            row = next(s for s in status["surfaces"] if s["name"] == "router_replay")
+            assert set(row["workers"]) == replicas
+            assert sum(w["queued"] for w in row["workers"].values()) == 0
+            # every write of every worker: one per record when start and finish share a batch
+            assert sum(w["written"] for w in row["workers"].values()) >= n
+
+            text = httpx.get(f"{server.url}/metrics", timeout=10).text
+            completed = re.findall(
+                r'routekeeper_requests_total\{decision="default",model="small",'
+                r'outcome="completed",replica="(rep_\w+)"\} (\d+)',
+                text,
+            )
+            assert {rid for rid, _ in completed} <= replicas
+            assert sum(float(v) for _, v in completed) == n
+            queued = re.findall(r'routekeeper_replay_queued_records\{replica="(rep_\w+)"\}', text)
+            assert set(queued) == replicas
+            waits = re.findall(
+                r'routekeeper_storage_write_lock_waits_total\{backend="main",replica="(rep_\w+)"\}',
+                text,
+            )
+            assert set(waits) == replicas
+        print(f"/api/status answered by {len(answered_by)} of 2 workers")
+
+
+def test_memory_state_with_several_workers_is_refused(tmp_path):
+    cfg = config(
+        tmp_path,
+        state={"backends": {"main": {"type": "memory"}}, "allow_ephemeral": ["router_replay"]},
+    )
+    server = ServerProcess(workspace=tmp_path / "ws", config=cfg, workers=2)
+    server.start(wait_ready=False)
+    assert server.wait_exit(30) == 3
+    assert "each of the 2 workers would keep its own copy" in " ".join(server.log().split())
+
+
+async def test_a_write_that_waits_for_another_process_lock_is_counted(tmp_path):
+    backend = SQLiteBackend(busy_timeout_ms=5000)
+    path = tmp_path / "state.db"
+    holder = Database("main", backend, sqlite_path=path)
+    waiter = Database("main", backend, sqlite_path=path)
+    await holder.open()
+    await waiter.open()
+    try:
+        async with waiter.write() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        assert waiter.write_lock_waits.waits == 0
+        released = asyncio.Event()
+
+        async def hold() -> None:
+            async with holder.write() as conn:
+                await conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+                await asyncio.sleep(0.3)
+            released.set()
+
+        task = asyncio.create_task(hold())
+        await asyncio.sleep(0.1)
+        async with waiter.write() as conn:
+            await conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+        await task
+        assert waiter.write_lock_waits.waits == 1
+        assert waiter.write_lock_waits.seconds >= 0.1
+        assert holder.write_lock_waits.waits == 0
+    finally:
+        await holder.close()
+        await waiter.close()
