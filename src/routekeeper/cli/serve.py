@@ -9,8 +9,8 @@ import os
 import signal
 import socket
 import sys
-from types import FrameType
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -231,6 +231,8 @@ def run_replica(
     server_settings = settings.server
     listen = f"{server_settings.host}:{server_settings.port}"
     server_box: list[ReplicaServer] = []
+    if not who:
+        _configure_logging(settings, "")
     try:
         replica = build_replica(
             settings,
@@ -241,8 +243,8 @@ def run_replica(
     except ContractViolation as exc:
         fail(exc.message, EXIT_CONTRACT)
     runtime = replica.runtime
-    # A worker's log lines name its replica, so an operator can tell the workers apart.
-    _configure_logging(settings, f"{who}{runtime.id}" if who else "")
+    if who:  # a worker's log lines name its replica, so an operator can tell them apart
+        _configure_logging(settings, f"{who}{runtime.id}")
     uv_config = uvicorn.Config(
         app_for(replica),
         host=server_settings.host,

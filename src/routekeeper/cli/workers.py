@@ -236,7 +236,7 @@ class Supervisor:
             self.sock.fileno(), self.board_fd, slot.index, len(self.slots), os.getpid()
         )
         self.board.clear(slot.index)
-        slot.proc = subprocess.Popen(  # noqa: S603 (our own command line)
+        slot.proc = subprocess.Popen(
             self.command(spec), pass_fds=(self.sock.fileno(), self.board_fd)
         )
         log.info("worker %d started (pid %d)", slot.index, slot.proc.pid)

@@ -34,7 +34,7 @@ from routekeeper.runtime.components import Component
 
 log = logging.getLogger(__name__)
 
-SLOT_BYTES = 256 * 1024
+SLOT_BYTES = 1024 * 1024  # sparse: only what a worker wrote takes space
 PUBLISH_SECONDS = 0.25
 _HEADER = struct.Struct(">I")
 

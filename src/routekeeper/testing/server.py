@@ -141,7 +141,9 @@ class ServerProcess:
         return self
 
     def wait_ready(self, *, timeout: float = 30.0) -> dict[str, Any]:
-        """Poll /readyz until 200; raise with the log if the process exits or time runs out."""
+        """Poll /readyz until 200 (with workers: until every worker is ready, so that any
+        request may land on any of them); raise with the log if the process exits or time
+        runs out."""
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
@@ -151,14 +153,29 @@ class ServerProcess:
                 )
             try:
                 response = httpx.get(f"{self.url}/readyz", timeout=2.0)
-                if response.status_code == 200:
+                if response.status_code == 200 and not self._workers_ready():
+                    last = f"not every one of {self.workers} workers is ready yet"
+                elif response.status_code == 200:
                     body: dict[str, Any] = response.json()
                     return body
-                last = f"{response.status_code} {response.text}"
+                else:
+                    last = f"{response.status_code} {response.text}"
             except httpx.HTTPError as exc:
                 last = repr(exc)
             time.sleep(0.05)
         raise ServerError(f"server not ready after {timeout}s (last: {last})\n{self.log_tail()}")
+
+    def _workers_ready(self) -> bool:
+        """Every worker ready: the one answering, and as many on the worker board (a worker
+        publishes there from ready on)."""
+        if not self.workers or self.workers < 2:
+            return True
+        response = httpx.get(f"{self.url}/api/status", timeout=5.0)
+        if response.status_code != 200:
+            return False
+        body = response.json()
+        seen = max(len(row.get("workers") or {}) for row in body["surfaces"])
+        return bool(body["phase"] == "ready" and seen == self.workers)
 
     def list_all(self, path: str, **params: Any) -> list[dict[str, Any]]:
         """Every item of an ``/api`` list (``/api/replay``, ...), following its cursor."""
