@@ -80,6 +80,8 @@ def test_workers_share_one_port_each_a_replica_and_drain_on_sigterm(tmp_path):
         for row in rows:  # each worker's lines name its replica
             assert re.search(rf"\[worker \d {row['id']}\] .*-> draining", log), log[-3000:]
         assert "[supervisor]" in log
+        # both started together on an empty SQLite file: one migrated, under the lock
+        assert log.count("-> migrating") == 2 and log.count("backend main migrated:") == 1
     again = ServerProcess(workspace=tmp_path / "ws", config=config(tmp_path)).start()
     try:
         for row in rows:
@@ -91,7 +93,9 @@ def test_workers_share_one_port_each_a_replica_and_drain_on_sigterm(tmp_path):
         again.stop_quietly()
 
 
-def test_sigkill_of_the_supervisor_takes_every_worker_down_within_a_second(tmp_path):
+def test_sigkill_of_the_supervisor_takes_every_worker_down_and_the_harness_leaves_none(
+    tmp_path,
+):
     server = ServerProcess(workspace=tmp_path / "ws", config=config(tmp_path), workers=2)
     with server:
         pids = [r["pid"] for r in wait_ready_replicas(server, 2)]
@@ -104,19 +108,13 @@ def test_sigkill_of_the_supervisor_takes_every_worker_down_within_a_second(tmp_p
             time.sleep(0.01)
         print(f"workers gone {time.monotonic() - killed:.3f}s after the supervisor's SIGKILL")
 
-
-def test_the_harness_leaves_no_worker_behind(tmp_path):
-    server = ServerProcess(workspace=tmp_path / "ws", config=config(tmp_path), workers=2)
-    server.start()
-    pids = [r["pid"] for r in wait_ready_replicas(server, 2)]
-    assert set(pids) <= set(group_pids(server.proc.pid))
-    server.kill()
-    assert not [pid for pid in pids if pid_running(pid)]
-    assert group_pids(server.proc.pid) == []
-    server.start()
-    pids = [r["pid"] for r in wait_ready_replicas(server, 2)]
-    server.stop_quietly()
-    assert not [pid for pid in pids if pid_running(pid)]
+        # The harness's kill takes the whole tree at once and returns when none of it runs.
+        server.start()
+        pids = [r["pid"] for r in wait_ready_replicas(server, 2)]
+        assert set(pids) <= set(group_pids(server.proc.pid))
+        server.kill()
+        assert not [pid for pid in pids if pid_running(pid)]
+        assert group_pids(server.proc.pid) == []
 
 
 def test_a_worker_failing_at_start_backs_off_then_the_supervisor_gives_up(tmp_path):
