@@ -162,3 +162,57 @@ def test_an_oversized_body_is_a_413_in_each_envelope(tmp_path):
             "/api/routing/explain", content=chunked(), headers={"content-type": "application/json"}
         )
         assert_api_error(response, 413, "payload_too_large")
+
+
+def test_status_lists_every_live_replica_beyond_the_newest_twenty(client, state_settings):
+    """Workers of a `serve --workers N` are replicas: a live one older than the 20 newest
+    rows (restarts leave many stopped ones) is still listed."""
+    import asyncio
+    import fcntl
+    import os
+
+    from routekeeper.contract.ids import new_id
+    from routekeeper.contract.runtime import PhaseChange, ReplicaPhase, ReplicaRecord
+    from routekeeper.storage.types import utcnow
+
+    live_id = new_id("rep")
+    time.sleep(0.01)  # ids are time-ordered by the millisecond
+    stopped_ids = [new_id("rep") for _ in range(25)]
+
+    async def register() -> None:
+        storage = StateStorage(state_settings)
+        await storage.open()
+        try:
+            for rid in (live_id, *stopped_ids):
+                now = utcnow()
+                phase = ReplicaPhase.READY if rid == live_id else ReplicaPhase.STOPPED
+                record = ReplicaRecord(
+                    id=rid,
+                    phase=phase,
+                    host="h",
+                    pid=1,
+                    listen=None,
+                    version="t",
+                    started_at=now,
+                    heartbeat_at=now,
+                    updated_at=now,
+                )
+                await storage.runtime.register(record, [PhaseChange(None, phase, now)])
+        finally:
+            await storage.close()
+
+    # On SQLite hold its flock as a live replica would, or the sweep records it crashed.
+    lock_dir = state_settings.workspace / "replicas"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_dir / f"{live_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        asyncio.run(register())
+        body = client.get("/api/status").json()
+    finally:
+        os.close(fd)
+    ids = [r["id"] for r in body["replicas"]]
+    assert body["replicas_has_more"] is True
+    assert live_id in ids and body["replica_id"] in ids
+    assert ids == sorted(ids, reverse=True)  # newest first
+    assert len(ids) == 22  # the 20 newest, the live one below them, this replica

@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from routekeeper.contract.errors import StorageError
-from routekeeper.contract.runtime import ReplicaRecord
+from routekeeper.contract.runtime import ReplicaPhase, ReplicaRecord
 from routekeeper.runtime.replica import ReplicaRuntime
 from routekeeper.storage.state import SurfaceCount
 from routekeeper.storage.types import utcnow
 
 STATUS_REPLICA_LIMIT = 20
+STATUS_LIVE_LIMIT = 100
 
 
 @dataclass
@@ -33,7 +34,8 @@ class StatusSnapshot:
 
 
 async def status_snapshot(runtime: ReplicaRuntime) -> StatusSnapshot:
-    """The newest replicas (this one always included) and every surface with its row count.
+    """The newest replicas, every live one (up to 100) and this one included, and every
+    surface with its row count.
     A backend that cannot be read shows up in ``errors`` instead of failing the snapshot."""
     errors: list[str] = []
     replicas: list[ReplicaRecord] = []
@@ -43,6 +45,13 @@ async def status_snapshot(runtime: ReplicaRuntime) -> StatusSnapshot:
         try:
             page = await storage.runtime.list_replicas(limit=STATUS_REPLICA_LIMIT)
             replicas, more = list(page.data), page.has_more
+            if more:  # every live replica (e.g. each worker of a serve) is listed
+                live = await storage.runtime.list_replicas(
+                    limit=STATUS_LIVE_LIMIT, phases=[p for p in ReplicaPhase if not p.terminal]
+                )
+                shown = {r.id for r in replicas}
+                replicas += [r for r in live.data if r.id not in shown]
+                replicas.sort(key=lambda r: r.id, reverse=True)
             if all(r.id != runtime.id for r in replicas):
                 replicas.insert(0, await storage.runtime.get(runtime.id))
         except StorageError as exc:
