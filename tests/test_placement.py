@@ -433,3 +433,23 @@ def test_local_mode_accepts_postgres(tmp_path: Path) -> None:
         """,
     )
     assert contract_problems(settings) == []
+
+
+def test_several_processes_share_sqlite_but_not_memory(tmp_path: Path) -> None:
+    """serve --workers N: the workspace's SQLite file is fine for N processes; a durable
+    surface on memory is refused even when allowed ephemeral (each would have its own)."""
+    sqlite = load_settings(None, workspace=tmp_path / "ws")
+    assert contract_problems(sqlite, processes=4) == []
+    memory = load_settings(
+        None,
+        workspace=tmp_path / "ws",
+        overrides={
+            "state": {"backends": {"main": {"type": "memory"}}, "allow_ephemeral": list(SURFACES)}
+        },
+    )
+    assert contract_problems(memory, processes=1) == []
+    problems = contract_problems(memory, processes=2)
+    assert len(problems) == len(SURFACES)
+    assert all("each of the 2 workers would keep its own copy" in p for p in problems)
+    with pytest.raises(ContractViolation):
+        check_contract(memory, processes=2)

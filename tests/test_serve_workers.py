@@ -9,6 +9,8 @@ import os
 import re
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -215,3 +217,42 @@ async def test_a_write_that_waits_for_another_process_lock_is_counted(tmp_path):
     finally:
         await holder.close()
         await waiter.close()
+
+
+ORPHAN = """
+import os, subprocess, sys, time
+from routekeeper.cli.workers import die_with_parent
+if sys.argv[1] == "parent":
+    child = subprocess.Popen([sys.executable, "-c", sys.argv[2], "child", str(os.getpid())])
+    print(child.pid, flush=True)
+    time.sleep(60)
+else:
+    die_with_parent(int(sys.argv[2]), pdeathsig=False)
+    print("watching", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_without_pdeathsig_the_getppid_poll_ends_a_worker_within_a_second():
+    """The fallback where prctl does not exist: a worker notices its parent is gone."""
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN, "parent", ORPHAN], stdout=subprocess.PIPE, text=True
+    )
+    child = None
+    try:
+        child = int(parent.stdout.readline())
+        assert parent.stdout.readline().strip() == "watching"  # the child's, same pipe
+        assert pid_running(child)
+        parent.kill()
+        parent.wait()
+        killed = time.monotonic()
+        while pid_running(child):
+            assert time.monotonic() - killed < 1.0
+            time.sleep(0.01)
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+        if child is not None and pid_running(child):
+            os.kill(child, signal.SIGKILL)

@@ -73,11 +73,12 @@ class WorkerSpec:
         return cls(*fields)
 
 
-def die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int, *, pdeathsig: bool = True) -> None:
     """End this process with SIGKILL as soon as ``parent_pid`` (the supervisor) is gone, so a
     SIGKILL of the supervisor takes its workers down too (and a kill-and-restart test kills
-    every replica it started)."""
-    if sys.platform.startswith("linux"):
+    every replica it started). ``pdeathsig=False`` leaves only the ``getppid()`` poll (what
+    runs where ``prctl`` does not exist)."""
+    if pdeathsig and sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
