@@ -256,3 +256,14 @@ def test_without_pdeathsig_the_getppid_poll_ends_a_worker_within_a_second():
         parent.stdout.close()
         if child is not None and pid_running(child):
             os.kill(child, signal.SIGKILL)
+
+
+def test_workers_flag_is_checked_like_the_setting(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "routekeeper", "serve", "-w", str(tmp_path), "--workers", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "server.workers" in result.stderr and "--workers" in result.stderr
