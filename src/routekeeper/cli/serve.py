@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import signal
 import sys
@@ -87,6 +88,10 @@ class ReplicaServer(uvicorn.Server):
         self.should_exit = True
 
 
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 def with_listen_flags(settings: Settings, host: str | None, port: int | None) -> Settings:
     """``settings`` with ``--host``/``--port`` applied, validated as ``server.host`` and
     ``server.port`` would be in the file (exit 2 with the key path)."""
@@ -154,12 +159,21 @@ def serve(
         ),
         lifespan="on",
         access_log=server_settings.log_level == "debug",
+        # uvloop and httptools when installed (dependencies on CPython off Windows), else
+        # asyncio's loop and h11.
+        loop="auto",
+        http="auto",
     )
     runtime = replica.runtime
     server = ReplicaServer(uv_config, runtime, server_settings.drain_seconds)
     server_box.append(server)
     log.info(
-        "replica %s starting on http://%s (workspace %s)", runtime.id, listen, settings.workspace
+        "replica %s starting on http://%s (workspace %s; event loop %s, HTTP parser %s)",
+        runtime.id,
+        listen,
+        settings.workspace,
+        "uvloop" if _installed("uvloop") else "asyncio",
+        "httptools" if _installed("httptools") else "h11",
     )
     try:
         server.run()

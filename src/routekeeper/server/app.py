@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 
 from routekeeper import __version__
@@ -29,14 +28,11 @@ def create_app(
     *,
     listen: str | None = None,
     on_fatal: Callable[[str], None] | None = None,
-    upstream_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     """Build the application for ``settings`` (see ``build_replica``: ContractViolation when
     the state contract does not hold). Storage opens, migrates and registers the replica in
     the background once the lifespan starts; ``/readyz`` is 503 until then."""
-    replica = build_replica(
-        settings, listen=listen, on_fatal=on_fatal, upstream_transport=upstream_transport
-    )
+    replica = build_replica(settings, listen=listen, on_fatal=on_fatal)
     return app_for(replica)
 
 

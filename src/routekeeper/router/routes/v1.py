@@ -62,17 +62,6 @@ def router(exchanges: ChatExchanges) -> APIRouter:
     routes = APIRouter(prefix="/v1", tags=["openai"])
     chat = exchanges.chat
 
-    @routes.post(
-        "/chat/completions",
-        operation_id="create_chat_completion",
-        response_model=None,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": chat_request_schema()}},
-            }
-        },
-    )
     async def create_chat_completion(request: Request) -> Response:
         """OpenAI's Chat Completions: routed (an auto model name) or passed through (a configured
         model). The body is checked field by field (400 naming ``param``); unknown fields pass
@@ -95,6 +84,28 @@ def router(exchanges: ChatExchanges) -> APIRouter:
             disconnected=_disconnected(request),
         )
         return _encoded(request, exchange)
+
+    # The plain route serves the hot path (no per-request dependency resolution); the API
+    # route behind it is never reached and only describes the operation in /openapi.json.
+    routes.add_route(
+        f"{routes.prefix}/chat/completions",
+        create_chat_completion,
+        methods=["POST"],
+        include_in_schema=False,
+    )
+    routes.add_api_route(
+        "/chat/completions",
+        create_chat_completion,
+        methods=["POST"],
+        operation_id="create_chat_completion",
+        response_model=None,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": chat_request_schema()}},
+            }
+        },
+    )
 
     @routes.get(
         "/models/{model_id:path}",
