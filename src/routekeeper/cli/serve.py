@@ -29,6 +29,7 @@ from routekeeper.compose import build_replica
 from routekeeper.contract.errors import ConfigError, ContractViolation
 from routekeeper.runtime.replica import ReplicaRuntime
 from routekeeper.server.app import app_for
+from routekeeper.server.protocol import http_protocol, parser_name
 from routekeeper.settings import ServerSettings, Settings, config_problems
 
 log = logging.getLogger("routekeeper.serve")
@@ -142,6 +143,7 @@ def serve(
         )
     except ContractViolation as exc:
         fail(exc.message, EXIT_CONTRACT)
+    http = http_protocol()
     uv_config = uvicorn.Config(
         app_for(replica),
         host=server_settings.host,
@@ -162,7 +164,7 @@ def serve(
         # uvloop and httptools when installed (dependencies on CPython off Windows), else
         # asyncio's loop and h11.
         loop="auto",
-        http="auto",
+        http=http,
     )
     runtime = replica.runtime
     server = ReplicaServer(uv_config, runtime, server_settings.drain_seconds)
@@ -173,7 +175,7 @@ def serve(
         listen,
         settings.workspace,
         "uvloop" if _installed("uvloop") else "asyncio",
-        "httptools" if _installed("httptools") else "h11",
+        parser_name(http),
     )
     try:
         server.run()

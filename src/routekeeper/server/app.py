@@ -67,7 +67,15 @@ def app_for(replica: Replica) -> FastAPI:
 
 
 def include_routes(app: FastAPI, replica: Replica) -> None:
-    """The route list: each router factory gets the services its routes use."""
+    """The route list: each router factory gets the services its routes use. The hot path,
+    ``POST /v1/chat/completions``, comes first as a plain route (matched before any router,
+    no dependency resolution); its API route in ``v1`` describes it in /openapi.json."""
+    app.add_route(
+        "/v1/chat/completions",
+        v1_routes.chat_completion_endpoint(replica.exchanges),
+        methods=["POST"],
+        include_in_schema=False,
+    )
     app.include_router(ops.router(replica.runtime, replica.metrics))
     app.include_router(v1_routes.router(replica.exchanges))
     app.include_router(status_routes.router(StatusQueries(replica.runtime)))

@@ -7,6 +7,7 @@ byte go in-band as ``data: {"error": {...}}``."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -19,6 +20,7 @@ from routekeeper.http.errors import contract_error_response, ensure_json_safe
 from routekeeper.router.services.chat_request import chat_request_schema, validate_chat_request
 from routekeeper.router.services.exchange import ChatExchanges, Exchange
 
+Endpoint = Callable[[Request], Awaitable[Response]]
 CLIENT_CLOSED_REQUEST = 499  # nginx's convention; never seen by the departed client
 SESSION_ID_MAX = 256  # router_replay.session_id holds this many characters
 
@@ -57,10 +59,10 @@ def _encoded(request: Request, exchange: Exchange) -> Response:
     return Response(status_code=CLIENT_CLOSED_REQUEST)  # the client is gone
 
 
-def router(exchanges: ChatExchanges) -> APIRouter:
-    """The OpenAI-compatible routes over ``exchanges`` (and its chat service)."""
-    routes = APIRouter(prefix="/v1", tags=["openai"])
-    chat = exchanges.chat
+def chat_completion_endpoint(exchanges: ChatExchanges) -> Endpoint:
+    """``POST /v1/chat/completions``. The app mounts it as a plain route ahead of every router
+    (no per-request dependency resolution on the hot path); ``router()`` declares the same
+    endpoint for /openapi.json."""
 
     async def create_chat_completion(request: Request) -> Response:
         """OpenAI's Chat Completions: routed (an auto model name) or passed through (a configured
@@ -85,17 +87,16 @@ def router(exchanges: ChatExchanges) -> APIRouter:
         )
         return _encoded(request, exchange)
 
-    # The plain route serves the hot path (no per-request dependency resolution); the API
-    # route behind it is never reached and only describes the operation in /openapi.json.
-    routes.add_route(
-        f"{routes.prefix}/chat/completions",
-        create_chat_completion,
-        methods=["POST"],
-        include_in_schema=False,
-    )
+    return create_chat_completion
+
+
+def router(exchanges: ChatExchanges) -> APIRouter:
+    """The OpenAI-compatible routes over ``exchanges`` (and its chat service)."""
+    routes = APIRouter(prefix="/v1", tags=["openai"])
+    chat = exchanges.chat
     routes.add_api_route(
         "/chat/completions",
-        create_chat_completion,
+        chat_completion_endpoint(exchanges),
         methods=["POST"],
         operation_id="create_chat_completion",
         response_model=None,
