@@ -4,8 +4,10 @@ time. Every route module is a router factory that takes the services it uses."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -58,12 +60,21 @@ def app_for(replica: Replica) -> FastAPI:
         # here may fetch from the internet: /openapi.json is the API's description.
         docs_url=None,
         redoc_url=None,
+        **_without_native_telemetry(),
     )
     app.state.replica = replica  # for tools and tests; routes get their services passed in
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=replica.settings.server.max_request_bytes)
     include_routes(app, replica)
     return app
+
+
+def _without_native_telemetry() -> dict[str, Any]:
+    """FastAPI versions with native OpenTelemetry look up three providers (environment reads)
+    on every request; routekeeper exports no telemetry, so that is switched off."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def include_routes(app: FastAPI, replica: Replica) -> None:
