@@ -23,8 +23,11 @@ round, so machine noise hits them alike):
   (``/proc/<pid>/stat``) over the measured interval, divided by the requests wrk completed.
 - ``durable``: one ``--durable-seconds`` run at 32 connections per mode, then the replay rows
   that run added to the database (after the writer has flushed) against wrk's count.
-- ``machine``: the busy % of ``/proc/stat`` over 2 s before the run (the idle baseline), and
-  per measurement the busy % during it: other load on the machine makes every figure noisy.
+- ``setup``: the busy % of ``/proc/stat`` over 2 s before the run (the idle baseline; every
+  figure also carries the busy % during its measurement: other load makes them noisy), and
+  ``sqlite_commit_p50_ms``, one small write transaction on a SQLite file configured like the
+  example's (WAL, ``synchronous: FULL``): the floor of what an acknowledged answer waits for.
+- ``targets``: the figures the targets name, with the target and whether it was met.
 
 wrk comes from ``apt-get install -y wrk`` when it is missing; if that fails, only the c=1 and
 TTFB figures are measured, with this script's own client, and the JSON says so.
