@@ -26,7 +26,9 @@ round, so machine noise hits them alike):
 - ``setup``: the busy % of ``/proc/stat`` over 2 s before the run (the idle baseline; every
   figure also carries the busy % during its measurement: other load makes them noisy), and
   ``sqlite_commit_p50_ms``, one small write transaction on a SQLite file configured like the
-  example's (WAL, ``synchronous: FULL``): the floor of what an acknowledged answer waits for.
+  example's (WAL, ``synchronous: FULL``), and ``replay_ack_p50_ms``, one record through the
+  replay recorder in ``acknowledged`` mode on the example's storage (start, finish, wait for
+  the commit), without HTTP: together, what an acknowledged answer waits for beyond ``batch``.
 - ``targets``: the figures the targets name, with the target and whether it was met.
 
 wrk comes from ``apt-get install -y wrk`` when it is missing; if that fails, only the c=1 and
@@ -59,6 +61,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from http_load import run as python_load
 
+from routekeeper.contract.ids import new_id
+from routekeeper.contract.replay import LifecycleState, ReplayRecord, TerminalReason
+from routekeeper.router.services.replay import ReplayRecorder
+from routekeeper.settings import load_settings
+from routekeeper.storage.state import StateStorage
+from routekeeper.storage.types import utcnow
 from routekeeper.testing import FakeUpstream, ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +122,62 @@ def sqlite_commit_ms(directory: Path, commits: int = 200) -> float:
             db.execute("COMMIT")
             times.append((time.perf_counter() - started) * 1000)
     return round(statistics.median(times), 3)
+
+
+async def _replay_ack_ms(workspace: Path, records: int) -> float:
+    settings = load_settings(
+        EXAMPLE, workspace=workspace, overrides={"replay": {"durability": "acknowledged"}}
+    )
+    storage = StateStorage(settings)
+    await storage.open()
+    try:
+        await storage.migrate()
+        replay = settings.replay
+        recorder = ReplayRecorder(
+            storage.replay,
+            enabled=True,
+            queue_max=replay.queue_max,
+            flush_interval_ms=replay.flush_interval_ms,
+            durability="acknowledged",
+            ack_timeout_ms=60_000,
+        )
+        recorder.begin()
+        times: list[float] = []
+        for _ in range(records):
+            started = time.perf_counter()
+            record = ReplayRecord(
+                id=new_id("rpl"),
+                request_id=new_id("req"),
+                replica_id="rep_bench",
+                endpoint="/v1/chat/completions",
+                started_at=utcnow(),
+                requested_model="auto",
+                selected_model="small",
+                decision="default",
+                stream=False,
+            )
+            recorder.start(record)
+            done = recorder.finish(
+                record.id,
+                lifecycle_state=LifecycleState.COMPLETED,
+                terminal_reason=TerminalReason.RESPONSE_COMPLETE,
+                completed_at=utcnow(),
+                total_ms=1.0,
+            )
+            if not await recorder.acknowledge(done):
+                raise RuntimeError("a replay record was not acknowledged")
+            times.append((time.perf_counter() - started) * 1000)
+        await recorder.stop()
+        return round(statistics.median(times), 3)
+    finally:
+        await storage.close()
+
+
+def replay_ack_ms(directory: Path, records: int = 200) -> float:
+    """p50 of one request's record through the replay recorder in ``acknowledged`` mode, one
+    at a time, with the example's storage (start, finish, wait for the commit): what the
+    acknowledged answer waits for beyond ``batch``, without HTTP."""
+    return asyncio.run(_replay_ack_ms(directory / "ws", records))
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -491,6 +555,7 @@ def main() -> None:
     idle = idle_baseline()
     with tempfile.TemporaryDirectory(prefix="rk-bench-commit-") as tmp:
         commit_ms = sqlite_commit_ms(Path(tmp))
+        ack_ms = replay_ack_ms(Path(tmp))
     wrk_missing = ensure_wrk()
     workers_missing = workers_option()
     emit(
@@ -499,6 +564,7 @@ def main() -> None:
             "idle_busy_percent": idle,
             "cpus": os.cpu_count(),
             "sqlite_commit_p50_ms": commit_ms,
+            "replay_ack_p50_ms": ack_ms,
             "wrk": None if wrk_missing else shutil.which("wrk"),
             "wrk_missing": wrk_missing,
             "workers": args.workers,
