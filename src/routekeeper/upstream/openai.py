@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from routekeeper.contract.strict_json import loads_strict
-from routekeeper.upstream.client import HttpClient, encode_json
+from routekeeper.upstream.client import HttpClient, encode_json, env_proxy
 from routekeeper.upstream.config import OpenAIModelBackend
 from routekeeper.upstream.errors import UpstreamError, UpstreamErrorKind
 
@@ -33,6 +33,7 @@ class OpenAITransport:
         self.pool = pool
         self.backend = backend
         self.url = f"{backend.base_url}/chat/completions"
+        self.proxy = env_proxy(self.url)
         # Waiting for a pooled connection counts as connecting; then every read (the head, each
         # chunk of the body) may take up to timeout_seconds.
         self.timeout = aiohttp.ClientTimeout(
@@ -60,6 +61,7 @@ class OpenAITransport:
             headers=self._headers(),
             timeout=self.timeout,
             allow_redirects=False,
+            proxy=self.proxy,
         )
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
