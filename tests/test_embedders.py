@@ -20,7 +20,6 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
@@ -36,6 +35,7 @@ from routekeeper.routing.embedders import (
     local_embedder_available,
     normalize_rows,
 )
+from routekeeper.testing import HandlerServer, Reply, Seen
 
 SOURCE = "How do I fix this Python traceback?"
 PARAPHRASE = "my script crashes with an exception in a stack trace"
@@ -294,85 +294,92 @@ def openai_response(rows: list[list[float]], *, reverse: bool = False) -> dict[s
     }
 
 
-def mock_embedder(handler: Any, **kwargs: Any) -> OpenAIEmbedder:
-    kwargs.setdefault("base_url", "http://embeddings.test/v1/")
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    """``serve(handler)``: a local server answering with ``handler`` (closed after the test)."""
+    servers: list[HandlerServer] = []
+
+    def start(handler: Any) -> HandlerServer:
+        servers.append(HandlerServer(handler).start())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def embedder_on(server: HandlerServer, **kwargs: Any) -> OpenAIEmbedder:
     kwargs.setdefault("model", "emb")
-    return OpenAIEmbedder(transport=httpx.MockTransport(handler), **kwargs)
+    return OpenAIEmbedder(base_url=f"{server.url}/v1/", **kwargs)
 
 
-async def test_openai_sends_bearer_and_normalises(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_openai_sends_bearer_and_normalises(serve, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RK_TEST_EMBED_KEY", "sk-test-123")
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json=openai_response([[3.0, 4.0], [0.0, 2.0]], reverse=True))
-
-    embedder: Embedder = mock_embedder(handler, api_key_env="RK_TEST_EMBED_KEY")
+    server = serve(
+        lambda request: Reply(200, openai_response([[3.0, 4.0], [0.0, 2.0]], reverse=True))
+    )
+    embedder: Embedder = embedder_on(server, api_key_env="RK_TEST_EMBED_KEY")
     vectors = await embedder.embed(["a", "b"])
     await embedder.aclose()
     np.testing.assert_allclose(vectors, [[0.6, 0.8], [0.0, 1.0]], atol=1e-6)
     assert vectors.dtype == np.float32
     assert embedder.dimension == 2 and embedder.name == "openai:emb"
-    (request,) = seen
+    (request,) = server.seen
     assert request.method == "POST"
-    assert str(request.url) == "http://embeddings.test/v1/embeddings"
+    assert request.path == "/v1/embeddings"
     assert request.headers["authorization"] == "Bearer sk-test-123"
-    assert json.loads(request.content) == {"model": "emb", "input": ["a", "b"]}
+    assert request.json() == {"model": "emb", "input": ["a", "b"]}
 
 
-async def test_openai_without_key_and_in_batches() -> None:
-    seen: list[httpx.Request] = []
+async def test_openai_without_key_and_in_batches(serve) -> None:
+    def handler(request: Seen) -> Reply:
+        texts = request.json()["input"]
+        return Reply(200, openai_response([[float(len(t)), 1.0] for t in texts]))
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        texts = json.loads(request.content)["input"]
-        return httpx.Response(200, json=openai_response([[float(len(t)), 1.0] for t in texts]))
-
-    embedder = mock_embedder(handler, batch_size=2)
+    server = serve(handler)
+    embedder = embedder_on(server, batch_size=2)
     vectors = await embedder.embed(["a", "bb", "ccc", "dddd", "eeeee"])
     await embedder.aclose()
-    assert [json.loads(r.content)["input"] for r in seen] == [
+    assert [r.json()["input"] for r in server.seen] == [
         ["a", "bb"],
         ["ccc", "dddd"],
         ["eeeee"],
     ]
-    assert all("authorization" not in r.headers for r in seen)
+    assert all("authorization" not in r.headers for r in server.seen)
     np.testing.assert_allclose(vectors, normalize_rows([[n, 1.0] for n in range(1, 6)]), atol=1e-6)
 
 
 @pytest.mark.parametrize(
     ("response", "message"),
     [
-        (httpx.Response(500, json={"error": {"message": "boom"}}), "HTTP 500.*boom"),
-        (httpx.Response(401, json={"error": {"message": "bad key"}}), "HTTP 401"),
-        (httpx.Response(200, text="not json"), "not an OpenAI embeddings response"),
-        (httpx.Response(200, json={"data": [{"embedding": [1.0]}]}), "1 embeddings for 2 inputs"),
-        (httpx.Response(200, json=openai_response([[1.0], [1.0, 2.0]])), "equal-length"),
+        (Reply(500, {"error": {"message": "boom"}}), "HTTP 500.*boom"),
+        (Reply(401, {"error": {"message": "bad key"}}), "HTTP 401"),
+        (Reply(200, "not json"), "not an OpenAI embeddings response"),
+        (Reply(200, {"data": [{"embedding": [1.0]}]}), "1 embeddings for 2 inputs"),
+        (Reply(200, openai_response([[1.0], [1.0, 2.0]])), "equal-length"),
     ],
 )
-async def test_openai_bad_responses_are_unavailable(response: httpx.Response, message: str) -> None:
-    embedder = mock_embedder(lambda request: response)
+async def test_openai_bad_responses_are_unavailable(serve, response: Reply, message: str) -> None:
+    server = serve(lambda request: response)
+    embedder = embedder_on(server)
     with pytest.raises(EmbedderUnavailable, match=message) as info:
         await embedder.embed(["a", "b"])
     await embedder.aclose()
     assert info.value.status == 503 and info.value.code == "embedder_unavailable"
-    assert info.value.details["url"] == "http://embeddings.test/v1/embeddings"
+    assert info.value.details["url"] == f"{server.url}/v1/embeddings"
 
 
 async def test_openai_timeout_and_missing_key_are_unavailable(
-    monkeypatch: pytest.MonkeyPatch,
+    serve, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def slow(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("too slow", request=request)
-
-    embedder = mock_embedder(slow, timeout_seconds=1.5)
-    with pytest.raises(EmbedderUnavailable, match=r"timed out after 1\.5s"):
+    server = serve(lambda request: Reply(200, openai_response([[1.0]]), delay=2.0))
+    embedder = embedder_on(server, timeout_seconds=0.3)
+    with pytest.raises(EmbedderUnavailable, match=r"timed out after 0\.3s"):
         await embedder.embed(["a"])
     await embedder.aclose()
 
     monkeypatch.delenv("RK_TEST_MISSING_KEY", raising=False)
-    embedder = mock_embedder(slow, api_key_env="RK_TEST_MISSING_KEY")
+    embedder = embedder_on(server, api_key_env="RK_TEST_MISSING_KEY")
     with pytest.raises(EmbedderUnavailable, match="RK_TEST_MISSING_KEY is not set"):
         await embedder.embed(["a"])
     await embedder.aclose()

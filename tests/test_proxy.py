@@ -13,7 +13,7 @@ import openai
 import pytest
 import yaml
 
-from routekeeper.testing import FakeUpstream, ServerProcess
+from routekeeper.testing import FakeUpstream, HandlerServer, Reply, Seen, ServerProcess
 
 pytestmark = pytest.mark.slow
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "routekeeper.yaml"
@@ -495,22 +495,30 @@ def test_sigterm_answers_a_request_still_waiting_for_its_upstream(tmp_path, upst
         server.stop_quietly()
 
 
-async def test_sse_events_are_assembled_per_the_spec():
-    """Multi-line data fields join with newlines; other fields and comments are skipped."""
+@pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"])
+async def test_sse_events_are_assembled_per_the_spec(eol):
+    """Multi-line data fields join with newlines; other fields and comments are skipped; every
+    SSE line ending counts, and U+2028 inside a JSON string is not one."""
     from routekeeper.upstream.config import OpenAIModelBackend
     from routekeeper.upstream.openai import OpenAITransport, UpstreamPool
 
-    body = (
-        b': comment\n\nevent: x\nid: 1\ndata: {"a":\ndata: 1}\n\ndata: {"b": 2}\n\ndata: [DONE]\n\n'
-    )
+    lines = [": comment", "", "event: x", "id: 1", 'data: {"a":', "data: 1}", ""]
+    lines += ['data: {"b": "x\u2028y"}', "", "data: [DONE]", "", ""]
+    body = eol.join(lines).encode()
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+    def handler(request: Seen) -> Reply:
+        return Reply(200, body, {"content-type": "text/event-stream"})
 
-    pool = UpstreamPool(transport=httpx.MockTransport(handler))
-    try:
-        transport = OpenAITransport(pool, OpenAIModelBackend(base_url="http://up/v1", model="m"))
-        async with transport.stream({"messages": []}) as chunks:
-            assert [json.loads(c) for c in [c async for c in chunks]] == [{"a": 1}, {"b": 2}]
-    finally:
-        await pool.aclose()
+    pool = UpstreamPool()
+    with HandlerServer(handler) as server:
+        try:
+            backend = OpenAIModelBackend(base_url=f"{server.url}/v1", model="m")
+            transport = OpenAITransport(pool, backend)
+            async with transport.stream({"messages": []}) as chunks:
+                assert [json.loads(c) for c in [c async for c in chunks]] == [
+                    {"a": 1},
+                    {"b": "x\u2028y"},
+                ]
+        finally:
+            await pool.aclose()
+    assert server.seen[0].json() == {"messages": [], "model": "m"}

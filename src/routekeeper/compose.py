@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
-
 from routekeeper.router.services.chat import ChatService
 from routekeeper.router.services.exchange import ChatExchanges
 from routekeeper.router.services.metrics import RouterMetrics
@@ -47,17 +45,16 @@ def build_replica(
     *,
     listen: str | None = None,
     on_fatal: Callable[[str], None] | None = None,
-    upstream_transport: httpx.AsyncBaseTransport | None = None,
     board: WorkerBoard | None = None,
 ) -> Replica:
     """Raises ContractViolation when the state contract does not hold. Nothing is opened
     here: ``runtime.start()`` opens storage, migrates, registers and recovers (the routing
-    engine embeds its candidates first). ``upstream_transport`` replaces the network under
-    every OpenAI-compatible model (tests, fault injection). ``board``: this process is one
-    worker of ``serve --workers N`` and shows the others' figures beside its own."""
+    engine embeds its candidates first). Tests put a fake server under a model by its
+    ``base_url``. ``board``: this process is one worker of ``serve --workers N`` and shows
+    the others' figures beside its own."""
     storage = StateStorage(settings)
     engine = RoutingEngine(settings, build_embedder(settings))
-    pool = UpstreamPool(transport=upstream_transport)
+    pool = UpstreamPool()
     replay = settings.replay
     recorder = ReplayRecorder(
         storage.replay,

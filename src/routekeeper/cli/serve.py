@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
@@ -40,6 +41,7 @@ from routekeeper.contract.errors import ConfigError, ContractViolation
 from routekeeper.runtime.replica import ReplicaRuntime
 from routekeeper.runtime.worker_board import WorkerBoard
 from routekeeper.server.app import app_for
+from routekeeper.server.protocol import http_protocol, parser_name
 from routekeeper.settings import ServerSettings, Settings, config_problems
 from routekeeper.storage.placement import check_contract
 
@@ -98,6 +100,10 @@ class ReplicaServer(uvicorn.Server):
     def on_fatal(self, message: str) -> None:
         self.fatal = message
         self.should_exit = True
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s {who}%(name)s: %(message)s"
@@ -245,6 +251,7 @@ def run_replica(
     runtime = replica.runtime
     if who:  # a worker's log lines name its replica, so an operator can tell them apart
         _configure_logging(settings, f"{who}{runtime.id}")
+    http = http_protocol()
     uv_config = uvicorn.Config(
         app_for(replica),
         host=server_settings.host,
@@ -262,11 +269,20 @@ def run_replica(
         ),
         lifespan="on",
         access_log=server_settings.log_level == "debug",
+        # uvloop and httptools when installed (dependencies on CPython off Windows), else
+        # asyncio's loop and h11.
+        loop="auto",
+        http=http,
     )
     server = ReplicaServer(uv_config, runtime, server_settings.drain_seconds)
     server_box.append(server)
     log.info(
-        "replica %s starting on http://%s (workspace %s)", runtime.id, listen, settings.workspace
+        "replica %s starting on http://%s (workspace %s; event loop %s, HTTP parser %s)",
+        runtime.id,
+        listen,
+        settings.workspace,
+        "uvloop" if _installed("uvloop") else "asyncio",
+        parser_name(http),
     )
     try:
         server.run(sockets=sockets)

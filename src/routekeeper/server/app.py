@@ -4,10 +4,11 @@ time. Every route module is a router factory that takes the services it uses."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
-import httpx
 from fastapi import FastAPI
 
 from routekeeper import __version__
@@ -29,14 +30,11 @@ def create_app(
     *,
     listen: str | None = None,
     on_fatal: Callable[[str], None] | None = None,
-    upstream_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     """Build the application for ``settings`` (see ``build_replica``: ContractViolation when
     the state contract does not hold). Storage opens, migrates and registers the replica in
     the background once the lifespan starts; ``/readyz`` is 503 until then."""
-    replica = build_replica(
-        settings, listen=listen, on_fatal=on_fatal, upstream_transport=upstream_transport
-    )
+    replica = build_replica(settings, listen=listen, on_fatal=on_fatal)
     return app_for(replica)
 
 
@@ -62,6 +60,7 @@ def app_for(replica: Replica) -> FastAPI:
         # here may fetch from the internet: /openapi.json is the API's description.
         docs_url=None,
         redoc_url=None,
+        **_without_native_telemetry(),
     )
     app.state.replica = replica  # for tools and tests; routes get their services passed in
     install_error_handlers(app)
@@ -70,8 +69,24 @@ def app_for(replica: Replica) -> FastAPI:
     return app
 
 
+def _without_native_telemetry() -> dict[str, Any]:
+    """FastAPI versions with native OpenTelemetry look up three providers (environment reads)
+    on every request; routekeeper exports no telemetry, so that is switched off."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+
+
 def include_routes(app: FastAPI, replica: Replica) -> None:
-    """The route list: each router factory gets the services its routes use."""
+    """The route list: each router factory gets the services its routes use. The hot path,
+    ``POST /v1/chat/completions``, comes first as a plain route (matched before any router,
+    no dependency resolution); its API route in ``v1`` describes it in /openapi.json."""
+    app.add_route(
+        "/v1/chat/completions",
+        v1_routes.chat_completion_endpoint(replica.exchanges),
+        methods=["POST"],
+        include_in_schema=False,
+    )
     app.include_router(ops.router(replica.runtime, replica.metrics))
     app.include_router(v1_routes.router(replica.exchanges))
     app.include_router(status_routes.router(StatusQueries(replica.runtime)))

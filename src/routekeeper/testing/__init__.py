@@ -11,6 +11,7 @@ from routekeeper.testing.backends import (
     shared_postgres_state,
 )
 from routekeeper.testing.fake_upstream import FakeUpstream
+from routekeeper.testing.handler_server import HandlerServer, Reply, Seen
 from routekeeper.testing.server import ServerProcess, free_port
 from routekeeper.testing.tcpproxy import TcpProxy
 
@@ -18,6 +19,9 @@ __all__ = [
     "REQUIRE_SERVICES_ENV",
     "TEST_POSTGRES_DSN_ENV",
     "FakeUpstream",
+    "HandlerServer",
+    "Reply",
+    "Seen",
     "ServerProcess",
     "TcpProxy",
     "free_port",

@@ -7,6 +7,7 @@ byte go in-band as ``data: {"error": {...}}``."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -19,6 +20,7 @@ from routekeeper.http.errors import contract_error_response, ensure_json_safe
 from routekeeper.router.services.chat_request import chat_request_schema, validate_chat_request
 from routekeeper.router.services.exchange import ChatExchanges, Exchange
 
+Endpoint = Callable[[Request], Awaitable[Response]]
 CLIENT_CLOSED_REQUEST = 499  # nginx's convention; never seen by the departed client
 SESSION_ID_MAX = 256  # router_replay.session_id holds this many characters
 
@@ -57,22 +59,11 @@ def _encoded(request: Request, exchange: Exchange) -> Response:
     return Response(status_code=CLIENT_CLOSED_REQUEST)  # the client is gone
 
 
-def router(exchanges: ChatExchanges) -> APIRouter:
-    """The OpenAI-compatible routes over ``exchanges`` (and its chat service)."""
-    routes = APIRouter(prefix="/v1", tags=["openai"])
-    chat = exchanges.chat
+def chat_completion_endpoint(exchanges: ChatExchanges) -> Endpoint:
+    """``POST /v1/chat/completions``. The app mounts it as a plain route ahead of every router
+    (no per-request dependency resolution on the hot path); ``router()`` declares the same
+    endpoint for /openapi.json."""
 
-    @routes.post(
-        "/chat/completions",
-        operation_id="create_chat_completion",
-        response_model=None,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": chat_request_schema()}},
-            }
-        },
-    )
     async def create_chat_completion(request: Request) -> Response:
         """OpenAI's Chat Completions: routed (an auto model name) or passed through (a configured
         model). The body is checked field by field (400 naming ``param``); unknown fields pass
@@ -95,6 +86,27 @@ def router(exchanges: ChatExchanges) -> APIRouter:
             disconnected=_disconnected(request),
         )
         return _encoded(request, exchange)
+
+    return create_chat_completion
+
+
+def router(exchanges: ChatExchanges) -> APIRouter:
+    """The OpenAI-compatible routes over ``exchanges`` (and its chat service)."""
+    routes = APIRouter(prefix="/v1", tags=["openai"])
+    chat = exchanges.chat
+    routes.add_api_route(
+        "/chat/completions",
+        chat_completion_endpoint(exchanges),
+        methods=["POST"],
+        operation_id="create_chat_completion",
+        response_model=None,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": chat_request_schema()}},
+            }
+        },
+    )
 
     @routes.get(
         "/models/{model_id:path}",

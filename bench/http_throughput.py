@@ -1,0 +1,699 @@
+"""Added latency, throughput and CPU per request of ``routekeeper serve`` over HTTP, with wrk,
+against the fake upstream called directly in the same run.
+
+    .venv/bin/python bench/http_throughput.py [--rounds 3] [--seconds 5] [--durable-seconds 60]
+        [--workers 2] [--serve-arg=--some-flag ...]
+
+The servers run the signals and decisions of ``examples/routekeeper.yaml`` (replay on, SQLite,
+``synchronous: FULL``) with every model's backend pointed at the fake upstream, at the default
+log level: one per ``replay.durability`` (``acknowledged``, ``batch``) with one worker, and one
+``acknowledged`` server started with ``--workers N`` when ``routekeeper serve --help`` offers
+that option (otherwise its figures are ``null`` with the reason). ``--serve-arg`` is passed to
+every ``serve`` command as it is.
+
+Figures (medians over ``--rounds`` interleaved rounds; the order of the targets rotates each
+round, so machine noise hits them alike):
+
+- ``c1``: wrk, one connection, non-streaming: p50/p99 per target and ``added_p50_ms`` (the
+  server's p50 minus the baseline's of the same round) per durability mode.
+- ``stream_ttfb``: time to the first body byte of a streaming request, one connection, this
+  script's own HTTP/1.1 client (wrk measures whole responses), and ``added_p50_ms``.
+- ``c32``: wrk, 32 connections: req/s per target, ``throughput_ratio`` against the baseline,
+  and ``cpu_ms_per_request``: utime + stime of the serve process and all its descendants
+  (``/proc/<pid>/stat``) over the measured interval, divided by the requests wrk completed.
+- ``durable``: one ``--durable-seconds`` run at 32 connections per mode, then the replay rows
+  that run added to the database (after the writer has flushed) against wrk's count.
+- ``setup``: the busy % of ``/proc/stat`` over 2 s before the run (the idle baseline; every
+  figure also carries the busy % during its measurement: other load makes them noisy), and
+  ``sqlite_commit_p50_ms``, one small write transaction on a SQLite file configured like the
+  example's (WAL, ``synchronous: FULL``), and ``replay_ack_p50_ms``, one record through the
+  replay recorder in ``acknowledged`` mode on the example's storage (start, finish, wait for
+  the commit), without HTTP: together, what an acknowledged answer waits for beyond ``batch``.
+- ``targets``: the figures the targets name, with the target and whether it was met.
+
+wrk comes from ``apt-get install -y wrk`` when it is missing; if that fails, only the c=1 and
+TTFB figures are measured, with this script's own client, and the JSON says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from http_load import run as python_load
+
+from routekeeper.contract.ids import new_id
+from routekeeper.contract.replay import LifecycleState, ReplayRecord, TerminalReason
+from routekeeper.router.services.replay import ReplayRecorder
+from routekeeper.settings import load_settings
+from routekeeper.storage.state import StateStorage
+from routekeeper.storage.types import utcnow
+from routekeeper.testing import FakeUpstream, ServerProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "routekeeper.yaml"
+MODES = ("acknowledged", "batch")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MESSAGES = [{"role": "user", "content": "benchmark me"}]
+TTFB_REQUESTS = 300
+TARGETS = {
+    "cpu_ms_per_request_c32_1_worker": 1.2,
+    "added_p50_ms_c1_acknowledged": 1.5,
+    "added_p50_ms_c1_batch": 1.0,
+    "stream_ttfb_added_p50_ms": 1.5,
+}
+
+
+# -- the machine ----------------------------------------------------------------------------
+
+
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields_ = [int(v) for v in f.readline().split()[1:]]
+    idle = fields_[3] + fields_[4]  # idle + iowait
+    total = sum(fields_[:8])  # guest time is already in user/nice
+    return total - idle, total
+
+
+def busy_percent(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    total = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / total, 1) if total else None
+
+
+def idle_baseline(seconds: float = 2.0) -> float | None:
+    before = cpu_times()
+    time.sleep(seconds)
+    return busy_percent(before, cpu_times())
+
+
+def sqlite_commit_ms(directory: Path, commits: int = 200) -> float:
+    """p50 of one small write transaction on a SQLite file as the example configures it (WAL,
+    ``synchronous: FULL``): what an acknowledged answer waits for at least once."""
+    path = directory / "commit.db"
+    times: list[float] = []
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        for i in range(commits):
+            started = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t (v) VALUES (?)", (f"row {i}",))
+            db.execute("COMMIT")
+            times.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(times), 3)
+
+
+async def _replay_ack_ms(workspace: Path, records: int) -> float:
+    settings = load_settings(
+        EXAMPLE, workspace=workspace, overrides={"replay": {"durability": "acknowledged"}}
+    )
+    storage = StateStorage(settings)
+    await storage.open()
+    try:
+        await storage.migrate()
+        replay = settings.replay
+        recorder = ReplayRecorder(
+            storage.replay,
+            enabled=True,
+            queue_max=replay.queue_max,
+            flush_interval_ms=replay.flush_interval_ms,
+            durability="acknowledged",
+            ack_timeout_ms=60_000,
+        )
+        recorder.begin()
+        times: list[float] = []
+        for _ in range(records):
+            started = time.perf_counter()
+            record = ReplayRecord(
+                id=new_id("rpl"),
+                request_id=new_id("req"),
+                replica_id="rep_bench",
+                endpoint="/v1/chat/completions",
+                started_at=utcnow(),
+                requested_model="auto",
+                selected_model="small",
+                decision="default",
+                stream=False,
+            )
+            recorder.start(record)
+            done = recorder.finish(
+                record.id,
+                lifecycle_state=LifecycleState.COMPLETED,
+                terminal_reason=TerminalReason.RESPONSE_COMPLETE,
+                completed_at=utcnow(),
+                total_ms=1.0,
+            )
+            if not await recorder.acknowledge(done):
+                raise RuntimeError("a replay record was not acknowledged")
+            times.append((time.perf_counter() - started) * 1000)
+        await recorder.stop()
+        return round(statistics.median(times), 3)
+    finally:
+        await storage.close()
+
+
+def replay_ack_ms(directory: Path, records: int = 200) -> float:
+    """p50 of one request's record through the replay recorder in ``acknowledged`` mode, one
+    at a time, with the example's storage (start, finish, wait for the commit): what the
+    acknowledged answer waits for beyond ``batch``, without HTTP."""
+    return asyncio.run(_replay_ack_ms(directory / "ws", records))
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and every live descendant."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        rest = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces
+        parents[int(entry)] = int(rest[1])
+        ticks[int(entry)] = int(rest[11]) + int(rest[12])  # utime, stime
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in parents.items() if pp == parent and p not in tree]
+        tree.update(children)
+        frontier += children
+    return sum(ticks.get(p, 0) for p in tree) / CLK_TCK
+
+
+# -- wrk ------------------------------------------------------------------------------------
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [==[%s]==]
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRKJSON {\\"requests\\":%%d,\\"duration_us\\":%%d,\\"p50_us\\":%%d,\\"p99_us\\":%%d," ..
+    "\\"errors\\":%%d}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+def ensure_wrk() -> str | None:
+    """None when wrk is there (installed now if it was missing), else why not."""
+    if shutil.which("wrk"):
+        return None
+    try:
+        done = subprocess.run(
+            ["apt-get", "install", "-y", "wrk"], capture_output=True, text=True, timeout=300
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"wrk is missing and apt-get install -y wrk failed: {exc}"
+    if done.returncode != 0 or not shutil.which("wrk"):
+        return f"wrk is missing and apt-get install -y wrk failed: {done.stderr.strip()[-300:]}"
+    return None
+
+
+@dataclass
+class Run:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_seconds: float | None = None
+    busy_percent: float | None = None
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_ms_per_request(self) -> float | None:
+        if self.cpu_seconds is None or not self.requests:
+            return None
+        return 1000 * self.cpu_seconds / self.requests
+
+
+def wrk(
+    url: str, body: dict[str, Any], *, connections: int, seconds: float, pid: int | None
+) -> Run:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % json.dumps(body))
+    try:
+        cpu_before = tree_cpu_seconds(pid) if pid else None
+        machine_before = cpu_times()
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "10s",
+                "-s",
+                script.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        machine = busy_percent(machine_before, cpu_times())
+        cpu = tree_cpu_seconds(pid) - cpu_before if pid and cpu_before is not None else None
+    finally:
+        os.unlink(script.name)
+    match = re.search(r"^WRKJSON (.*)$", out, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    data = json.loads(match.group(1))
+    return Run(
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6,
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        errors=data["errors"],
+        cpu_seconds=cpu,
+        busy_percent=machine,
+    )
+
+
+# -- this script's own client (TTFB; c=1 without wrk) -----------------------------------------
+
+
+async def _ttfb(url: str, body: dict[str, Any], requests: int) -> list[float]:
+    """Milliseconds from sending a streaming request to its first body byte, one connection."""
+    parts = urlsplit(url)
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST {parts.path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    times: list[float] = []
+    try:
+        for _ in range(requests):
+            started = time.perf_counter()
+            writer.write(head + payload)
+            status = int((await reader.readline()).split()[1])
+            chunked = False
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                if name.strip().lower() == "transfer-encoding" and "chunked" in value:
+                    chunked = True
+            if status != 200 or not chunked:
+                raise RuntimeError(f"streaming request answered {status} (chunked: {chunked})")
+            first = True
+            while True:
+                size = int((await reader.readline()).strip(), 16)
+                if first and size:
+                    times.append((time.perf_counter() - started) * 1000)
+                    first = False
+                await reader.readexactly(size + 2)
+                if size == 0:
+                    break
+    finally:
+        writer.close()
+    return times
+
+
+def ttfb(url: str, body: dict[str, Any], requests: int) -> Run:
+    machine_before = cpu_times()
+    started = time.perf_counter()
+    times = sorted(asyncio.run(_ttfb(url, body, requests)))
+    return Run(
+        requests=len(times),
+        seconds=time.perf_counter() - started,
+        p50_ms=times[len(times) // 2],
+        p99_ms=times[min(len(times) - 1, int(0.99 * len(times)))],
+        errors=0,
+        busy_percent=busy_percent(machine_before, cpu_times()),
+    )
+
+
+def python_c1(url: str, body: dict[str, Any], seconds: float) -> Run:
+    """c=1 with the script's own client when wrk is missing: as many requests as fit."""
+    machine_before = cpu_times()
+    probe = asyncio.run(python_load(url, body, requests=50, concurrency=1))
+    per_second = max(1, int(50 / probe.elapsed_s))
+    result = asyncio.run(
+        python_load(url, body, requests=int(per_second * seconds), concurrency=1)
+    ).summary()
+    return Run(
+        requests=int(result["requests"]),
+        seconds=result["requests"] / result["throughput_rps"],
+        p50_ms=result["p50_ms"],
+        p99_ms=result["p99_ms"],
+        errors=int(result["errors"]),
+        busy_percent=busy_percent(machine_before, cpu_times()),
+    )
+
+
+# -- servers --------------------------------------------------------------------------------
+
+
+class BenchServer(ServerProcess):
+    """``routekeeper serve`` with extra arguments (``--workers N``, ``--serve-arg``)."""
+
+    def __init__(self, *, extra_args: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.extra_args = extra_args
+
+    def command(self) -> list[str]:
+        return [*super().command(), *self.extra_args]
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    model: str
+    server: BenchServer | None = None
+    """None: the fake upstream itself (the baseline)."""
+    database: Path | None = None
+    c1: list[Run] = field(default_factory=list)
+    stream: list[Run] = field(default_factory=list)
+    c32: list[Run] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int | None:
+        return self.server.proc.pid if self.server and self.server.proc else None
+
+    def body(self, *, stream: bool) -> dict[str, Any]:
+        return {"model": self.model, "stream": stream, "messages": MESSAGES}
+
+
+def example_config(upstream: FakeUpstream, mode: str) -> dict[str, Any]:
+    """The example's signals, decisions and storage; its models on the fake upstream."""
+    config: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    config["models"] = [
+        {
+            "name": m["name"],
+            "backend": {"type": "openai", "base_url": upstream.base_url, "model": m["name"]},
+        }
+        for m in config["models"]
+    ]
+    config.setdefault("replay", {})["durability"] = mode
+    return config
+
+
+def workers_option() -> str | None:
+    """None when ``serve`` has ``--workers``, else why the multi-worker figures are null."""
+    help_text = subprocess.run(
+        [sys.executable, "-m", "routekeeper", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    ).stdout
+    if "--workers" in help_text:
+        return None
+    return "routekeeper serve has no --workers option in this version"
+
+
+def start_server(
+    stack: contextlib.ExitStack,
+    upstream: FakeUpstream,
+    *,
+    name: str,
+    mode: str,
+    extra_args: list[str],
+) -> Target:
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"rk-bench-{name}-")))
+    path = tmp / "routekeeper.yaml"
+    path.write_text(yaml.safe_dump(example_config(upstream, mode)))
+    server = BenchServer(workspace=tmp / "ws", config=path, extra_args=extra_args)
+    stack.enter_context(server)
+    # The example's sqlite backend: `state.db` in the workspace.
+    return Target(
+        name, f"{server.url}/v1/chat/completions", "auto", server, tmp / "ws" / "state.db"
+    )
+
+
+def replay_rows(database: Path) -> dict[str, int]:
+    """Rows of router_replay by lifecycle state (read-only; the server keeps writing)."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        db.execute("PRAGMA busy_timeout = 10000")
+        rows = db.execute(
+            "SELECT lifecycle_state, count(*) FROM router_replay GROUP BY lifecycle_state"
+        ).fetchall()
+    return {state: count for state, count in rows}
+
+
+def settled_rows(target: Target, timeout: float = 30.0) -> dict[str, int]:
+    """The replay rows once the writer has nothing queued and no request of the run is still
+    open (the ones wrk left in flight at its end finish as client_canceled)."""
+    assert target.server is not None and target.database is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        target.server.wait_flushed(timeout=timeout)
+        rows = replay_rows(target.database)
+        if not rows.get("in_progress") or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
+# -- figures --------------------------------------------------------------------------------
+
+
+def med(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present), 3) if present else None
+
+
+def summary(runs: list[Run], baseline: list[Run] | None = None) -> dict[str, Any] | None:
+    if not runs:
+        return None
+    out: dict[str, Any] = {
+        "p50_ms": med([r.p50_ms for r in runs]),
+        "p99_ms": med([r.p99_ms for r in runs]),
+        "rps": med([r.rps for r in runs]),
+        "requests": sum(r.requests for r in runs),
+        "errors": sum(r.errors for r in runs),
+        "machine_busy_percent": med([r.busy_percent for r in runs]),
+    }
+    if any(r.cpu_seconds is not None for r in runs):
+        out["cpu_ms_per_request"] = med([r.cpu_ms_per_request for r in runs])
+    if baseline:
+        pairs = list(zip(runs, baseline, strict=True))
+        out["added_p50_ms"] = med([r.p50_ms - b.p50_ms for r, b in pairs])
+        out["added_p99_ms"] = med([r.p99_ms - b.p99_ms for r, b in pairs])
+        out["throughput_ratio"] = med([r.rps / b.rps if b.rps else None for r, b in pairs])
+    return out
+
+
+def rotate(items: list[Target], i: int) -> list[Target]:
+    return items[i % len(items) :] + items[: i % len(items)]
+
+
+def rounds(targets: list[Target], count: int, measure: Callable[[Target], None]) -> None:
+    for i in range(count):
+        for target in rotate(targets, i):
+            measure(target)
+
+
+def emit(line: dict[str, Any]) -> None:
+    print(json.dumps({"benchmark": "http_throughput", **line}), flush=True)
+
+
+@contextlib.contextmanager
+def servers(
+    args: argparse.Namespace, upstream: FakeUpstream, workers_missing: str | None
+) -> Iterator[list[Target]]:
+    with contextlib.ExitStack() as stack:
+        targets = [
+            start_server(stack, upstream, name=mode, mode=mode, extra_args=args.serve_arg)
+            for mode in MODES
+        ]
+        if workers_missing is None:
+            targets.append(
+                start_server(
+                    stack,
+                    upstream,
+                    name=f"acknowledged_{args.workers}_workers",
+                    mode="acknowledged",
+                    extra_args=["--workers", str(args.workers), *args.serve_arg],
+                )
+            )
+        yield targets
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per wrk measurement")
+    parser.add_argument(
+        "--durable-seconds", type=float, default=60.0, help="the c=32 run whose records count"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="the multi-worker server")
+    parser.add_argument(
+        "--serve-arg", action="append", default=[], help="passed to every serve command"
+    )
+    args = parser.parse_args()
+
+    idle = idle_baseline()
+    with tempfile.TemporaryDirectory(prefix="rk-bench-commit-") as tmp:
+        commit_ms = sqlite_commit_ms(Path(tmp))
+        ack_ms = replay_ack_ms(Path(tmp))
+    wrk_missing = ensure_wrk()
+    workers_missing = workers_option()
+    emit(
+        {
+            "figure": "setup",
+            "idle_busy_percent": idle,
+            "cpus": os.cpu_count(),
+            "sqlite_commit_p50_ms": commit_ms,
+            "replay_ack_p50_ms": ack_ms,
+            "wrk": None if wrk_missing else shutil.which("wrk"),
+            "wrk_missing": wrk_missing,
+            "workers": args.workers,
+            "workers_missing": workers_missing,
+            "rounds": args.rounds,
+            "seconds": args.seconds,
+            "serve_args": args.serve_arg,
+        }
+    )
+    with contextlib.ExitStack() as stack:
+        upstream = stack.enter_context(FakeUpstream(models=["small", "large"], stream_chunks=8))
+        baseline = Target("baseline", f"{upstream.base_url}/chat/completions", "small")
+        modes = stack.enter_context(servers(args, upstream, workers_missing))
+        one_worker = [t for t in modes if t.name in MODES]
+        everyone = [baseline, *modes]
+
+        def c1(target: Target) -> None:
+            body = target.body(stream=False)
+            if wrk_missing:
+                target.c1.append(python_c1(target.url, body, args.seconds))
+            else:
+                target.c1.append(
+                    wrk(target.url, body, connections=1, seconds=args.seconds, pid=None)
+                )
+
+        def stream(target: Target) -> None:
+            target.stream.append(ttfb(target.url, target.body(stream=True), TTFB_REQUESTS))
+
+        def c32(target: Target) -> None:
+            body = target.body(stream=False)
+            target.c32.append(
+                wrk(target.url, body, connections=32, seconds=args.seconds, pid=target.pid)
+            )
+
+        # Warm-up: connections, caches, the SQLite file.
+        for target in everyone:
+            if not wrk_missing:
+                wrk(target.url, target.body(stream=False), connections=32, seconds=1, pid=None)
+            ttfb(target.url, target.body(stream=True), 50)
+
+        rounds([baseline, *one_worker], args.rounds, c1)
+        emit(
+            {
+                "figure": "c1",
+                "client": "python" if wrk_missing else "wrk",
+                "baseline": summary(baseline.c1),
+                **{t.name: summary(t.c1, baseline.c1) for t in one_worker},
+            }
+        )
+        rounds([baseline, *one_worker], args.rounds, stream)
+        emit(
+            {
+                "figure": "stream_ttfb",
+                "client": "python",
+                "baseline": summary(baseline.stream),
+                **{t.name: summary(t.stream, baseline.stream) for t in one_worker},
+            }
+        )
+        multi = f"acknowledged_{args.workers}_workers"
+        if wrk_missing:
+            emit({"figure": "c32", "skipped": wrk_missing})
+        else:
+            rounds(everyone, args.rounds, c32)
+            line = {
+                "figure": "c32",
+                "baseline": summary(baseline.c32),
+                **{t.name: summary(t.c32, baseline.c32) for t in modes},
+            }
+            if workers_missing:
+                line[multi] = None
+                line[f"{multi}_missing"] = workers_missing
+            emit(line)
+
+        durable: dict[str, Any] = {"figure": "durable", "seconds": args.durable_seconds}
+        if wrk_missing:
+            durable["skipped"] = wrk_missing
+        else:
+            for target in one_worker:
+                assert target.server is not None and target.database is not None
+                target.server.wait_flushed(timeout=30)
+                before = replay_rows(target.database)
+                run = wrk(
+                    target.url,
+                    target.body(stream=False),
+                    connections=32,
+                    seconds=args.durable_seconds,
+                    pid=target.pid,
+                )
+                after = settled_rows(target)
+                added = {k: v - before.get(k, 0) for k, v in after.items()}
+                rows = sum(added.values())
+                durable[target.name] = {
+                    "wrk_requests": run.requests,
+                    "wrk_errors": run.errors,
+                    "rps": round(run.rps, 1),
+                    "replay_rows_added": rows,
+                    "by_state": added,
+                    "recorded_share": round(rows / run.requests, 4) if run.requests else None,
+                    "completed_share": round(added.get("completed", 0) / run.requests, 4)
+                    if run.requests
+                    else None,
+                    "machine_busy_percent": run.busy_percent,
+                }
+        emit(durable)
+
+        c1_of = {t.name: summary(t.c1, baseline.c1) or {} for t in one_worker}
+        ttfb_of = {t.name: summary(t.stream, baseline.stream) or {} for t in one_worker}
+        cpu = (summary(one_worker[0].c32) or {}).get("cpu_ms_per_request")
+        figures = {
+            "cpu_ms_per_request_c32_1_worker": cpu,
+            "added_p50_ms_c1_acknowledged": c1_of["acknowledged"].get("added_p50_ms"),
+            "added_p50_ms_c1_batch": c1_of["batch"].get("added_p50_ms"),
+            "stream_ttfb_added_p50_ms": ttfb_of["acknowledged"].get("added_p50_ms"),
+        }
+        emit(
+            {
+                "figure": "targets",
+                **{
+                    name: {
+                        "value": value,
+                        "target": TARGETS[name],
+                        "met": None if value is None else value <= TARGETS[name],
+                    }
+                    for name, value in figures.items()
+                },
+                "idle_busy_percent": idle,
+            }
+        )
+
+
+if __name__ == "__main__":
+    main()
