@@ -13,6 +13,7 @@ from routekeeper.router.services.chat import ChatService
 from routekeeper.router.services.exchange import ChatExchanges
 from routekeeper.router.services.metrics import RouterMetrics
 from routekeeper.router.services.replay import ReplayRecorder
+from routekeeper.router.services.responses import ResponsesService
 from routekeeper.routing.engine import RoutingEngine, build_embedder
 from routekeeper.runtime.components import Component
 from routekeeper.runtime.replica import ReplicaRuntime
@@ -31,6 +32,7 @@ class Replica:
     metrics: RouterMetrics
     chat: ChatService
     exchanges: ChatExchanges
+    responses: ResponsesService
     runtime: ReplicaRuntime
 
     async def aclose(self) -> None:
@@ -80,4 +82,9 @@ def build_replica(
     exchanges = ChatExchanges(
         chat, recorder, metrics, runtime, ping_seconds=settings.server.sse_ping_seconds
     )
-    return Replica(settings, storage, engine, pool, recorder, metrics, chat, exchanges, runtime)
+    responses = ResponsesService(
+        storage, exchanges, retention_days=settings.responses.retention_days
+    )
+    return Replica(
+        settings, storage, engine, pool, recorder, metrics, chat, exchanges, responses, runtime
+    )

@@ -1,0 +1,308 @@
+"""The ``responses`` and ``response_items`` surfaces: stored responses and their items.
+
+A response is inserted ``in_progress`` together with its input items (one transaction) and
+finished once, together with its output items (one transaction, a lifecycle move). A turn's
+context is its chain of previous responses, read in one recursive statement whatever the
+chain's depth. Deleting or pruning a response deletes its items (ON DELETE CASCADE).
+Recovery fails the responses a dead replica left ``in_progress``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, literal, select, update
+
+from routekeeper.contract.errors import NotFound
+from routekeeper.contract.pages import Page, SortOrder
+from routekeeper.contract.responses import (
+    RESPONSE_LIFECYCLE,
+    RESTART_ERROR,
+    ItemKind,
+    ResponseFilters,
+    ResponseItemRecord,
+    ResponseRecord,
+    ResponseStatus,
+)
+from routekeeper.storage.dialect import Dialect
+from routekeeper.storage.records import from_row, to_row
+from routekeeper.storage.recovery import RecoveryContext, RecoveryReport, RecoveryStep
+from routekeeper.storage.schema.responses import response_items, responses
+from routekeeper.storage.surface_store import RetentionRule, SurfaceStore
+from routekeeper.storage.types import utcnow
+
+
+def _response(row: Any) -> ResponseRecord:
+    return from_row(ResponseRecord, row)
+
+
+def _item(row: Any) -> ResponseItemRecord:
+    return from_row(ResponseItemRecord, row)
+
+
+class ResponsesStore(SurfaceStore):
+    tables = {"responses": (responses,), "response_items": (response_items,)}
+    records = {responses.name: ResponseRecord, response_items.name: ResponseItemRecord}
+    lifecycle_columns = {"responses": "status"}
+    retention = {"responses": RetentionRule(responses, age_column="created_at")}
+
+    def recovery_steps(self) -> Sequence[RecoveryStep]:
+        return (
+            RecoveryStep(
+                surface="responses",
+                description="responses in progress at a crash become failed (server_error)",
+                run=self.recover,
+                after_crash=True,
+            ),
+        )
+
+    async def recover(self, ctx: RecoveryContext, dry_run: bool) -> RecoveryReport:
+        """Responses left ``in_progress`` by replicas that are not live any more become
+        ``failed`` with the restart error."""
+        live = await ctx.live_replica_ids()
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(responses.c.replica_id)
+                .where(responses.c.status == ResponseStatus.IN_PROGRESS.value)
+                .distinct()
+            )
+            dead = [r[0] for r in rows if r[0] not in live]
+        if dry_run:
+            found = await self._count_in_flight(dead)
+            findings = [f"{found} response(s) in progress from {', '.join(dead)}"] if found else []
+            return RecoveryReport("responses", {"failed": found}, True, findings)
+        return RecoveryReport("responses", {"failed": await self.fail_in_flight(dead)}, False)
+
+    async def _count_in_flight(self, replica_ids: list[str]) -> int:
+        if not replica_ids:
+            return 0
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(responses.c.id)
+                .where(responses.c.status == ResponseStatus.IN_PROGRESS.value)
+                .where(responses.c.replica_id.in_(replica_ids))
+            )
+            return len(rows.all())
+
+    async def fail_in_flight(
+        self, replica_ids: Iterable[str], *, at: datetime | None = None
+    ) -> int:
+        """Responses the given (dead) replicas left ``in_progress`` become ``failed`` with
+        :data:`RESTART_ERROR` (a move of the response lifecycle). Idempotent."""
+        assert RESPONSE_LIFECYCLE.allows(ResponseStatus.IN_PROGRESS, ResponseStatus.FAILED)
+        ids = list(replica_ids)
+        if not ids:
+            return 0
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(responses)
+                .where(responses.c.status == ResponseStatus.IN_PROGRESS.value)
+                .where(responses.c.replica_id.in_(ids))
+                .values(
+                    status=ResponseStatus.FAILED.value,
+                    error=RESTART_ERROR,
+                    completed_at=at or utcnow(),
+                )
+            )
+        return int(result.rowcount)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def start(self, record: ResponseRecord, items: Sequence[ResponseItemRecord]) -> None:
+        """Insert an ``in_progress`` response and its input items, in one transaction."""
+        async with self.db.write() as conn:
+            await conn.execute(insert(responses).values(**to_row(record)))
+            if items:
+                await conn.execute(insert(response_items), [to_row(i) for i in items])
+
+    async def finish(
+        self,
+        response_id: str,
+        status: ResponseStatus,
+        items: Sequence[ResponseItemRecord],
+        *,
+        tenant_id: str = "default",
+        usage: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        incomplete_details: dict[str, Any] | None = None,
+        completed_at: datetime | None = None,
+    ) -> ResponseRecord:
+        """Move a response from ``in_progress`` to ``status`` and add its output items, in one
+        transaction (NotFound when it was deleted meanwhile, InvalidTransition when it was
+        finished already, e.g. by recovery)."""
+        async with self.db.write() as conn:
+            _, row = await self._transition(
+                conn,
+                responses,
+                response_id,
+                RESPONSE_LIFECYCLE,
+                status,
+                state_column="status",
+                values={
+                    "usage": usage,
+                    "error": error,
+                    "incomplete_details": incomplete_details,
+                    "completed_at": completed_at or utcnow(),
+                },
+                event=None,
+                what="response",
+            )
+            if row.tenant_id != tenant_id:
+                raise NotFound(f"no response {response_id}")
+            if items:
+                await conn.execute(insert(response_items), [to_row(i) for i in items])
+        return _response(row)
+
+    async def delete(self, response_id: str, *, tenant_id: str, not_before: datetime) -> None:
+        """Delete a response and (by cascade) its items; NotFound when there is none (or it
+        has expired)."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                delete(responses)
+                .where(responses.c.id == response_id)
+                .where(responses.c.tenant_id == tenant_id)
+                .where(responses.c.created_at >= not_before)
+            )
+        if result.rowcount == 0:
+            raise NotFound(f"No response found with id '{response_id}'.")
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def get(
+        self, response_id: str, *, tenant_id: str, not_before: datetime
+    ) -> tuple[ResponseRecord, list[ResponseItemRecord]]:
+        """A response and its items in order (two statements); NotFound when there is none
+        or it has expired (``created_at`` before ``not_before``)."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(responses)
+                    .where(responses.c.id == response_id)
+                    .where(responses.c.tenant_id == tenant_id)
+                    .where(responses.c.created_at >= not_before)
+                )
+            ).one_or_none()
+            if row is None:
+                raise NotFound(f"No response found with id '{response_id}'.")
+            items = await conn.execute(
+                select(response_items)
+                .where(response_items.c.response_id == response_id)
+                .order_by(response_items.c.position)
+            )
+            return _response(row), [_item(i) for i in items]
+
+    async def context(
+        self, response_id: str, *, tenant_id: str, not_before: datetime
+    ) -> list[ResponseItemRecord]:
+        """Every item of ``response_id`` and of the responses it continues, oldest turn first,
+        in one statement whatever the depth: a recursive walk up ``previous_response_id``
+        joined with the items. NotFound naming the first response of the chain that is
+        missing (never stored, deleted, or expired)."""
+        c = responses.c
+        visible = (c.tenant_id == tenant_id) & (c.created_at >= not_before)
+        walk = (
+            select(c.id, c.previous_response_id, literal(0).label("depth"))
+            .where(c.id == response_id)
+            .where(visible)
+            .cte("chain", recursive=True)
+        )
+        walk = walk.union_all(
+            select(c.id, c.previous_response_id, (walk.c.depth + 1).label("depth"))
+            .join(walk, c.id == walk.c.previous_response_id)
+            .where(visible)
+        )
+        i = response_items.c
+        query = (
+            select(
+                walk.c.previous_response_id.label("chain_previous"),
+                walk.c.depth.label("chain_depth"),
+                *response_items.c,
+            )
+            .select_from(walk.outerjoin(response_items, i.response_id == walk.c.id))
+            .order_by(walk.c.depth.desc(), i.position)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        if not rows:
+            raise NotFound(f"Previous response with id '{response_id}' not found.")
+        oldest = rows[0]
+        if oldest.chain_previous is not None:
+            raise NotFound(
+                f"Previous response with id '{oldest.chain_previous}' not found "
+                f"(response '{response_id}' continues it)."
+            )
+        return [
+            from_row(ResponseItemRecord, {k: r._mapping[k] for k in _ITEM_COLUMNS})
+            for r in rows
+            if r._mapping["id"] is not None
+        ]
+
+    async def input_items(
+        self,
+        response_id: str,
+        *,
+        tenant_id: str,
+        not_before: datetime,
+        limit: int,
+        order: SortOrder,
+        after: str | None,
+    ) -> Page[ResponseItemRecord]:
+        """One keyset page of a response's input items by id (ids grow with position within
+        a response); NotFound when the response is not there."""
+        async with self.db.read() as conn:
+            found = (
+                await conn.execute(
+                    select(responses.c.id)
+                    .where(responses.c.id == response_id)
+                    .where(responses.c.tenant_id == tenant_id)
+                    .where(responses.c.created_at >= not_before)
+                )
+            ).one_or_none()
+        if found is None:
+            raise NotFound(f"No response found with id '{response_id}'.")
+        query = (
+            select(response_items)
+            .where(response_items.c.response_id == response_id)
+            .where(response_items.c.kind == ItemKind.INPUT.value)
+        )
+        return await self._page(
+            query, response_items.c.id, _item, limit=limit, order=order, after=after, before=None
+        )
+
+    async def list_responses(
+        self,
+        filters: ResponseFilters,
+        *,
+        limit: int,
+        order: SortOrder,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> Page[ResponseRecord]:
+        """Responses by id (newest first by default), keyset pages."""
+        return await self._page(
+            apply_filters(filters, select(responses), self.db.dialect),
+            responses.c.id,
+            _response,
+            limit=limit,
+            order=order,
+            after=after,
+            before=before,
+        )
+
+
+_ITEM_COLUMNS = tuple(response_items.c.keys())
+
+
+def apply_filters(filters: ResponseFilters, query: Any, dialect: Dialect) -> Any:
+    c = responses.c
+    query = query.where(c.tenant_id == filters.tenant_id)
+    if filters.model is not None:
+        query = query.where(c.model == filters.model)
+    if filters.status is not None:
+        query = query.where(c.status == filters.status.value)
+    if filters.since is not None:
+        query = query.where(c.created_at >= filters.since)
+    if filters.until is not None:
+        query = query.where(c.created_at < filters.until)
+    return query
