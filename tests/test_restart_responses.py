@@ -55,6 +55,7 @@ def test_sigkill_keeps_every_acknowledged_response_and_its_items(server_factory)
     )
     ids.append(many.id)
     before = {i: _snapshot(sdk, i) for i in ids}
+    sdk.close()
     first.kill()
 
     second = server_factory(**ECHO).start()
@@ -65,6 +66,7 @@ def test_sigkill_keeps_every_acknowledged_response_and_its_items(server_factory)
     # The chain still builds the whole context after the restart.
     follow = sdk.responses.create(model="scribe", input="after", previous_response_id=ids[-2])
     text = follow.output[0].content[0].text
+    sdk.close()
     assert all(f"turn {t} \u0000" in text for t in range(6)) and "user: streamed" in text
 
 
