@@ -51,9 +51,7 @@ def test_the_length_limit_is_incomplete(upstream, sdk):
     assert stored.status == "incomplete" and stored.incomplete_details.reason == "max_output_tokens"
 
 
-def test_a_client_leaving_its_stream_cancels_the_response_keeping_its_output(
-    upstream, server, sdk
-):
+def test_a_client_leaving_its_stream_cancels_the_response_keeping_its_output(upstream, server, sdk):
     upstream.configure(chunk_delay_ms=30_000, stream_chunks=3, reply="first second third")
     response_id = None
     with httpx.stream(
