@@ -1,11 +1,12 @@
 """The responses store on SQLite and PostgreSQL: chains read in one statement, a missing link
 named, recovery of what a dead replica left in progress, items deleted with their response."""
 
+import asyncio
 from datetime import timedelta
 
 import pytest
 
-from routekeeper.contract.errors import InvalidTransition, NotFound
+from routekeeper.contract.errors import InvalidTransition, NotFound, StorageError
 from routekeeper.contract.ids import new_id
 from routekeeper.contract.responses import (
     RESTART_ERROR,
@@ -118,3 +119,26 @@ async def test_retention_deletes_old_responses_with_their_items(state_storage, s
     assert removed["responses"] == 1
     assert await store.db.count_rows(response_items) == 2
     await store.get(recent, tenant_id="default", not_before=LONG_AGO)
+
+
+async def test_concurrent_writes_share_commits_and_a_refused_one_fails_alone(state_storage):
+    store = state_storage.store(ResponsesStore)
+    records = [_response() for _ in range(20)]
+    duplicate = records[3]
+    results = await asyncio.gather(
+        *(store.start(r, _items(r.id, [str(i)])) for i, r in enumerate(records)),
+        store.start(duplicate, []),  # the same id again: refused, alone
+        return_exceptions=True,
+    )
+    assert [type(r) for r in results[:20]] == [type(None)] * 20
+    assert isinstance(results[20], StorageError)
+    finished = await asyncio.gather(
+        *(store.finish(r.id, ResponseStatus.COMPLETED, []) for r in records),
+        store.finish(new_id("resp"), ResponseStatus.COMPLETED, []),  # unknown: alone
+        return_exceptions=True,
+    )
+    assert all(r.status is ResponseStatus.COMPLETED for r in finished[:20])
+    assert isinstance(finished[20], NotFound)
+    for record in records:
+        got, items = await store.get(record.id, tenant_id="default", not_before=LONG_AGO)
+        assert got.status is ResponseStatus.COMPLETED and len(items) == 1

@@ -1,20 +1,24 @@
 """The ``responses`` and ``response_items`` surfaces: stored responses and their items.
 
-A response is inserted ``in_progress`` together with its input items (one transaction) and
-finished once, together with its output items (one transaction, a lifecycle move). A turn's
+A response is inserted ``in_progress`` together with its input items and finished once,
+together with its output items (a lifecycle move), each atomically. Concurrent writes share a
+transaction (group commit): each caller queues its write and waits for the commit that carries
+it; a write the database refuses (or that finds its response gone) fails alone. A turn's
 context is its chain of previous responses, read in one recursive statement whatever the
 chain's depth. Deleting or pruning a response deletes its items (ON DELETE CASCADE).
 Recovery fails the responses a dead replica left ``in_progress``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from routekeeper.contract.errors import NotFound
+from routekeeper.contract.errors import InvalidTransition, NotFound
 from routekeeper.contract.pages import Page, SortOrder
 from routekeeper.contract.responses import (
     RESPONSE_LIFECYCLE,
@@ -25,6 +29,7 @@ from routekeeper.contract.responses import (
     ResponseRecord,
     ResponseStatus,
 )
+from routekeeper.storage.database import Database
 from routekeeper.storage.dialect import Dialect
 from routekeeper.storage.records import from_row, to_row
 from routekeeper.storage.recovery import RecoveryContext, RecoveryReport, RecoveryStep
@@ -41,11 +46,59 @@ def _item(row: Any) -> ResponseItemRecord:
     return from_row(ResponseItemRecord, row)
 
 
+Write = Callable[[AsyncConnection], Awaitable[Any]]
+# What one write may raise without touching the transaction (it raises before writing).
+ALONE = (NotFound, InvalidTransition)
+
+
 class ResponsesStore(SurfaceStore):
     tables = {"responses": (responses,), "response_items": (response_items,)}
     records = {responses.name: ResponseRecord, response_items.name: ResponseItemRecord}
     lifecycle_columns = {"responses": "status"}
     retention = {"responses": RetentionRule(responses, age_column="created_at")}
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self._queue: list[tuple[Write, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Future[None] | None = None
+
+    async def _grouped(self, write: Write) -> Any:
+        """Run ``write`` in a transaction shared with whatever else is queued (group commit);
+        returns its result once committed. The flush runs in a task of its own, so a caller
+        that is cancelled never takes the others' commit with it."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((write, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        return await asyncio.shield(done)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                results = await self._run(batch)
+            except Exception:
+                # One write spoilt the transaction (a refused value, a conflict) or the
+                # database failed: each write again in its own, so it fails alone.
+                for write, done in batch:
+                    try:
+                        result = (await self._run([(write, done)]))[0]
+                    except Exception as exc:
+                        result = exc
+                    _settle(done, result)
+                continue
+            for (_, done), result in zip(batch, results, strict=True):
+                _settle(done, result)
+
+    async def _run(self, batch: list[tuple[Write, asyncio.Future[Any]]]) -> list[Any]:
+        results: list[Any] = []
+        async with self.db.write() as conn:
+            for write, _ in batch:
+                try:
+                    results.append(await write(conn))
+                except ALONE as exc:  # raised before it wrote anything: the others commit
+                    results.append(exc)
+        return results
 
     def recovery_steps(self) -> Sequence[RecoveryStep]:
         return (
@@ -111,10 +164,13 @@ class ResponsesStore(SurfaceStore):
 
     async def start(self, record: ResponseRecord, items: Sequence[ResponseItemRecord]) -> None:
         """Insert an ``in_progress`` response and its input items, in one transaction."""
-        async with self.db.write() as conn:
+
+        async def write(conn: AsyncConnection) -> None:
             await conn.execute(insert(responses).values(**to_row(record)))
             if items:
                 await conn.execute(insert(response_items), [to_row(i) for i in items])
+
+        await self._grouped(write)
 
     async def finish(
         self,
@@ -122,16 +178,16 @@ class ResponsesStore(SurfaceStore):
         status: ResponseStatus,
         items: Sequence[ResponseItemRecord],
         *,
-        tenant_id: str = "default",
         usage: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
         incomplete_details: dict[str, Any] | None = None,
         completed_at: datetime | None = None,
     ) -> ResponseRecord:
-        """Move a response from ``in_progress`` to ``status`` and add its output items, in one
-        transaction (NotFound when it was deleted meanwhile, InvalidTransition when it was
-        finished already, e.g. by recovery)."""
-        async with self.db.write() as conn:
+        """Move a response (one this replica started) from ``in_progress`` to ``status`` and
+        add its output items, atomically (NotFound when it was deleted meanwhile,
+        InvalidTransition when it was finished already, e.g. by recovery)."""
+
+        async def write(conn: AsyncConnection) -> ResponseRecord:
             _, row = await self._transition(
                 conn,
                 responses,
@@ -148,11 +204,14 @@ class ResponsesStore(SurfaceStore):
                 event=None,
                 what="response",
             )
-            if row.tenant_id != tenant_id:
-                raise NotFound(f"no response {response_id}")
             if items:
                 await conn.execute(insert(response_items), [to_row(i) for i in items])
-        return _response(row)
+            return _response(row)
+
+        result = await self._grouped(write)
+        if isinstance(result, Exception):
+            raise result
+        return result  # type: ignore[no-any-return]
 
     async def delete(self, response_id: str, *, tenant_id: str, not_before: datetime) -> None:
         """Delete a response and (by cascade) its items; NotFound when there is none (or it
@@ -292,6 +351,15 @@ class ResponsesStore(SurfaceStore):
 
 
 _ITEM_COLUMNS = tuple(response_items.c.keys())
+
+
+def _settle(done: asyncio.Future[Any], result: Any) -> None:
+    if done.done():
+        return
+    if isinstance(result, Exception) and not isinstance(result, ALONE):
+        done.set_exception(result)
+    else:
+        done.set_result(result)
 
 
 def apply_filters(filters: ResponseFilters, query: Any, dialect: Dialect) -> Any:

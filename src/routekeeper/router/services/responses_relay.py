@@ -188,7 +188,6 @@ class ResponseRelay:
                 self.record.id,
                 status,
                 items,
-                tenant_id=self.record.tenant_id,
                 usage=self.record.usage,
                 error=error,
                 incomplete_details=incomplete,
