@@ -91,8 +91,9 @@ class Relay(Protocol):
         """The request is planned and traced, the upstream not called yet."""
 
     async def answer(self, data: dict[str, Any], encoded: str) -> bytes:
-        """A non-streaming answer (checked JSON), after its trace finished (and was
-        acknowledged): the body to send. A contract error raised here is the answer."""
+        """A non-streaming answer (checked JSON), after its trace finished (the wait for
+        the replay commit runs beside it): the body to send. A contract error raised here is
+        the answer."""
 
     async def ended_early(self, error: RoutekeeperError | None) -> None:
         """Ended before the first byte: ``error`` is the answer, or None (the client left)."""
@@ -104,7 +105,8 @@ class Relay(Protocol):
         """The events for one checked upstream chunk (``data`` is ``payload`` decoded)."""
 
     async def finished(self) -> list[sse.Data]:
-        """The stream's last events, after its trace finished (and was acknowledged)."""
+        """The stream's last events, after its trace finished (the wait for the replay
+        commit runs beside it; the events go out after both)."""
 
     async def failed(self, message: str, code: str) -> list[sse.Data]:
         """The in-band error ending the stream (after its trace finished)."""
@@ -247,10 +249,13 @@ class ChatExchanges:
         usage = data.get("usage")
         trace.usage = usage if isinstance(usage, dict) else None
         trace.completed()
+        # The replay record's commit and the relay's own (a stored response) run side by
+        # side; the answer waits for both.
+        answer = asyncio.ensure_future(relay.answer(data, encoded))
         durable = await trace.acknowledged()
         headers = {**route, **trace.response_headers(durable)}
         try:
-            body = await relay.answer(data, encoded)
+            body = await answer
         except RoutekeeperError as exc:
             return Exchange(headers, error=exc)
         return Exchange(headers, body=body)
@@ -376,10 +381,12 @@ class ChatExchanges:
                 data = _checked(item, trace)
                 for event in relay.chunk(item, data, plan.client_wants_usage):
                     yield event
-            # The terminal event goes out only once the record is committed (acknowledged).
+            # The terminal event goes out only once the record is committed (acknowledged),
+            # and the relay's own commit (a stored response), which runs beside it.
             trace.completed()
+            finished = asyncio.ensure_future(relay.finished())
             await trace.acknowledged()
-            for event in await relay.finished():
+            for event in await finished:
                 yield event
         except UpstreamError as exc:
             trace.failed(exc)

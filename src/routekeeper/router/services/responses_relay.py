@@ -6,6 +6,7 @@ before the terminal event or the body goes out."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import replace
@@ -127,14 +128,26 @@ class ResponseRelay:
         self.usage: dict[str, Any] | None = None
         self.sequence = 0
         self.done = False
+        self._start: asyncio.Future[None] | None = None
 
     # -- storage ---------------------------------------------------------------------------
 
     async def started(self, plan: ChatPlan, trace: RequestTrace) -> None:
+        """Store the response ``in_progress`` with its input items. A stream waits for the
+        commit (``response.created`` tells the client its id); a plain request lets it run
+        beside the upstream call, and its finish waits for it (the id is told at the end)."""
         replay_id = trace.replay_id if trace.recorder.enabled else None
         self.record = replace(self.record, selected_model=plan.model.name, replay_id=replay_id)
-        if self.store is not None:
-            await self.store.start(self.record, self.inputs)
+        if self.store is None:
+            return
+        self._start = asyncio.ensure_future(self.store.start(self.record, self.inputs))
+        if plan.stream:
+            await self._start
+
+    async def _started(self) -> None:
+        """The ``in_progress`` commit, awaited (its error, e.g. storage unavailable)."""
+        if self._start is not None:
+            await asyncio.shield(self._start)
 
     def _message(self, status: str) -> dict[str, Any]:
         text = "".join(self.text)
@@ -172,6 +185,7 @@ class ResponseRelay:
         )
         if self.store is None:
             return output
+        await self._started()
         items = [
             ResponseItemRecord(
                 id=item["id"],
