@@ -142,3 +142,21 @@ async def test_concurrent_writes_share_commits_and_a_refused_one_fails_alone(sta
     for record in records:
         got, items = await store.get(record.id, tenant_id="default", not_before=LONG_AGO)
         assert got.status is ResponseStatus.COMPLETED and len(items) == 1
+
+
+async def test_a_finish_that_overtakes_its_queued_start_is_one_write_of_the_final_response(
+    state_storage,
+):
+    store = state_storage.store(ResponsesStore)
+    record = _response()
+    start = asyncio.ensure_future(store.start(record, _items(record.id, ["in"])))
+    await asyncio.sleep(0)  # queued, not yet flushed
+    finished = await store.finish(
+        record.id, ResponseStatus.INCOMPLETE, _items(record.id, ["out"], ItemKind.OUTPUT, 1)
+    )
+    await start
+    assert finished.status is ResponseStatus.INCOMPLETE and finished.completed_at is not None
+    got, items = await store.get(record.id, tenant_id="default", not_before=LONG_AGO)
+    assert got == finished and _texts(items) == ["in", "out"]
+    with pytest.raises(InvalidTransition):
+        await store.finish(record.id, ResponseStatus.COMPLETED, [])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -59,43 +60,49 @@ class ResponsesStore(SurfaceStore):
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
-        self._queue: list[tuple[Write, asyncio.Future[Any]]] = []
+        self._queue: list[_Queued] = []
         self._flusher: asyncio.Future[None] | None = None
+        # Starts still queued (no flush took them yet), by response id: a finish arriving
+        # now replaces the start with one write of the final response.
+        self._starts: dict[str, _Queued] = {}
 
-    async def _grouped(self, write: Write) -> Any:
+    async def _grouped(self, write: Write, *, start: str | None = None) -> Any:
         """Run ``write`` in a transaction shared with whatever else is queued (group commit);
         returns its result once committed. The flush runs in a task of its own, so a caller
         that is cancelled never takes the others' commit with it."""
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((write, done))
+        queued = _Queued(write, asyncio.get_running_loop().create_future())
+        self._queue.append(queued)
+        if start is not None:
+            self._starts[start] = queued
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush())
-        return await asyncio.shield(done)
+        return await asyncio.shield(queued.done)
 
     async def _flush(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
+            self._starts.clear()  # taken: a finish now waits for their commit
             try:
                 results = await self._run(batch)
             except Exception:
                 # One write spoilt the transaction (a refused value, a conflict) or the
                 # database failed: each write again in its own, so it fails alone.
-                for write, done in batch:
+                for queued in batch:
                     try:
-                        result = (await self._run([(write, done)]))[0]
+                        result = (await self._run([queued]))[0]
                     except Exception as exc:
                         result = exc
-                    _settle(done, result)
+                    _settle(queued.done, result)
                 continue
-            for (_, done), result in zip(batch, results, strict=True):
-                _settle(done, result)
+            for queued, result in zip(batch, results, strict=True):
+                _settle(queued.done, result)
 
-    async def _run(self, batch: list[tuple[Write, asyncio.Future[Any]]]) -> list[Any]:
+    async def _run(self, batch: list[_Queued]) -> list[Any]:
         results: list[Any] = []
         async with self.db.write() as conn:
-            for write, _ in batch:
+            for queued in batch:
                 try:
-                    results.append(await write(conn))
+                    results.append(await queued.write(conn))
                 except ALONE as exc:  # raised before it wrote anything: the others commit
                     results.append(exc)
         return results
@@ -165,12 +172,7 @@ class ResponsesStore(SurfaceStore):
     async def start(self, record: ResponseRecord, items: Sequence[ResponseItemRecord]) -> None:
         """Insert an ``in_progress`` response and its input items, in one transaction."""
 
-        async def write(conn: AsyncConnection) -> None:
-            await conn.execute(insert(responses).values(**to_row(record)))
-            if items:
-                await conn.execute(insert(response_items), [to_row(i) for i in items])
-
-        await self._grouped(write)
+        await self._grouped(_inserting(record, items), start=record.id)
 
     async def finish(
         self,
@@ -185,7 +187,18 @@ class ResponsesStore(SurfaceStore):
     ) -> ResponseRecord:
         """Move a response (one this replica started) from ``in_progress`` to ``status`` and
         add its output items, atomically (NotFound when it was deleted meanwhile,
-        InvalidTransition when it was finished already, e.g. by recovery)."""
+        InvalidTransition when it was finished already, e.g. by recovery). When its start is
+        still queued (it finished before a flush took it), start and finish become one write
+        of the final response."""
+        values = {
+            "usage": usage,
+            "error": error,
+            "incomplete_details": incomplete_details,
+            "completed_at": completed_at or utcnow(),
+        }
+        queued = self._starts.pop(response_id, None)
+        if queued is not None:
+            return await self._finish_queued(queued, response_id, status, items, values)
 
         async def write(conn: AsyncConnection) -> ResponseRecord:
             _, row = await self._transition(
@@ -195,12 +208,7 @@ class ResponsesStore(SurfaceStore):
                 RESPONSE_LIFECYCLE,
                 status,
                 state_column="status",
-                values={
-                    "usage": usage,
-                    "error": error,
-                    "incomplete_details": incomplete_details,
-                    "completed_at": completed_at or utcnow(),
-                },
+                values=values,
                 event=None,
                 what="response",
             )
@@ -212,6 +220,22 @@ class ResponsesStore(SurfaceStore):
         if isinstance(result, Exception):
             raise result
         return result  # type: ignore[no-any-return]
+
+    async def _finish_queued(
+        self,
+        queued: _Queued,
+        response_id: str,
+        status: ResponseStatus,
+        items: Sequence[ResponseItemRecord],
+        values: dict[str, Any],
+    ) -> ResponseRecord:
+        started = queued.write
+        assert isinstance(started, _Inserting)
+        RESPONSE_LIFECYCLE.check(response_id, started.record.status, status)
+        final = replace(started.record, status=status, **values)
+        queued.write = _inserting(final, [*started.items, *items])
+        await asyncio.shield(queued.done)
+        return final
 
     async def delete(self, response_id: str, *, tenant_id: str, not_before: datetime) -> None:
         """Delete a response and (by cascade) its items; NotFound when there is none (or it
@@ -351,6 +375,29 @@ class ResponsesStore(SurfaceStore):
 
 
 _ITEM_COLUMNS = tuple(response_items.c.keys())
+
+
+@dataclass
+class _Queued:
+    write: Write
+    done: asyncio.Future[Any]
+
+
+@dataclass
+class _Inserting:
+    """A write inserting a response and its items (a start, or a start and its finish)."""
+
+    record: ResponseRecord
+    items: Sequence[ResponseItemRecord]
+
+    async def __call__(self, conn: AsyncConnection) -> None:
+        await conn.execute(insert(responses).values(**to_row(self.record)))
+        if self.items:
+            await conn.execute(insert(response_items), [to_row(i) for i in self.items])
+
+
+def _inserting(record: ResponseRecord, items: Sequence[ResponseItemRecord]) -> _Inserting:
+    return _Inserting(record, list(items))
 
 
 def _settle(done: asyncio.Future[Any], result: Any) -> None:

@@ -135,12 +135,15 @@ class ResponseRelay:
     async def started(self, plan: ChatPlan, trace: RequestTrace) -> None:
         """Store the response ``in_progress`` with its input items. A stream waits for the
         commit (``response.created`` tells the client its id); a plain request lets it run
-        beside the upstream call, and its finish waits for it (the id is told at the end)."""
+        beside the upstream call (the id is told at the end, after the finish's commit, which
+        the store orders after the start, or merges with it while it is still queued)."""
         replay_id = trace.replay_id if trace.recorder.enabled else None
         self.record = replace(self.record, selected_model=plan.model.name, replay_id=replay_id)
         if self.store is None:
             return
         self._start = asyncio.ensure_future(self.store.start(self.record, self.inputs))
+        # Its error is read where it matters (the finish); never reported as unretrieved.
+        self._start.add_done_callback(lambda f: f.cancelled() or f.exception())
         if plan.stream:
             await self._start
 
@@ -185,7 +188,6 @@ class ResponseRelay:
         )
         if self.store is None:
             return output
-        await self._started()
         items = [
             ResponseItemRecord(
                 id=item["id"],
@@ -208,6 +210,7 @@ class ResponseRelay:
                 completed_at=self.record.completed_at,
             )
         except NotFound:
+            await self._started()  # never stored: its own error (storage unavailable)
             log.info("response %s was deleted before it finished", self.record.id)
         except InvalidTransition as exc:
             log.warning("response %s was finished already: %s", self.record.id, exc)
