@@ -74,3 +74,24 @@ def test_a_client_leaving_its_stream_cancels_the_response_keeping_its_output(ups
     assert stored.status == "cancelled"
     assert stored.output[0].content[0].text == "first "
     assert stored.output[0].status == "incomplete"
+
+
+def test_an_upstream_breaking_mid_stream_is_a_failed_event_and_a_failed_response(
+    upstream, server, sdk
+):
+    upstream.configure(fail_after_chunks=2, stream_chunks=4, reply="aaaa bbbb cccc dddd")
+    with httpx.stream(
+        "POST",
+        f"{server.url}/v1/responses",
+        json={"model": "far", "input": "go", "stream": True},
+        timeout=30,
+    ) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("event: ")]
+        assert response.status_code == 200
+    kinds = [line.removeprefix("event: ") for line in lines]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.failed"
+    assert "response.completed" not in kinds
+    listed = httpx.get(f"{server.url}/api/responses", timeout=10).json()["data"]
+    stored = sdk.responses.retrieve(listed[0]["id"])
+    assert stored.status == "failed" and stored.error.code == "server_error"
+    assert stored.output[0].content[0].text == "aaaa bbbb"  # what arrived before the break
