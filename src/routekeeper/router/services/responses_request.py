@@ -47,9 +47,9 @@ CREATE_FIELDS: dict[str, tuple[Handling, str]] = {
         "reasoning.effort sent as reasoning_effort; a summary is refused",
     ),
     "truncation": (
-        Handling.HONOURED,
-        "`disabled` (the default) and `auto` are echoed; the "
-        "whole context is always sent, the upstream's limit applies",
+        Handling.IGNORED,
+        "echoed; `auto` is treated as `disabled`: the whole context is sent and the upstream's "
+        "context limit applies",
     ),
     "background": (Handling.REFUSED, "true is refused (no background responses); false is fine"),
     "conversation": (Handling.REFUSED, "no conversations yet"),
