@@ -1,7 +1,7 @@
-"""schemathesis against the real server's OpenAPI: no 5xx from the routing proxy, the models
-list, routing explain or the status API, whatever the input (the echo backend stands in for
-the upstream, so no 5xx here is a genuine upstream failure), and every /api 400 names the
-parameter it refuses."""
+"""schemathesis against the real server's OpenAPI: no 5xx from the routing proxy, the
+Responses API, the models list, routing explain or the status API, whatever the input (the
+echo backend stands in for the upstream, so no 5xx here is a genuine upstream failure), and
+every /api 400 names the parameter it refuses."""
 
 import itertools
 from pathlib import Path
@@ -28,6 +28,7 @@ def server(tmp_path_factory):
 OPERATIONS = (
     r"^/(v1/chat/completions|v1/models|v1/models/[^/]+|api/routing/explain|api/status|api/replicas"
     r"|api/runtime/events|api/replay|api/replay/aggregate|api/replay/[^/]+|api/replay/sessions/[^/]+"
+    r"|v1/responses|v1/responses/[^/]+|v1/responses/[^/]+/input_items|api/responses"
     r"|readyz|livez)$"
 )
 
@@ -83,10 +84,21 @@ def test_no_server_errors(server):
         path_regex=OPERATIONS
     )
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.path for op in operations} >= {"/v1/chat/completions", "/api/routing/explain"}
+    assert {op.path for op in operations} >= {
+        "/v1/chat/completions",
+        "/api/routing/explain",
+        "/v1/responses",
+        "/v1/responses/{response_id}",
+        "/v1/responses/{response_id}/input_items",
+        "/api/responses",
+    }
     calls: dict[str, int] = {}
     for operation, mode in itertools.product(operations, list(GenerationMode)):
         fuzz(server, operation, mode, calls)
     print(calls)
-    for label in ("POST /v1/chat/completions", "POST /api/routing/explain"):
+    for label in (
+        "POST /v1/chat/completions",
+        "POST /api/routing/explain",
+        "POST /v1/responses",
+    ):
         assert calls[f"{label} positive"] >= 30 and calls[f"{label} negative"] >= 30, calls

@@ -100,7 +100,8 @@ async def test_its_tables_exist_after_migration(surface, any_state_storage):
 
 async def fill(storage: StateStorage, rows: int = 4) -> None:
     """Rows in every table of every surface, old, each in its lifecycle's first state (the
-    state a crash leaves records in)."""
+    state a crash leaves records in); a foreign key takes a row of its parent table."""
+    inserted: dict[str, list[dict[str, Any]]] = {}
     for store in storage.stores:
         for surface, tables in store.tables.items():
             overrides: dict[str, Any] = {}
@@ -108,11 +109,10 @@ async def fill(storage: StateStorage, rows: int = 4) -> None:
             if lifecycle is not None:
                 overrides[store.lifecycle_columns[surface]] = lifecycle.initial.value
             for table in tables:
+                made = [generated_row(table, i, inserted, **overrides) for i in range(rows)]
                 async with store.db.write() as conn:
-                    await conn.execute(
-                        table.insert(),
-                        [generated_row(table, i, **overrides) for i in range(rows)],
-                    )
+                    await conn.execute(table.insert(), made)
+                inserted[table.name] = made
 
 
 async def snapshot(storage: StateStorage) -> dict[str, list[tuple[Any, ...]]]:

@@ -11,6 +11,7 @@ from routekeeper.router.services.chat import ChatService
 from routekeeper.router.services.exchange import ChatExchanges
 from routekeeper.router.services.metrics import RouterMetrics
 from routekeeper.router.services.replay import ReplayRecorder
+from routekeeper.router.services.responses import ResponsesService
 from routekeeper.routing.engine import RoutingEngine, build_embedder
 from routekeeper.runtime.components import Component, StorageMetrics
 from routekeeper.runtime.replica import ReplicaRuntime
@@ -30,6 +31,7 @@ class Replica:
     metrics: RouterMetrics
     chat: ChatService
     exchanges: ChatExchanges
+    responses: ResponsesService
     runtime: ReplicaRuntime
 
     async def aclose(self) -> None:
@@ -83,4 +85,9 @@ def build_replica(
     exchanges = ChatExchanges(
         chat, recorder, metrics, runtime, ping_seconds=settings.server.sse_ping_seconds
     )
-    return Replica(settings, storage, engine, pool, recorder, metrics, chat, exchanges, runtime)
+    responses = ResponsesService(
+        storage, exchanges, retention_days=settings.responses.retention_days
+    )
+    return Replica(
+        settings, storage, engine, pool, recorder, metrics, chat, exchanges, responses, runtime
+    )

@@ -27,6 +27,7 @@ from routekeeper.routing.config import (
 )
 from routekeeper.sections.base import Section
 from routekeeper.sections.replay import ReplaySettings
+from routekeeper.sections.responses import ResponsesSettings
 from routekeeper.storage.config import StateSettings, redact_dsn
 
 DEFAULT_WORKSPACE = Path(".routekeeper")
@@ -164,6 +165,10 @@ class Settings(BaseSettings):
         default_factory=ReplaySettings,
         description="Router replay: the record of every chat completion, its durability and "
         "retention.",
+    )
+    responses: ResponsesSettings = Field(
+        default_factory=ResponsesSettings,
+        description="Stored responses of /v1/responses: how long they are kept.",
     )
 
     @model_validator(mode="after")

@@ -116,6 +116,8 @@ class ReplayRecord:
     """The captured user messages' text (what ``q`` searches); only with request capture."""
     response_body: str | None = None
     response_body_truncated: bool = False
+    response_id: str | None = None
+    """The response a ``/v1/responses`` request created (stored or not)."""
 
 
 ROUTER_REPLAY = Surface(

@@ -6,6 +6,7 @@ surfaces that exist in the code are registered. ``docs/state-inventory.md`` and
 from __future__ import annotations
 
 from routekeeper.contract.replay import ROUTER_REPLAY
+from routekeeper.contract.responses import RESPONSE_ITEMS, RESPONSES
 from routekeeper.contract.runtime import RUNTIME_EVENTS, RUNTIME_STATUS
 from routekeeper.contract.surface import SurfaceRegistry
 
@@ -14,5 +15,7 @@ SURFACES = SurfaceRegistry(
         RUNTIME_STATUS,
         RUNTIME_EVENTS,
         ROUTER_REPLAY,
+        RESPONSES,
+        RESPONSE_ITEMS,
     )
 )

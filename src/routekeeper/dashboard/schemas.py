@@ -140,6 +140,9 @@ class ReplaySummaryOut(BaseModel):
     cost: float | None
     currency: str | None
     error: str | None
+    response_id: str | None = Field(
+        None, description="The response a /v1/responses request created (stored or not)."
+    )
 
     @classmethod
     def of(cls, record: ReplayRecord) -> Self:

@@ -208,6 +208,14 @@ class Database:
     async def close(self) -> None:
         await self._dispose()
 
+    def engines(self) -> list[AsyncEngine]:
+        """The open engines, each once (for instrumentation: statement counts in tests)."""
+        found: list[AsyncEngine] = []
+        for engine in (self._writer, self._reader, self._upkeep, self._sessions):
+            if engine is not None and all(engine is not e for e in found):
+                found.append(engine)
+        return found
+
     async def _dispose(self) -> None:
         engines = [self._sessions, self._upkeep, self._reader, self._writer]
         self._writer = self._reader = self._upkeep = self._sessions = None

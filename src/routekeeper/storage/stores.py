@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlalchemy import MetaData, Table
 
 from routekeeper.storage.replay_store import ReplayStore
+from routekeeper.storage.responses_store import ResponsesStore
 from routekeeper.storage.runtime_store import RuntimeStore
 from routekeeper.storage.schema import metadata
 from routekeeper.storage.surface_store import SurfaceStore
@@ -14,6 +15,7 @@ from routekeeper.storage.surface_store import SurfaceStore
 STORES: tuple[type[SurfaceStore], ...] = (
     RuntimeStore,
     ReplayStore,
+    ResponsesStore,
 )
 
 

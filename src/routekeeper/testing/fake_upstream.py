@@ -12,7 +12,8 @@ every chunk has ``"usage": null`` and a last chunk with ``"choices": []`` carrie
 and ``encoding_format="base64"`` honoured). Errors use OpenAI's envelope (``error_envelope``).
 The reply is ``"fake:<model>:<last user message text>"`` unless the ``reply`` knob (a string,
 or a function of the request body) says otherwise; a stream sends it in ``stream_chunks``
-content chunks, then a ``finish_reason: "stop"`` chunk. Usage counts words, unless the
+content chunks, then a ``finish_reason`` chunk (``"stop"``, or the ``finish_reason`` knob, e.g.
+``"length"``). Usage counts words, unless the
 ``usage`` knob (a dict) replaces it (an upstream reporting implausible counts).
 
 Knobs are constructor keywords and attributes, settable from any thread at any time
@@ -78,6 +79,7 @@ class _Knobs:
     require_api_key: str | None = None
     reply: str | ReplyFn | None = None
     usage: dict[str, Any] | None = None
+    finish_reason: str = "stop"
 
 
 def error_envelope(status: int, message: str | None = None) -> dict[str, Any]:
@@ -401,7 +403,12 @@ class FakeUpstream(_Knobs):
         base = {"id": id_, "created": int(time.time()), "model": model, "system_fingerprint": "fp"}
         if not body.get("stream"):
             message = {"role": "assistant", "content": text, "refusal": None}
-            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+            choice = {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": knobs.finish_reason,
+            }
             result = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
             return await self._json(ex, 200, result)
 
@@ -414,7 +421,7 @@ class FakeUpstream(_Knobs):
         for d in deltas:
             choice = {"index": 0, "delta": d, "logprobs": None, "finish_reason": None}
             frames.append({**chunk, "choices": [choice]})
-        frames[-1]["choices"][0]["finish_reason"] = "stop"
+        frames[-1]["choices"][0]["finish_reason"] = knobs.finish_reason
         options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
             frames = [{**f, "usage": None} for f in frames]

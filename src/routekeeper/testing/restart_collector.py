@@ -18,12 +18,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     rows = []
     for item in session.items:
-        marker = item.get_closest_marker("restart")
-        if marker is None:
-            continue
         callspec = getattr(item, "callspec", None)
         backend = callspec.params.get("restart_backend") if callspec else None
-        surface = marker.kwargs.get("surface")
-        if surface and backend:
-            rows.append({"nodeid": item.nodeid, "surface": surface, "backend": backend})
+        # A test may carry several restart marks: it covers each surface they name.
+        for marker in item.iter_markers("restart"):
+            surface = marker.kwargs.get("surface")
+            if surface and backend:
+                rows.append({"nodeid": item.nodeid, "surface": surface, "backend": backend})
     Path(target).write_text(json.dumps(rows))

@@ -42,9 +42,16 @@ class OpenAIModelBackend(Section):
 
 
 class EchoModelBackend(Section):
-    """Built in, deterministic, no network: replies ``echo:<model name>: <last user text>``."""
+    """Built in, deterministic, no network: replies ``echo:<model name>: <last user text>``,
+    or with ``reply: transcript`` every message it received."""
 
     type: Literal["echo"] = Field(
         "echo", description="`echo` selects the built-in echo backend (no network)."
     )
     chunks: int = Field(4, ge=1, le=1000, description="Stream chunks per reply.")
+    reply: Literal["last_user_message", "transcript"] = Field(
+        "last_user_message",
+        description="`last_user_message`: `echo:<model>: <last user text>`. `transcript`: "
+        "`echo:<model>:` then one line per message received, `<role>: <text>` in order (an "
+        "image part shows as `[image]`), so a client sees the context the model got.",
+    )

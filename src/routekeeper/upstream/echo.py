@@ -1,5 +1,6 @@
 """The built-in ``echo`` backend: deterministic, local, streaming too. Its reply starts with
-``echo:<model name>`` so a new user sees which model routing chose without any LLM server."""
+``echo:<model name>`` so a new user sees which model routing chose without any LLM server;
+``reply: transcript`` answers with every message it received (role and text, in order)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from routekeeper.contract.ids import new_id
 from routekeeper.upstream.config import EchoModelBackend
-from routekeeper.upstream.messages import all_text, estimate_tokens, last_user_text
+from routekeeper.upstream.messages import all_text, estimate_tokens, last_user_text, transcript
 
 
 class EchoTransport:
@@ -20,7 +21,10 @@ class EchoTransport:
         self.backend = backend
 
     def _reply(self, body: dict[str, Any]) -> tuple[str, dict[str, int]]:
-        text = f"echo:{self.model_name}: {last_user_text(body)}"
+        if self.backend.reply == "transcript":
+            text = f"echo:{self.model_name}:\n{transcript(body)}"
+        else:
+            text = f"echo:{self.model_name}: {last_user_text(body)}"
         prompt, completion = estimate_tokens(all_text(body)), estimate_tokens(text)
         usage = {
             "prompt_tokens": prompt,

@@ -53,6 +53,30 @@ def all_text(body: Mapping[str, Any]) -> str:
     )
 
 
+def transcript(body: Mapping[str, Any]) -> str:
+    """Every message as ``<role>: <text>``, one per line, in order; an image part is
+    ``[image]``."""
+    lines = []
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            text = " ".join(
+                str(part.get("text"))
+                if part.get("type") == "text"
+                else "[image]"
+                if part.get("type") == "image_url"
+                else f"[{part.get('type')}]"
+                for part in content
+                if isinstance(part, dict)
+            )
+        else:
+            text = content_text(content)
+        lines.append(f"{message.get('role')}: {text}")
+    return "\n".join(lines)
+
+
 def estimate_tokens(text: str) -> int:
     """BPE tokenizers of current chat models average about 4 characters per token on English
     text and close to one token per punctuation mark, so the estimate counts word pieces (a

@@ -37,7 +37,7 @@ def replay_filters(
 ) -> ReplayFilters:
     """The filters shared by the list and the aggregate; times without a zone are UTC.
     ``since`` after ``until`` is a 400 (it could only ever match nothing)."""
-    since, until = _utc(since, "since"), _utc(until, "until")
+    since, until = as_utc(since, "since"), as_utc(until, "until")
     if since is not None and until is not None and since > until:
         raise InvalidRequest(
             f"since ({since.isoformat()}) is after until ({until.isoformat()})",
@@ -62,7 +62,7 @@ def replay_filters(
 Filters = Annotated[ReplayFilters, Depends(replay_filters)]
 
 
-def _utc(value: datetime | None, param: str) -> datetime | None:
+def as_utc(value: datetime | None, param: str) -> datetime | None:
     """The time in UTC (times without a zone are taken as UTC); a 400 naming ``param`` when
     it has no UTC equivalent (year 1 east of Greenwich, year 9999 west of it)."""
     if value is None:

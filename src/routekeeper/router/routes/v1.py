@@ -25,7 +25,7 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's convention; never seen by the departed cl
 SESSION_ID_MAX = 256  # router_replay.session_id holds this many characters
 
 
-def _session_id(request: Request) -> str | None:
+def session_id_header(request: Request) -> str | None:
     session_id = request.headers.get("x-session-id")
     if session_id is not None and (
         len(session_id) > SESSION_ID_MAX or not session_id.isprintable()
@@ -39,7 +39,7 @@ def _session_id(request: Request) -> str | None:
     return session_id
 
 
-def _disconnected(request: Request) -> Any:
+def disconnect_waiter(request: Request) -> Any:
     async def wait() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
@@ -47,7 +47,7 @@ def _disconnected(request: Request) -> Any:
     return wait
 
 
-def _encoded(request: Request, exchange: Exchange) -> Response:
+def encoded_exchange(request: Request, exchange: Exchange) -> Response:
     if exchange.error is not None:
         return contract_error_response(request, exchange.error, exchange.headers)
     if exchange.events is not None:
@@ -75,7 +75,7 @@ def chat_completion_endpoint(exchanges: ChatExchanges) -> Endpoint:
             raise NotReady(
                 f"routekeeper is not ready yet (phase: {exchanges.phase}); retry shortly"
             )
-        session_id = _session_id(request)
+        session_id = session_id_header(request)
         payload = validate_chat_request(decode_json_body(await request.body(), request.headers))
         ensure_json_safe(payload)
         exchange = await exchanges.run(
@@ -83,9 +83,9 @@ def chat_completion_endpoint(exchanges: ChatExchanges) -> Endpoint:
             request.headers,
             session_id=session_id,
             started=started,
-            disconnected=_disconnected(request),
+            disconnected=disconnect_waiter(request),
         )
-        return _encoded(request, exchange)
+        return encoded_exchange(request, exchange)
 
     return create_chat_completion
 

@@ -81,6 +81,74 @@ def openai_error(message: str, code: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
 
 
+class Relay(Protocol):
+    """What a caller makes of the exchange: the shape of its answer and what it stores about
+    its outcome. The exchange owns the upstream call, the stream relay, cancel-on-disconnect
+    and the replay trace; the relay is told what happened, in order, and gives the events or
+    the body the client gets. :class:`ChatRelay` is the Chat Completions shape."""
+
+    async def started(self, plan: ChatPlan, trace: RequestTrace) -> None:
+        """The request is planned and traced, the upstream not called yet."""
+
+    async def answer(self, data: dict[str, Any], encoded: str) -> bytes:
+        """A non-streaming answer (checked JSON), after its trace finished (the wait for
+        the replay commit runs beside it): the body to send. A contract error raised here is
+        the answer."""
+
+    async def ended_early(self, error: RoutekeeperError | None) -> None:
+        """Ended before the first byte: ``error`` is the answer, or None (the client left)."""
+
+    def opened(self) -> list[sse.Data]:
+        """The stream's first events, before the upstream's first chunk."""
+
+    def chunk(self, payload: str, data: dict[str, Any], keep_usage: bool) -> list[sse.Data]:
+        """The events for one checked upstream chunk (``data`` is ``payload`` decoded)."""
+
+    async def finished(self) -> list[sse.Data]:
+        """The stream's last events, after its trace finished (the wait for the replay
+        commit runs beside it; the events go out after both)."""
+
+    async def failed(self, message: str, code: str) -> list[sse.Data]:
+        """The in-band error ending the stream (after its trace finished)."""
+
+    async def cancelled(self) -> None:
+        """The stream ended (called shielded, however it ended): when nothing else finished
+        it, the client left mid-stream."""
+
+
+class ChatRelay:
+    """Chat Completions: the upstream's answer and chunks as they are (usage dropped unless
+    the client asked), ``[DONE]`` at the end, OpenAI's in-band error."""
+
+    async def started(self, plan: ChatPlan, trace: RequestTrace) -> None:
+        return None
+
+    async def answer(self, data: dict[str, Any], encoded: str) -> bytes:
+        return encoded.encode()
+
+    async def ended_early(self, error: RoutekeeperError | None) -> None:
+        return None
+
+    def opened(self) -> list[sse.Data]:
+        return []
+
+    def chunk(self, payload: str, data: dict[str, Any], keep_usage: bool) -> list[sse.Data]:
+        relayed = _without_usage(payload, data, keep_usage=keep_usage)
+        return [] if relayed is None else [sse.Data(relayed)]
+
+    async def finished(self) -> list[sse.Data]:
+        return [sse.DONE]
+
+    async def failed(self, message: str, code: str) -> list[sse.Data]:
+        return [sse.error_event(openai_error(message, code))]
+
+    async def cancelled(self) -> None:
+        return None
+
+
+CHAT = ChatRelay()
+
+
 class ChatExchanges:
     def __init__(
         self,
@@ -114,10 +182,13 @@ class ChatExchanges:
         session_id: str | None,
         started: float,
         disconnected: Callable[[], Awaitable[None]],
+        relay: Relay = CHAT,
+        endpoint: str = "/v1/chat/completions",
+        response_id: str | None = None,
     ) -> Exchange:
-        """Serve one request. Raises the contract's errors of the request itself (an unknown
-        model); every failure after the trace exists is an :class:`Exchange` whose record
-        says how it ended."""
+        """Serve one request (a chat completion, or another shape through ``relay``). Raises
+        the contract's errors of the request itself (an unknown model); every failure after
+        the trace exists is an :class:`Exchange` whose record says how it ended."""
         plan = await self.chat.plan(payload, headers)
         trace = RequestTrace(
             plan,
@@ -128,19 +199,26 @@ class ChatExchanges:
             session_id=session_id,
             started=started,
             client_body=payload,
+            endpoint=endpoint,
+            response_id=response_id,
         )
         route = _routing_headers(plan)
         try:
+            try:
+                await relay.started(plan, trace)
+            except RoutekeeperError as exc:  # e.g. storage unavailable: its own status
+                trace.internal_error()
+                return await self._answer_error(trace, route, exc)
             if plan.stream:
-                return await self._open_stream(plan, trace, route, disconnected)
-            return await self._complete(plan, trace, route, disconnected)
+                return await self._open_stream(plan, trace, route, disconnected, relay)
+            return await self._complete(plan, trace, route, disconnected, relay)
         except asyncio.CancelledError:
             trace.canceled()
             raise
         except Exception:  # never a record left in_progress, never an envelope-less 500
             log.exception("chat completion failed")
             return await self._failed(
-                trace, route, InternalError("internal error; see the server log")
+                trace, route, InternalError("internal error; see the server log"), relay
             )
 
     async def _complete(
@@ -149,9 +227,10 @@ class ChatExchanges:
         trace: RequestTrace,
         route: dict[str, str],
         disconnected: Callable[[], Awaitable[None]],
+        relay: Relay,
     ) -> Exchange:
-        """A non-streaming exchange: the upstream's JSON answer, sent once its record is
-        committed (acknowledged mode)."""
+        """A non-streaming exchange: the upstream's JSON answer (in the relay's shape), sent
+        once its record is committed (acknowledged mode)."""
         try:
             data = await self._race(self.chat.transport(plan).complete(plan.body), disconnected)
             try:
@@ -163,15 +242,23 @@ class ChatExchanges:
                     UpstreamErrorKind.PROTOCOL, "upstream sent an answer that cannot be relayed"
                 ) from None
         except (UpstreamError, ClientGone, _Deadline) as exc:
-            return await self._ended_early(exc, trace, route)
+            return await self._ended_early(exc, trace, route, relay)
         trace.mark_first_byte()
         if trace.captures_response:
             trace.capture_response(encoded)
         usage = data.get("usage")
         trace.usage = usage if isinstance(usage, dict) else None
         trace.completed()
+        # The replay record's commit and the relay's own (a stored response) run side by
+        # side; the answer waits for both.
+        answer = asyncio.ensure_future(relay.answer(data, encoded))
         durable = await trace.acknowledged()
-        return Exchange({**route, **trace.response_headers(durable)}, body=encoded.encode())
+        headers = {**route, **trace.response_headers(durable)}
+        try:
+            body = await answer
+        except RoutekeeperError as exc:
+            return Exchange(headers, error=exc)
+        return Exchange(headers, body=body)
 
     async def _open_stream(
         self,
@@ -179,6 +266,7 @@ class ChatExchanges:
         trace: RequestTrace,
         route: dict[str, str],
         disconnected: Callable[[], Awaitable[None]],
+        relay: Relay,
     ) -> Exchange:
         """Open the upstream stream before answering, so a refused request still gets its
         own status; then relay it (:meth:`_events`)."""
@@ -189,29 +277,38 @@ class ChatExchanges:
         except BaseException as exc:
             await stack.aclose()
             if isinstance(exc, UpstreamError | ClientGone | _Deadline):
-                return await self._ended_early(exc, trace, route)
+                return await self._ended_early(exc, trace, route, relay)
             raise
         headers = {**route, **trace.response_headers(), **sse.HEADERS}
-        return Exchange(headers, events=self._events(chunks, plan, stack, trace))
+        return Exchange(headers, events=self._events(chunks, plan, stack, trace, relay))
 
     async def _ended_early(
-        self, exc: Exception, trace: RequestTrace, route: dict[str, str]
+        self, exc: Exception, trace: RequestTrace, route: dict[str, str], relay: Relay
     ) -> Exchange:
         """Ended before its first byte (upstream failure, client gone, shutdown): its own
         status, streaming or not."""
+        error: RoutekeeperError | None = None
         if isinstance(exc, UpstreamError):
             trace.failed(exc)
-            return await self._answer_error(trace, route, exc)
-        if isinstance(exc, _Deadline):
+            error = exc
+        elif isinstance(exc, _Deadline):
             trace.shut_down()
-            return await self._answer_error(trace, route, ShuttingDown(SHUTTING_DOWN))
-        trace.canceled()
-        return Exchange(route, gone=True)
+            error = ShuttingDown(SHUTTING_DOWN)
+        else:
+            trace.canceled()
+        await relay.ended_early(error)
+        if error is None:
+            return Exchange(route, gone=True)
+        return await self._answer_error(trace, route, error)
 
     async def _failed(
-        self, trace: RequestTrace, route: dict[str, str], error: RoutekeeperError
+        self, trace: RequestTrace, route: dict[str, str], error: RoutekeeperError, relay: Relay
     ) -> Exchange:
         trace.internal_error()
+        try:
+            await relay.ended_early(error)
+        except Exception:  # the answer is the error whatever the relay could store
+            log.exception("recording the failure failed")
         return await self._answer_error(trace, route, error)
 
     async def _answer_error(
@@ -259,47 +356,59 @@ class ChatExchanges:
         plan: ChatPlan,
         stack: AsyncExitStack,
         trace: RequestTrace,
+        relay: Relay,
     ) -> AsyncGenerator[sse.Data | sse.Ping, None]:
         """Relay the upstream's chunks one by one. Usage was always requested upstream; it is
         recorded, and dropped here unless the client asked for it. A ping after every
         ``ping_seconds`` of silence. On SIGTERM an open stream ends in time with an in-band
         ``server_shutting_down`` error. The upstream connection is closed when this generator
         ends, including when the client disconnects (the server cancels it)."""
-        relay = sse.Paced(chunks, ping_seconds=self.ping_seconds, until=self._stream_deadline)
+        paced = sse.Paced(chunks, ping_seconds=self.ping_seconds, until=self._stream_deadline)
         try:
-            async for item in relay:
+            for event in relay.opened():
+                yield event
+            async for item in paced:
                 if isinstance(item, sse.Deadline):
                     trace.shut_down()
                     await trace.acknowledged()
-                    yield sse.error_event(openai_error(SHUTTING_DOWN, ShuttingDown.code))
+                    for event in await relay.failed(SHUTTING_DOWN, ShuttingDown.code):
+                        yield event
                     return
                 if isinstance(item, sse.Ping):
                     yield item
                     continue
                 trace.mark_first_byte()
-                relayed = _relay(item, trace, keep_usage=plan.client_wants_usage)
-                if relayed is not None:
-                    yield sse.Data(relayed)
-            # The terminal event goes out only once the record is committed (acknowledged).
+                data = _checked(item, trace)
+                for event in relay.chunk(item, data, plan.client_wants_usage):
+                    yield event
+            # The terminal event goes out only once the record is committed (acknowledged),
+            # and the relay's own commit (a stored response), which runs beside it.
             trace.completed()
+            finished = asyncio.ensure_future(relay.finished())
             await trace.acknowledged()
-            yield sse.DONE
+            for event in await finished:
+                yield event
         except UpstreamError as exc:
             trace.failed(exc)
             await trace.acknowledged()
-            yield sse.error_event(openai_error(exc.message, exc.in_band_code))
+            for event in await relay.failed(exc.message, exc.in_band_code):
+                yield event
         except Exception:  # never a stream cut without an error event, nor a record left open
-            log.exception("chat stream failed")
+            log.exception("stream failed")
             trace.internal_error()
             await trace.acknowledged()
-            yield sse.error_event(openai_error(INTERNAL_ERROR, InternalError.code))
+            for event in await relay.failed(INTERNAL_ERROR, InternalError.code):
+                yield event
         finally:
             # Reached without an outcome only when the client went away (cancellation).
             trace.canceled()
 
             async def close_upstream() -> None:
-                await relay.aclose()
-                await stack.aclose()
+                try:
+                    await paced.aclose()
+                    await stack.aclose()
+                finally:
+                    await relay.cancelled()
 
             # Shielded: a cancelled response (client gone) still closes the upstream
             # connection, which is what cancels the upstream request.
@@ -313,9 +422,9 @@ def _routing_headers(plan: ChatPlan) -> dict[str, str]:
     return headers
 
 
-def _relay(payload: str, trace: RequestTrace, *, keep_usage: bool) -> str | None:
-    """Check one upstream chunk (it must be a JSON object), note its usage, and return what
-    the client gets: the chunk as sent, or without usage (None: nothing) if it did not ask."""
+def _checked(payload: str, trace: RequestTrace) -> dict[str, Any]:
+    """Check one upstream chunk (it must be a JSON object) and note its usage and content in
+    the trace."""
     try:
         data = loads_strict(payload)
     except ValueError:
@@ -334,9 +443,15 @@ def _relay(payload: str, trace: RequestTrace, *, keep_usage: bool) -> str | None
             delta = choice.get("delta") if isinstance(choice, dict) else None
             if isinstance(delta, dict) and isinstance(delta.get("content"), str):
                 trace.capture_response(delta["content"])
+    return data
+
+
+def _without_usage(payload: str, data: dict[str, Any], *, keep_usage: bool) -> str | None:
+    """What a chat client gets of a chunk: as sent, or without usage (None: nothing) if it
+    did not ask for it."""
     if keep_usage or "usage" not in data:
         return payload
-    if data.get("choices") == [] and usage is not None:
+    if data.get("choices") == [] and data.get("usage") is not None:
         return None
     data.pop("usage")
     return json.dumps(data, separators=(",", ":"))

@@ -44,6 +44,7 @@ class RequestTrace:
         started: float,
         client_body: dict[str, Any] | None = None,
         endpoint: str = "/v1/chat/completions",
+        response_id: str | None = None,
     ) -> None:
         self.plan = plan
         self.recorder = recorder
@@ -84,6 +85,7 @@ class RequestTrace:
             session_id=session_id,
             signals=dict(signals),
             routing_ms=round((self.routed - started) * 1000, 3),
+            response_id=response_id,
             **captured,
         )
         recorder.start(self.record)

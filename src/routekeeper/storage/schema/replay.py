@@ -42,6 +42,8 @@ router_replay = Table(
     # The captured prompt (user messages' text), searched by GET /api/replay?q=. The full-text
     # objects over it are dialect-specific: see migration 0003 and FULL_TEXT_OBJECTS.
     Column("prompt_text", ClientText, nullable=True),
+    # The response a /v1/responses request created (stored or not).
+    Column("response_id", ClientString(40), nullable=True),
     Index("ix_router_replay_tenant_id_id", "tenant_id", "id"),
     Index("ix_router_replay_decision_id", "decision", "id"),
     Index("ix_router_replay_selected_model_id", "selected_model", "id"),

@@ -1,0 +1,423 @@
+"""The ``responses`` and ``response_items`` surfaces: stored responses and their items.
+
+A response is inserted ``in_progress`` together with its input items and finished once,
+together with its output items (a lifecycle move), each atomically. Concurrent writes share a
+transaction (group commit): each caller queues its write and waits for the commit that carries
+it; a write the database refuses (or that finds its response gone) fails alone. A turn's
+context is its chain of previous responses, read in one recursive statement whatever the
+chain's depth. Deleting or pruning a response deletes its items (ON DELETE CASCADE).
+Recovery fails the responses a dead replica left ``in_progress``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from routekeeper.contract.errors import InvalidTransition, NotFound
+from routekeeper.contract.pages import Page, SortOrder
+from routekeeper.contract.responses import (
+    RESPONSE_LIFECYCLE,
+    RESTART_ERROR,
+    ItemKind,
+    ResponseFilters,
+    ResponseItemRecord,
+    ResponseRecord,
+    ResponseStatus,
+)
+from routekeeper.storage.database import Database
+from routekeeper.storage.dialect import Dialect
+from routekeeper.storage.records import from_row, to_row
+from routekeeper.storage.recovery import RecoveryContext, RecoveryReport, RecoveryStep
+from routekeeper.storage.schema.responses import response_items, responses
+from routekeeper.storage.surface_store import RetentionRule, SurfaceStore
+from routekeeper.storage.types import utcnow
+
+
+def _response(row: Any) -> ResponseRecord:
+    return from_row(ResponseRecord, row)
+
+
+def _item(row: Any) -> ResponseItemRecord:
+    return from_row(ResponseItemRecord, row)
+
+
+Write = Callable[[AsyncConnection], Awaitable[Any]]
+# What one write may raise without touching the transaction (it raises before writing).
+ALONE = (NotFound, InvalidTransition)
+
+
+class ResponsesStore(SurfaceStore):
+    tables = {"responses": (responses,), "response_items": (response_items,)}
+    records = {responses.name: ResponseRecord, response_items.name: ResponseItemRecord}
+    lifecycle_columns = {"responses": "status"}
+    retention = {"responses": RetentionRule(responses, age_column="created_at")}
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self._queue: list[_Queued] = []
+        self._flusher: asyncio.Future[None] | None = None
+        # Starts still queued (no flush took them yet), by response id: a finish arriving
+        # now replaces the start with one write of the final response.
+        self._starts: dict[str, _Queued] = {}
+
+    async def _grouped(self, write: Write, *, start: str | None = None) -> Any:
+        """Run ``write`` in a transaction shared with whatever else is queued (group commit);
+        returns its result once committed. The flush runs in a task of its own, so a caller
+        that is cancelled never takes the others' commit with it."""
+        queued = _Queued(write, asyncio.get_running_loop().create_future())
+        self._queue.append(queued)
+        if start is not None:
+            self._starts[start] = queued
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        return await asyncio.shield(queued.done)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            self._starts.clear()  # taken: a finish now waits for their commit
+            try:
+                results = await self._run(batch)
+            except Exception:
+                # One write spoilt the transaction (a refused value, a conflict) or the
+                # database failed: each write again in its own, so it fails alone.
+                for queued in batch:
+                    try:
+                        result = (await self._run([queued]))[0]
+                    except Exception as exc:
+                        result = exc
+                    _settle(queued.done, result)
+                continue
+            for queued, result in zip(batch, results, strict=True):
+                _settle(queued.done, result)
+
+    async def _run(self, batch: list[_Queued]) -> list[Any]:
+        results: list[Any] = []
+        async with self.db.write() as conn:
+            for queued in batch:
+                try:
+                    results.append(await queued.write(conn))
+                except ALONE as exc:  # raised before it wrote anything: the others commit
+                    results.append(exc)
+        return results
+
+    def recovery_steps(self) -> Sequence[RecoveryStep]:
+        return (
+            RecoveryStep(
+                surface="responses",
+                description="responses in progress at a crash become failed (server_error)",
+                run=self.recover,
+                after_crash=True,
+            ),
+        )
+
+    async def recover(self, ctx: RecoveryContext, dry_run: bool) -> RecoveryReport:
+        """Responses left ``in_progress`` by replicas that are not live any more become
+        ``failed`` with the restart error."""
+        live = await ctx.live_replica_ids()
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(responses.c.replica_id)
+                .where(responses.c.status == ResponseStatus.IN_PROGRESS.value)
+                .distinct()
+            )
+            dead = [r[0] for r in rows if r[0] not in live]
+        if dry_run:
+            found = await self._count_in_flight(dead)
+            findings = [f"{found} response(s) in progress from {', '.join(dead)}"] if found else []
+            return RecoveryReport("responses", {"failed": found}, True, findings)
+        return RecoveryReport("responses", {"failed": await self.fail_in_flight(dead)}, False)
+
+    async def _count_in_flight(self, replica_ids: list[str]) -> int:
+        if not replica_ids:
+            return 0
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(responses.c.id)
+                .where(responses.c.status == ResponseStatus.IN_PROGRESS.value)
+                .where(responses.c.replica_id.in_(replica_ids))
+            )
+            return len(rows.all())
+
+    async def fail_in_flight(
+        self, replica_ids: Iterable[str], *, at: datetime | None = None
+    ) -> int:
+        """Responses the given (dead) replicas left ``in_progress`` become ``failed`` with
+        :data:`RESTART_ERROR` (a move of the response lifecycle). Idempotent."""
+        assert RESPONSE_LIFECYCLE.allows(ResponseStatus.IN_PROGRESS, ResponseStatus.FAILED)
+        ids = list(replica_ids)
+        if not ids:
+            return 0
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(responses)
+                .where(responses.c.status == ResponseStatus.IN_PROGRESS.value)
+                .where(responses.c.replica_id.in_(ids))
+                .values(
+                    status=ResponseStatus.FAILED.value,
+                    error=RESTART_ERROR,
+                    completed_at=at or utcnow(),
+                )
+            )
+        return int(result.rowcount)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def start(self, record: ResponseRecord, items: Sequence[ResponseItemRecord]) -> None:
+        """Insert an ``in_progress`` response and its input items, in one transaction."""
+
+        await self._grouped(_inserting(record, items), start=record.id)
+
+    async def finish(
+        self,
+        response_id: str,
+        status: ResponseStatus,
+        items: Sequence[ResponseItemRecord],
+        *,
+        usage: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        incomplete_details: dict[str, Any] | None = None,
+        completed_at: datetime | None = None,
+    ) -> ResponseRecord:
+        """Move a response (one this replica started) from ``in_progress`` to ``status`` and
+        add its output items, atomically (NotFound when it was deleted meanwhile,
+        InvalidTransition when it was finished already, e.g. by recovery). When its start is
+        still queued (it finished before a flush took it), start and finish become one write
+        of the final response."""
+        values = {
+            "usage": usage,
+            "error": error,
+            "incomplete_details": incomplete_details,
+            "completed_at": completed_at or utcnow(),
+        }
+        queued = self._starts.pop(response_id, None)
+        if queued is not None:
+            return await self._finish_queued(queued, response_id, status, items, values)
+
+        async def write(conn: AsyncConnection) -> ResponseRecord:
+            _, row = await self._transition(
+                conn,
+                responses,
+                response_id,
+                RESPONSE_LIFECYCLE,
+                status,
+                state_column="status",
+                values=values,
+                event=None,
+                what="response",
+            )
+            if items:
+                await conn.execute(insert(response_items), [to_row(i) for i in items])
+            return _response(row)
+
+        result = await self._grouped(write)
+        if isinstance(result, Exception):
+            raise result
+        return result  # type: ignore[no-any-return]
+
+    async def _finish_queued(
+        self,
+        queued: _Queued,
+        response_id: str,
+        status: ResponseStatus,
+        items: Sequence[ResponseItemRecord],
+        values: dict[str, Any],
+    ) -> ResponseRecord:
+        started = queued.write
+        assert isinstance(started, _Inserting)
+        RESPONSE_LIFECYCLE.check(response_id, started.record.status, status)
+        final = replace(started.record, status=status, **values)
+        queued.write = _inserting(final, [*started.items, *items])
+        await asyncio.shield(queued.done)
+        return final
+
+    async def delete(self, response_id: str, *, tenant_id: str, not_before: datetime) -> None:
+        """Delete a response and (by cascade) its items; NotFound when there is none (or it
+        has expired)."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                delete(responses)
+                .where(responses.c.id == response_id)
+                .where(responses.c.tenant_id == tenant_id)
+                .where(responses.c.created_at >= not_before)
+            )
+        if result.rowcount == 0:
+            raise NotFound(f"No response found with id '{response_id}'.")
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def get(
+        self, response_id: str, *, tenant_id: str, not_before: datetime
+    ) -> tuple[ResponseRecord, list[ResponseItemRecord]]:
+        """A response and its items in order (two statements); NotFound when there is none
+        or it has expired (``created_at`` before ``not_before``)."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(responses)
+                    .where(responses.c.id == response_id)
+                    .where(responses.c.tenant_id == tenant_id)
+                    .where(responses.c.created_at >= not_before)
+                )
+            ).one_or_none()
+            if row is None:
+                raise NotFound(f"No response found with id '{response_id}'.")
+            items = await conn.execute(
+                select(response_items)
+                .where(response_items.c.response_id == response_id)
+                .order_by(response_items.c.position)
+            )
+            return _response(row), [_item(i) for i in items]
+
+    async def context(
+        self, response_id: str, *, tenant_id: str, not_before: datetime
+    ) -> list[ResponseItemRecord]:
+        """Every item of ``response_id`` and of the responses it continues, oldest turn first,
+        in one statement whatever the depth: a recursive walk up ``previous_response_id``
+        joined with the items. NotFound naming the first response of the chain that is
+        missing (never stored, deleted, or expired)."""
+        c = responses.c
+        visible = (c.tenant_id == tenant_id) & (c.created_at >= not_before)
+        walk = (
+            select(c.id, c.previous_response_id, literal(0).label("depth"))
+            .where(c.id == response_id)
+            .where(visible)
+            .cte("chain", recursive=True)
+        )
+        walk = walk.union_all(
+            select(c.id, c.previous_response_id, (walk.c.depth + 1).label("depth"))
+            .join(walk, c.id == walk.c.previous_response_id)
+            .where(visible)
+        )
+        i = response_items.c
+        query = (
+            select(
+                walk.c.previous_response_id.label("chain_previous"),
+                walk.c.depth.label("chain_depth"),
+                *response_items.c,
+            )
+            .select_from(walk.outerjoin(response_items, i.response_id == walk.c.id))
+            .order_by(walk.c.depth.desc(), i.position)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        if not rows:
+            raise NotFound(f"Previous response with id '{response_id}' not found.")
+        oldest = rows[0]
+        if oldest.chain_previous is not None:
+            raise NotFound(
+                f"Previous response with id '{oldest.chain_previous}' not found "
+                f"(response '{response_id}' continues it)."
+            )
+        return [
+            from_row(ResponseItemRecord, {k: r._mapping[k] for k in _ITEM_COLUMNS})
+            for r in rows
+            if r._mapping["id"] is not None
+        ]
+
+    async def input_items(
+        self,
+        response_id: str,
+        *,
+        tenant_id: str,
+        not_before: datetime,
+        limit: int,
+        order: SortOrder,
+        after: str | None,
+    ) -> Page[ResponseItemRecord]:
+        """One keyset page of a response's input items by id (ids grow with position within
+        a response); NotFound when the response is not there."""
+        async with self.db.read() as conn:
+            found = (
+                await conn.execute(
+                    select(responses.c.id)
+                    .where(responses.c.id == response_id)
+                    .where(responses.c.tenant_id == tenant_id)
+                    .where(responses.c.created_at >= not_before)
+                )
+            ).one_or_none()
+        if found is None:
+            raise NotFound(f"No response found with id '{response_id}'.")
+        query = (
+            select(response_items)
+            .where(response_items.c.response_id == response_id)
+            .where(response_items.c.kind == ItemKind.INPUT.value)
+        )
+        return await self._page(
+            query, response_items.c.id, _item, limit=limit, order=order, after=after, before=None
+        )
+
+    async def list_responses(
+        self,
+        filters: ResponseFilters,
+        *,
+        limit: int,
+        order: SortOrder,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> Page[ResponseRecord]:
+        """Responses by id (newest first by default), keyset pages."""
+        return await self._page(
+            apply_filters(filters, select(responses), self.db.dialect),
+            responses.c.id,
+            _response,
+            limit=limit,
+            order=order,
+            after=after,
+            before=before,
+        )
+
+
+_ITEM_COLUMNS = tuple(response_items.c.keys())
+
+
+@dataclass
+class _Queued:
+    write: Write
+    done: asyncio.Future[Any]
+
+
+@dataclass
+class _Inserting:
+    """A write inserting a response and its items (a start, or a start and its finish)."""
+
+    record: ResponseRecord
+    items: Sequence[ResponseItemRecord]
+
+    async def __call__(self, conn: AsyncConnection) -> None:
+        await conn.execute(insert(responses).values(**to_row(self.record)))
+        if self.items:
+            await conn.execute(insert(response_items), [to_row(i) for i in self.items])
+
+
+def _inserting(record: ResponseRecord, items: Sequence[ResponseItemRecord]) -> _Inserting:
+    return _Inserting(record, list(items))
+
+
+def _settle(done: asyncio.Future[Any], result: Any) -> None:
+    if done.done():
+        return
+    if isinstance(result, Exception) and not isinstance(result, ALONE):
+        done.set_exception(result)
+    else:
+        done.set_result(result)
+
+
+def apply_filters(filters: ResponseFilters, query: Any, dialect: Dialect) -> Any:
+    c = responses.c
+    query = query.where(c.tenant_id == filters.tenant_id)
+    if filters.model is not None:
+        query = query.where(c.model == filters.model)
+    if filters.status is not None:
+        query = query.where(c.status == filters.status.value)
+    if filters.since is not None:
+        query = query.where(c.created_at >= filters.since)
+    if filters.until is not None:
+        query = query.where(c.created_at < filters.until)
+    return query

@@ -1,0 +1,23 @@
+"""Every create field of the installed openai SDK's Responses API is sorted into honoured,
+forwarded, ignored or refused, and the README's table says the same as the code."""
+
+import typing
+from pathlib import Path
+
+from openai.types.responses import response_create_params
+
+from routekeeper.router.services.responses_request import CREATE_FIELDS
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_every_create_field_of_the_sdk_is_sorted():
+    fields = set(typing.get_type_hints(response_create_params.ResponseCreateParamsBase))
+    fields |= {"stream"}
+    assert fields - set(CREATE_FIELDS) == set()
+
+
+def test_the_readme_table_is_the_code():
+    text = README.read_text()
+    for name, (handling, why) in CREATE_FIELDS.items():
+        assert f"| `{name}` | {handling.value} | {why} |" in text, name

@@ -1,0 +1,162 @@
+"""The responses store on SQLite and PostgreSQL: chains read in one statement, a missing link
+named, recovery of what a dead replica left in progress, items deleted with their response."""
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from routekeeper.contract.errors import InvalidTransition, NotFound, StorageError
+from routekeeper.contract.ids import new_id
+from routekeeper.contract.responses import (
+    RESTART_ERROR,
+    ItemKind,
+    ResponseItemRecord,
+    ResponseRecord,
+    ResponseStatus,
+)
+from routekeeper.runtime.retention import apply_retention
+from routekeeper.storage.recovery import RecoveryContext
+from routekeeper.storage.responses_store import ResponsesStore
+from routekeeper.storage.schema.responses import response_items
+from routekeeper.storage.types import utcnow
+
+LONG_AGO = utcnow() - timedelta(days=365)
+
+
+def _response(previous=None, replica="rep_dead", **changes):
+    return ResponseRecord(
+        id=new_id("resp"),
+        replica_id=replica,
+        status=ResponseStatus.IN_PROGRESS,
+        model="m",
+        created_at=changes.pop("created_at", utcnow()),
+        request={"metadata": {}},
+        previous_response_id=previous,
+        **changes,
+    )
+
+
+def _items(response_id, texts, kind=ItemKind.INPUT, start=0):
+    ids = sorted(new_id("msg") for _ in texts)
+    return [
+        ResponseItemRecord(
+            id=item_id,
+            response_id=response_id,
+            position=start + k,
+            kind=kind,
+            data={"id": item_id, "role": "user", "content": [{"type": "input_text", "text": t}]},
+        )
+        for k, (item_id, t) in enumerate(zip(ids, texts, strict=True))
+    ]
+
+
+async def _turn(store, text, previous=None):
+    record = _response(previous)
+    await store.start(record, _items(record.id, [text]))
+    await store.finish(
+        record.id, ResponseStatus.COMPLETED, _items(record.id, [f"re {text}"], ItemKind.OUTPUT, 1)
+    )
+    return record.id
+
+
+def _texts(items):
+    return [i.data["content"][0]["text"] for i in items]
+
+
+async def test_the_context_is_every_turn_in_order(state_storage):
+    store = state_storage.store(ResponsesStore)
+    a = await _turn(store, "a")
+    b = await _turn(store, "b", a)
+    c = await _turn(store, "c", b)
+    await _turn(store, "other", a)  # a branch: not in c's context
+    context = await store.context(c, tenant_id="default", not_before=LONG_AGO)
+    assert _texts(context) == ["a", "re a", "b", "re b", "c", "re c"]
+    with pytest.raises(NotFound):
+        await store.context(c, tenant_id="someone-else", not_before=LONG_AGO)
+
+
+async def test_a_missing_link_is_named(state_storage):
+    store = state_storage.store(ResponsesStore)
+    a = await _turn(store, "a")
+    b = await _turn(store, "b", a)
+    c = await _turn(store, "c", b)
+    await store.delete(a, tenant_id="default", not_before=LONG_AGO)
+    with pytest.raises(NotFound, match=a):
+        await store.context(c, tenant_id="default", not_before=LONG_AGO)
+    with pytest.raises(NotFound):
+        await store.get(a, tenant_id="default", not_before=LONG_AGO)
+    assert await store.db.count_rows(response_items) == 4  # a's two items went with it
+
+
+async def test_recovery_fails_what_a_dead_replica_left_in_progress(state_storage):
+    store = state_storage.store(ResponsesStore)
+    dead = _response(replica="rep_dead")
+    alive = _response(replica="rep_alive")
+    for record in (dead, alive):
+        await store.start(record, _items(record.id, ["x"]))
+    ctx = RecoveryContext(state_storage, "rep_alive", stale_after_seconds=10)
+    dry = await store.recover(ctx, True)
+    assert dry.counts == {"failed": 1} and dry.dry_run
+    report = await store.recover(ctx, False)
+    assert report.counts == {"failed": 1}
+    failed, items = await store.get(dead.id, tenant_id="default", not_before=LONG_AGO)
+    assert failed.status is ResponseStatus.FAILED and failed.error == RESTART_ERROR
+    assert _texts(items) == ["x"]
+    kept, _ = await store.get(alive.id, tenant_id="default", not_before=LONG_AGO)
+    assert kept.status is ResponseStatus.IN_PROGRESS
+    assert (await store.recover(ctx, False)).counts == {"failed": 0}
+    with pytest.raises(InvalidTransition):
+        await store.finish(dead.id, ResponseStatus.COMPLETED, [])
+
+
+async def test_retention_deletes_old_responses_with_their_items(state_storage, state_settings):
+    store = state_storage.store(ResponsesStore)
+    old = _response(created_at=utcnow() - timedelta(days=31))
+    await store.start(old, _items(old.id, ["old", "older"]))
+    recent = await _turn(store, "new")
+    removed = await apply_retention(state_storage, state_settings)
+    assert removed["responses"] == 1
+    assert await store.db.count_rows(response_items) == 2
+    await store.get(recent, tenant_id="default", not_before=LONG_AGO)
+
+
+async def test_concurrent_writes_share_commits_and_a_refused_one_fails_alone(state_storage):
+    store = state_storage.store(ResponsesStore)
+    records = [_response() for _ in range(20)]
+    duplicate = records[3]
+    results = await asyncio.gather(
+        *(store.start(r, _items(r.id, [str(i)])) for i, r in enumerate(records)),
+        store.start(duplicate, []),  # the same id again: refused, alone
+        return_exceptions=True,
+    )
+    assert [type(r) for r in results[:20]] == [type(None)] * 20
+    assert isinstance(results[20], StorageError)
+    finished = await asyncio.gather(
+        *(store.finish(r.id, ResponseStatus.COMPLETED, []) for r in records),
+        store.finish(new_id("resp"), ResponseStatus.COMPLETED, []),  # unknown: alone
+        return_exceptions=True,
+    )
+    assert all(r.status is ResponseStatus.COMPLETED for r in finished[:20])
+    assert isinstance(finished[20], NotFound)
+    for record in records:
+        got, items = await store.get(record.id, tenant_id="default", not_before=LONG_AGO)
+        assert got.status is ResponseStatus.COMPLETED and len(items) == 1
+
+
+async def test_a_finish_that_overtakes_its_queued_start_is_one_write_of_the_final_response(
+    state_storage,
+):
+    store = state_storage.store(ResponsesStore)
+    record = _response()
+    start = asyncio.ensure_future(store.start(record, _items(record.id, ["in"])))
+    await asyncio.sleep(0)  # queued, not yet flushed
+    finished = await store.finish(
+        record.id, ResponseStatus.INCOMPLETE, _items(record.id, ["out"], ItemKind.OUTPUT, 1)
+    )
+    await start
+    assert finished.status is ResponseStatus.INCOMPLETE and finished.completed_at is not None
+    got, items = await store.get(record.id, tenant_id="default", not_before=LONG_AGO)
+    assert got == finished and _texts(items) == ["in", "out"]
+    with pytest.raises(InvalidTransition):
+        await store.finish(record.id, ResponseStatus.COMPLETED, [])
