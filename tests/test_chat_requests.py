@@ -18,7 +18,8 @@ from routekeeper.testing import FakeUpstream, ServerProcess
 from routekeeper.upstream.config import EchoModelBackend
 from routekeeper.upstream.echo import EchoTransport
 
-pytestmark = pytest.mark.slow
+# One worker starts the module's server for all of its tests (pytest-xdist, --dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("chat-requests-server")]
 USER = [{"role": "user", "content": "hello"}]
 
 
