@@ -20,13 +20,13 @@ import pytest
 import yaml
 
 from routekeeper.settings import Settings, load_settings
+from routekeeper.testing import parallel
 from routekeeper.testing.backends import (
     fresh_postgres_database,
     postgres_unavailable_reason,
     services_required,
     shared_postgres_state,
 )
-from routekeeper.testing import parallel
 from routekeeper.testing.server import ServerProcess
 
 
