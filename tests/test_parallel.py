@@ -1,5 +1,7 @@
 """Sharing the machine between pytest-xdist workers: an ``exclusive`` test runs while no other
-test does, and a stream of ordinary tests cannot keep it waiting for ever."""
+test does, a stream of ordinary tests cannot keep it waiting for ever, and the tests of one
+``xdist_group`` run on one worker (what `make test` relies on to start a module's server
+once)."""
 
 import json
 import textwrap
@@ -67,20 +69,21 @@ def test_shared_turns_run_together(tmp_path):
 
 
 @pytest.mark.slow
-def test_under_xdist_an_exclusive_test_overlaps_no_other(pytester):
+def test_under_xdist_an_exclusive_test_overlaps_no_other_and_a_group_shares_a_worker(pytester):
     pytest.importorskip("xdist")
     log = pytester.path / "spans.jsonl"
     pytester.makeconftest('pytest_plugins = ["routekeeper.testing.pytest_plugin"]\n')
     body = textwrap.dedent(
         f"""\
-        import json, time
+        import json, os, time
         import pytest
 
         def span(name):
             start = time.monotonic()
             time.sleep(0.3)
+            worker = os.environ["PYTEST_XDIST_WORKER"]
             with open({str(log)!r}, "a") as out:
-                out.write(json.dumps([name, start, time.monotonic()]) + "\\n")
+                out.write(json.dumps([name, start, time.monotonic(), worker]) + "\\n")
 
         @pytest.mark.exclusive
         def test_alone_first():
@@ -97,15 +100,24 @@ def test_under_xdist_an_exclusive_test_overlaps_no_other(pytester):
         @pytest.mark.parametrize("i", range(6))
         def test_more(i):
             span(f"more {{i}}")
+
+        @pytest.mark.xdist_group("one worker")
+        @pytest.mark.parametrize("i", range(4))
+        def test_grouped(i):
+            span(f"grouped {{i}}")
         """
     )
     pytester.makepyfile(test_spans=body)
     # Without the heavy plugins the suite does not need here, three workers start in seconds.
     quick = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:schemathesis"]
-    result = pytester.runpytest_subprocess("-n", "3", *quick)
-    result.assert_outcomes(passed=14)
-    lines = log.read_text().splitlines()
-    spans = {name: (start, end) for name, start, end in map(json.loads, lines)}
+    result = pytester.runpytest_subprocess("-n", "3", "--dist", "loadgroup", *quick)
+    result.assert_outcomes(passed=18)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    spans = {name: (start, end) for name, start, end, _ in lines}
+    workers = {name: worker for name, _, _, worker in lines}
+    grouped = {workers[n] for n in workers if n.startswith("grouped")}
+    assert len(grouped) == 1, workers
+    assert len(set(workers.values())) > 1, workers
     for alone in ("alone first", "alone later"):
         start, end = spans[alone]
         overlapping = [n for n, (s, e) in spans.items() if n != alone and s < end and e > start]
