@@ -8,6 +8,7 @@ the stale window, so every heartbeat is stale when the database comes back."""
 
 import threading
 import time
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -141,7 +142,8 @@ def test_database_cuts_declare_no_replica_crashed(tmp_path, postgres_dsn):
         assert servers[0].terminate() == 0
 
 
-def _one_replica(tmp_path, postgres_dsn) -> tuple[ServerProcess, str]:
+@pytest.fixture
+def one_replica(tmp_path, postgres_dsn) -> Iterator[tuple[ServerProcess, str]]:
     config = tmp_path / "one.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -151,8 +153,8 @@ def _one_replica(tmp_path, postgres_dsn) -> tuple[ServerProcess, str]:
             }
         )
     )
-    server = ServerProcess(workspace=tmp_path / "one", config=config).start()
-    return server, httpx.get(f"{server.url}/readyz").json()["replica_id"]
+    with ServerProcess(workspace=tmp_path / "one", config=config) as server:
+        yield server, httpx.get(f"{server.url}/readyz").json()["replica_id"]
 
 
 def _end_liveness_session(dsn: str, replica_id: str) -> None:
@@ -181,8 +183,8 @@ def _lock_holder(dsn: str, replica_id: str) -> str | None:
     return None if row is None else row[0]
 
 
-def test_a_replica_whose_lock_session_ends_takes_it_back_and_serves(tmp_path, postgres_dsn):
-    server, replica_id = _one_replica(tmp_path, postgres_dsn)
+def test_a_replica_whose_lock_session_ends_takes_it_back_and_serves(postgres_dsn, one_replica):
+    server, replica_id = one_replica
     _end_liveness_session(postgres_dsn, replica_id)
     deadline = time.monotonic() + 5
     while _lock_holder(postgres_dsn, replica_id) != f"routekeeper liveness {replica_id}":
@@ -196,19 +198,34 @@ def test_a_replica_whose_lock_session_ends_takes_it_back_and_serves(tmp_path, po
     assert server.terminate() == 0
 
 
-def test_a_replica_whose_lock_another_replica_holds_exits_1(tmp_path, postgres_dsn):
-    """Its identity is not its own any more: exit rather than run as two."""
+def test_a_replica_whose_lock_another_replica_holds_exits_1(postgres_dsn, one_replica):
+    """Its identity is not its own any more: exit rather than run as two. The other session
+    queues for the lock before the replica's session ends, so it is granted the lock the
+    moment that session is gone, before the replica's next check can take it back."""
     import psycopg
 
     from routekeeper.storage.liveness import ADVISORY_NAMESPACE, advisory_key
 
-    server, replica_id = _one_replica(tmp_path, postgres_dsn)
+    server, replica_id = one_replica
+    key = (ADVISORY_NAMESPACE, advisory_key(replica_id))
     with psycopg.connect(postgres_dsn, autocommit=True) as other:
         other.execute("SELECT set_config('application_name', 'routekeeper liveness rep_x', false)")
+        other_pid = other.info.backend_pid
+        waiter = threading.Thread(
+            target=lambda: other.execute("SELECT pg_advisory_lock(%s, %s)", key), daemon=True
+        )
+        waiter.start()
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            deadline = time.monotonic() + 10
+            while not admin.execute(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND pid = %s AND classid = %s AND objid = %s",
+                (other_pid, *key),
+            ).fetchone():
+                assert time.monotonic() < deadline, "the other session never queued"
+                time.sleep(0.02)
         _end_liveness_session(postgres_dsn, replica_id)
-        deadline = time.monotonic() + 5
-        key = (ADVISORY_NAMESPACE, advisory_key(replica_id))
-        while not other.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0]:
-            assert time.monotonic() < deadline, "the replica took its lock back first"
+        waiter.join(10)
+        assert not waiter.is_alive(), "the other session was not granted the lock"
         assert server.wait_exit(15) == 1
     assert "held by another session ('routekeeper liveness rep_x')" in server.log()
