@@ -1,5 +1,5 @@
-# On a fresh machine: `make run` serves, `make test` runs the whole suite (the local-model tests
-# skip), `make test-embeddings` adds the `embeddings` extra and runs those tests.
+# On a fresh machine: `make run` serves, `make test` runs the whole suite in parallel (the
+# local-model tests skip), `make test-embeddings` adds the `embeddings` extra and runs those tests.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,6 +12,12 @@ HOST ?=
 # Extra pytest arguments for `make test` / `make test-embeddings`; by default the 20 slowest
 # tests are listed at the end (`make test PYTEST_ARGS=` drops that).
 PYTEST_ARGS ?= --durations=20
+# Both targets run the tests on this many pytest-xdist workers (most of a test's time is
+# waiting on server processes, not CPU); `--dist loadgroup` keeps the tests of one
+# `xdist_group` on one worker, and a test marked `exclusive` runs while no other does.
+# `make test PYTEST_WORKERS=0` runs everything in one process, in file order (for debugging).
+PYTEST_WORKERS ?= 4
+XDIST_ARGS := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup)
 
 .PHONY: run test test-embeddings lint inventory docs clean
 
@@ -38,12 +44,12 @@ run: $(VENV)/.installed-run
 	$(BIN)/routekeeper serve --config $(CONFIG) --workspace $(WORKSPACE)$(if $(HOST), --host $(HOST))$(if $(PORT), --port $(PORT))
 
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST_ARGS) $(PYTEST_ARGS)
 
 # Only the tests marked `embeddings`; here a missing extra fails them instead of skipping, and
 # pytest's exit code 5 (nothing collected) fails the target.
 test-embeddings: $(VENV)/.installed-embeddings
-	ROUTEKEEPER_REQUIRE_EMBEDDINGS=1 $(BIN)/python -m pytest -m embeddings $(PYTEST_ARGS)
+	ROUTEKEEPER_REQUIRE_EMBEDDINGS=1 $(BIN)/python -m pytest -m embeddings $(XDIST_ARGS) $(PYTEST_ARGS)
 
 # ruff (lint and format) on src, tests and bench; mypy as configured in pyproject.toml.
 lint: $(VENV)/.installed-dev

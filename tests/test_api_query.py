@@ -13,7 +13,8 @@ import yaml
 
 from routekeeper.testing import ServerProcess
 
-pytestmark = pytest.mark.slow
+# One worker starts the module's server for all of its tests (pytest-xdist, --dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("api-query-server")]
 
 CONFIG = {
     "models": [

@@ -95,6 +95,7 @@ def test_import_does_not_load_torch() -> None:
 
 
 @pytest.mark.embeddings
+@pytest.mark.xdist_group("local-model")  # one worker loads the model
 async def test_paraphrase_is_closer_than_unrelated(local: LocalEmbedder) -> None:
     vectors = await local.embed([SOURCE, PARAPHRASE, UNRELATED])
     sims = cosine_similarities(vectors[:1], vectors[1:])[0]
@@ -104,6 +105,7 @@ async def test_paraphrase_is_closer_than_unrelated(local: LocalEmbedder) -> None
 
 
 @pytest.mark.embeddings
+@pytest.mark.xdist_group("local-model")  # one worker loads the model
 async def test_rows_are_normalised_384(local: LocalEmbedder) -> None:
     vectors = await local.embed([SOURCE, "x", "a much longer sentence " * 50])
     assert vectors.shape == (3, 384)
@@ -118,6 +120,7 @@ async def test_rows_are_normalised_384(local: LocalEmbedder) -> None:
 
 
 @pytest.mark.embeddings
+@pytest.mark.xdist_group("local-model")  # one worker loads the model
 async def test_concurrent_embeds_match_sequential(local: LocalEmbedder) -> None:
     first, second = [SOURCE, UNRELATED], [PARAPHRASE]
     together = await asyncio.gather(local.embed(first), local.embed(second))
@@ -126,6 +129,7 @@ async def test_concurrent_embeds_match_sequential(local: LocalEmbedder) -> None:
 
 
 @pytest.mark.embeddings
+@pytest.mark.xdist_group("local-model")  # one worker loads the model
 async def test_model_loads_once_without_blocking_the_loop(
     local: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -166,6 +170,7 @@ async def test_model_loads_once_without_blocking_the_loop(
 
 
 @pytest.mark.embeddings
+@pytest.mark.xdist_group("local-model")  # one worker loads the model
 async def test_local_model_loads_with_the_network_blocked(
     local: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -161,11 +161,14 @@ def _admin(dsn: str):
 
 
 def _end_sessions(dsn: str, application_name: str) -> int:
+    """End the sessions named ``application_name`` on this test's own database (another
+    test, or another run, may use the same replica ids on its database)."""
     with _admin(dsn) as conn:
         return len(
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = %s AND pid <> pg_backend_pid()",
+                "WHERE application_name = %s AND datname = current_database() "
+                "AND pid <> pg_backend_pid()",
                 (application_name,),
             ).fetchall()
         )

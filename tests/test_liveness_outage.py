@@ -1,12 +1,14 @@
 """Two PostgreSQL replicas under load, each through its own TCP proxy to the same database:
 cutting the database away (every session ends, so every advisory lock is free at once) for
-1 s, 3 s and 10 s, or one replica's link for 3 s, declares nobody crashed and stops nobody;
-both serve afterwards. A SIGKILL is still recorded within stale + heartbeat. Runtime timings
-at half the defaults (heartbeat 1 s, stale 5 s) keep the test short; the 10 s cut is twice
+about a heartbeat, for part of the stale window and for twice the stale window, or one
+replica's link for part of the stale window, declares nobody crashed and stops nobody; both
+serve afterwards. A SIGKILL is still recorded within stale + heartbeat. Runtime timings well
+below the defaults (heartbeat 0.6 s, stale 3 s) keep the test short; the longest cut is twice
 the stale window, so every heartbeat is stale when the database comes back."""
 
 import threading
 import time
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -17,9 +19,13 @@ from routekeeper.testing import ServerProcess, TcpProxy, shared_postgres_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-HEARTBEAT, STALE = 1.0, 5.0
-# Longer than any verdict could take after a cut: stale + heartbeat, and a beat's slack.
+HEARTBEAT, STALE = 0.6, 3.0
+# Longer than any verdict could take after a cut: stale + heartbeat, and a second's slack.
 SETTLE = STALE + HEARTBEAT + 1.0
+# Database cuts: about a heartbeat, part of the stale window, twice the stale window.
+CUTS = (HEARTBEAT, STALE * 0.6, STALE * 2)
+# One replica's own link: shorter than the stale window (longer would rightly be a crash).
+LINK_CUT = STALE * 0.6
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -109,7 +115,7 @@ def test_database_cuts_declare_no_replica_crashed(tmp_path, postgres_dsn):
         ids = [httpx.get(f"{s.url}/readyz").json()["replica_id"] for s in servers]
         with Load(servers) as load:
             time.sleep(HEARTBEAT * 2)
-            for seconds in (1.0, 3.0, 10.0):
+            for seconds in CUTS:
                 first_link.cut()
                 second_link.cut()
                 time.sleep(seconds)
@@ -119,10 +125,10 @@ def test_database_cuts_declare_no_replica_crashed(tmp_path, postgres_dsn):
                 _serving(servers, ids, f"after a {seconds:g} s database cut")
             # one replica's own link, the other keeps the database all along
             second_link.cut()
-            time.sleep(3.0)
+            time.sleep(LINK_CUT)
             second_link.restore()
             time.sleep(SETTLE)
-            _serving(servers, ids, "after a 3 s cut of one replica's link")
+            _serving(servers, ids, f"after a {LINK_CUT:g} s cut of one replica's link")
         assert load.statuses.get(200, 0) > 100, load.statuses
 
         servers[1].kill()
@@ -136,7 +142,8 @@ def test_database_cuts_declare_no_replica_crashed(tmp_path, postgres_dsn):
         assert servers[0].terminate() == 0
 
 
-def _one_replica(tmp_path, postgres_dsn) -> tuple[ServerProcess, str]:
+@pytest.fixture
+def one_replica(tmp_path, postgres_dsn) -> Iterator[tuple[ServerProcess, str]]:
     config = tmp_path / "one.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -146,8 +153,8 @@ def _one_replica(tmp_path, postgres_dsn) -> tuple[ServerProcess, str]:
             }
         )
     )
-    server = ServerProcess(workspace=tmp_path / "one", config=config).start()
-    return server, httpx.get(f"{server.url}/readyz").json()["replica_id"]
+    with ServerProcess(workspace=tmp_path / "one", config=config) as server:
+        yield server, httpx.get(f"{server.url}/readyz").json()["replica_id"]
 
 
 def _end_liveness_session(dsn: str, replica_id: str) -> None:
@@ -155,7 +162,8 @@ def _end_liveness_session(dsn: str, replica_id: str) -> None:
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         ended = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND datname = current_database()",
             (f"routekeeper liveness {replica_id}",),
         ).fetchall()
     assert len(ended) == 1
@@ -175,8 +183,8 @@ def _lock_holder(dsn: str, replica_id: str) -> str | None:
     return None if row is None else row[0]
 
 
-def test_a_replica_whose_lock_session_ends_takes_it_back_and_serves(tmp_path, postgres_dsn):
-    server, replica_id = _one_replica(tmp_path, postgres_dsn)
+def test_a_replica_whose_lock_session_ends_takes_it_back_and_serves(postgres_dsn, one_replica):
+    server, replica_id = one_replica
     _end_liveness_session(postgres_dsn, replica_id)
     deadline = time.monotonic() + 5
     while _lock_holder(postgres_dsn, replica_id) != f"routekeeper liveness {replica_id}":
@@ -190,19 +198,34 @@ def test_a_replica_whose_lock_session_ends_takes_it_back_and_serves(tmp_path, po
     assert server.terminate() == 0
 
 
-def test_a_replica_whose_lock_another_replica_holds_exits_1(tmp_path, postgres_dsn):
-    """Its identity is not its own any more: exit rather than run as two."""
+def test_a_replica_whose_lock_another_replica_holds_exits_1(postgres_dsn, one_replica):
+    """Its identity is not its own any more: exit rather than run as two. The other session
+    queues for the lock before the replica's session ends, so it is granted the lock the
+    moment that session is gone, before the replica's next check can take it back."""
     import psycopg
 
     from routekeeper.storage.liveness import ADVISORY_NAMESPACE, advisory_key
 
-    server, replica_id = _one_replica(tmp_path, postgres_dsn)
+    server, replica_id = one_replica
+    key = (ADVISORY_NAMESPACE, advisory_key(replica_id))
     with psycopg.connect(postgres_dsn, autocommit=True) as other:
         other.execute("SELECT set_config('application_name', 'routekeeper liveness rep_x', false)")
+        other_pid = other.info.backend_pid
+        waiter = threading.Thread(
+            target=lambda: other.execute("SELECT pg_advisory_lock(%s, %s)", key), daemon=True
+        )
+        waiter.start()
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            deadline = time.monotonic() + 10
+            while not admin.execute(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND pid = %s AND classid = %s AND objid = %s",
+                (other_pid, *key),
+            ).fetchone():
+                assert time.monotonic() < deadline, "the other session never queued"
+                time.sleep(0.02)
         _end_liveness_session(postgres_dsn, replica_id)
-        deadline = time.monotonic() + 5
-        key = (ADVISORY_NAMESPACE, advisory_key(replica_id))
-        while not other.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0]:
-            assert time.monotonic() < deadline, "the replica took its lock back first"
+        waiter.join(10)
+        assert not waiter.is_alive(), "the other session was not granted the lock"
         assert server.wait_exit(15) == 1
     assert "held by another session ('routekeeper liveness rep_x')" in server.log()

@@ -15,7 +15,8 @@ import yaml
 
 from routekeeper.testing import FakeUpstream, HandlerServer, Reply, Seen, ServerProcess
 
-pytestmark = pytest.mark.slow
+# One worker starts the module's server for all of its tests (pytest-xdist, --dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("proxy-server")]
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "routekeeper.yaml"
 MSG = [{"role": "user", "content": "hello there"}]
 

@@ -135,6 +135,7 @@ def _state(backend_kind: str, request: pytest.FixtureRequest, **pool: object) ->
     return {"backends": {"main": {"type": "sqlite", **pool}}}
 
 
+@pytest.mark.exclusive  # its own load takes the machine; it times every heartbeat
 def test_fifty_readers_never_delay_a_heartbeat_or_the_replay_writer(
     backend_kind, tmp_path, request
 ):

@@ -11,7 +11,8 @@ import pytest
 
 from routekeeper.testing import ServerProcess
 
-pytestmark = pytest.mark.slow
+# One worker starts the module's server for all of its tests (pytest-xdist, --dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("replay-api-server")]
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "routekeeper.yaml"
 
 
@@ -38,7 +39,7 @@ def server(tmp_path_factory):
                 headers={"x-session-id": "chat-a" if i < 4 else "chat-b"},
             )
             assert response.status_code == 200
-        time.sleep(0.5)  # > flush_interval_ms
+        server.wait_flushed()
         yield server
 
 
@@ -122,6 +123,18 @@ def test_truncate_utf8_never_splits_a_character():
     assert truncate_utf8("€€", 4) == ("€", True)
 
 
+def wait_flushed(client, timeout: float = 10.0) -> None:
+    """ServerProcess.wait_flushed for an app under TestClient: nothing left uncommitted."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = client.get("/api/status").json()["surfaces"]
+        queued = next(r for r in rows if r["name"] == "router_replay")["component"]["queued"]
+        if queued == 0:
+            return
+        assert time.monotonic() < deadline, f"{queued} replay record(s) still queued"
+        time.sleep(0.02)
+
+
 def test_bodies_are_captured_only_when_the_decision_says_so(tmp_path):
     from fastapi.testclient import TestClient
 
@@ -161,7 +174,7 @@ def test_bodies_are_captured_only_when_the_decision_says_so(tmp_path):
             )
             assert response.status_code == 200
             ids[name] = response.headers["x-routekeeper-replay-id"]
-        time.sleep(0.3)
+        wait_flushed(client)
         got = {name: client.get(f"/api/replay/{rid}").json() for name, rid in ids.items()}
         listed = client.get("/api/replay").json()["data"]
         searched = client.get("/api/replay", params={"q": "secret again"}).json()["data"]

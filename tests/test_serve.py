@@ -246,5 +246,8 @@ def test_heartbeat_advances_while_ready(tmp_path):
             return next(r["heartbeat_at"] for r in body["replicas"] if r["current"])
 
         first = beat()
-        time.sleep(1.0)
+        deadline = time.monotonic() + 10  # a beat every 0.2 s: the next one, not a guess
+        while beat() == first:
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.05)
         assert beat() > first

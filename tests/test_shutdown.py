@@ -24,6 +24,7 @@ def readyz(server):
     return httpx.get(f"{server.url}/readyz", timeout=5)
 
 
+@pytest.mark.exclusive  # times the shutdown: a busy neighbour would stretch it
 def test_sigterm_finishes_well_within_the_graceful_budget(tmp_path):
     config = write_config(tmp_path / "c.yaml", {"server": {"graceful_timeout_seconds": 3}})
     with ServerProcess(workspace=tmp_path / "ws", config=config) as server:
@@ -66,6 +67,7 @@ def _pg_config(tmp_path, dsn, **sections):
 
 
 @pytest.mark.postgres
+@pytest.mark.exclusive  # times the shutdown against its budget
 def test_sigterm_with_a_hung_database_still_ends_within_the_budget(tmp_path, postgres_dsn):
     target = urlsplit(postgres_dsn)
     with TcpProxy(target.hostname, target.port or 5432) as proxy:

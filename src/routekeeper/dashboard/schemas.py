@@ -61,7 +61,8 @@ class SurfaceOut(BaseModel):
     component: dict[str, Any] | None = Field(
         None,
         description="What this replica's background component of the surface reports now "
-        "(router_replay: the writer's `queued`, `written`, `batches` (transactions; written / "
+        "(router_replay: the writer's `queued` (accepted, not committed yet), `written`, `batches` "
+        "(transactions; written / "
         "batches is writes per commit), `dropped` by reason, `durability`, `ack_timeout` "
         "(answers sent before their record was known committed) and `storage` (`ok`, or "
         "`degraded` while writes fail and records wait)); null when it has none.",

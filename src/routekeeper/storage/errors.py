@@ -31,6 +31,10 @@ def translate_storage_error(exc: BaseException) -> StorageError | None:
         return exc
     if isinstance(exc, sa_exc.TimeoutError):  # pool exhausted
         return StorageUnavailable("no database connection became free in time")
+    if isinstance(exc, sa_exc.PendingRollbackError):
+        # The connection was lost inside a transaction (SQLAlchemy invalidated it): the
+        # database went away, nothing is wrong with the values written.
+        return StorageUnavailable(f"database unavailable: the connection was lost ({exc})")
     if isinstance(exc, sa_exc.DBAPIError):
         return _translate_dbapi(exc)
     if isinstance(exc, sa_exc.StatementError):

@@ -52,9 +52,13 @@ def _with_database(dsn: str, name: str) -> str:
 def fresh_postgres_database(
     admin_dsn: str | None = None, *, prefix: str = "rk_test"
 ) -> Iterator[str]:
-    """Create an empty database, yield its DSN, drop it afterwards (even if still in use)."""
+    """Create an empty database, yield its DSN, drop it afterwards (even if still in use).
+    Its name is random, with the pytest-xdist worker's id when there is one (``rk_test_gw1_…``):
+    tests on parallel workers, and runs side by side, never share a database."""
     admin = admin_dsn or postgres_admin_dsn()
-    name = f"{prefix}_{secrets.token_hex(6)}"
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    worker = "".join(c for c in worker if c.isalnum())[:8]
+    name = f"{prefix}_{worker + '_' if worker else ''}{secrets.token_hex(6)}"
     with _connect(admin) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:

@@ -6,12 +6,13 @@ database; ``state_storage`` opens and migrates it. ``any_backend_kind``, ``any_s
 and ``any_state_storage`` add the ``memory`` backend (every surface opted in with
 ``state.allow_ephemeral``), for suites that must hold on every backend kind. Without a
 reachable PostgreSQL the postgres cases skip, unless ``ROUTEKEEPER_REQUIRE_SERVICES=1`` makes
-them fail.
+them fail. Under pytest-xdist, a test marked ``exclusive`` runs alone on the machine
+(:mod:`routekeeper.testing.parallel`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 import yaml
 
 from routekeeper.settings import Settings, load_settings
+from routekeeper.testing import parallel
 from routekeeper.testing.backends import (
     fresh_postgres_database,
     postgres_unavailable_reason,
@@ -35,6 +37,23 @@ def pytest_configure(config: pytest.Config) -> None:
         "take the restart_backend fixture so it runs on sqlite and postgres",
     )
     config.addinivalue_line("markers", "postgres: needs the PostgreSQL server")
+    config.addinivalue_line("markers", parallel.MARKER_HELP)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    parallel.unconfigure(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist (controller): hand each worker the run's lock directory."""
+    parallel.configure_node(node.config, node.workerinput)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    with parallel.turn(item):
+        yield
 
 
 def require_postgres() -> None:

@@ -107,6 +107,8 @@ class ReplayRecorder:
         self.batches = 0
         """Transactions that committed writes (written / batches: writes per commit)."""
         self._pending: dict[str, _Pending] = {}
+        self._writing = 0
+        """Records of the batch being written now (taken from ``_pending``, not committed)."""
         # Records accepted and not yet stored final: a finish is kept only for these.
         self._live: set[str] = set()
         self._wake = asyncio.Event()
@@ -118,7 +120,9 @@ class ReplayRecorder:
 
     @property
     def queued(self) -> int:
-        return len(self._pending)
+        """Records accepted and not committed yet: waiting, or in the batch being written
+        (0 means every record accepted so far is committed or was counted as dropped)."""
+        return len(self._pending) + self._writing
 
     def _drop(self, reason: DropReason, count: int = 1) -> None:
         self.dropped[reason.value] += count
@@ -252,6 +256,7 @@ class ReplayRecorder:
             if not self._pending:
                 return 0
             batch, self._pending = self._pending, {}
+            self._writing = len(batch)
             try:
                 return await self._write(list(batch.items()))
             except asyncio.CancelledError:
@@ -259,6 +264,8 @@ class ReplayRecorder:
                 # flushes next rather than lose it silently.
                 self._requeue(batch)
                 raise
+            finally:
+                self._writing = 0
 
     def _requeue(self, batch: dict[str, _Pending]) -> None:
         """Put an unwritten batch back in front of what arrived since, merging updates.
