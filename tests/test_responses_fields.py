@@ -6,7 +6,11 @@ from pathlib import Path
 
 from openai.types.responses import response_create_params
 
-from routekeeper.router.services.responses_request import CREATE_FIELDS
+from routekeeper.router.services.responses_request import (
+    CREATE_FIELDS,
+    parse_request,
+    responses_request_schema,
+)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -21,3 +25,12 @@ def test_the_readme_table_is_the_code():
     text = README.read_text()
     for name, (handling, why) in CREATE_FIELDS.items():
         assert f"| `{name}` | {handling.value} | {why} |" in text, name
+
+
+def test_the_published_schema_allows_a_stream():
+    # stream: true is honoured (the Responses event stream), so the OpenAPI body schema must
+    # not restrict it to false.
+    assert parse_request({"model": "m", "input": "x", "stream": True}).stream
+    stream = responses_request_schema()["properties"]["stream"]
+    assert "boolean" in stream["type"]
+    assert True in stream.get("enum", [True])

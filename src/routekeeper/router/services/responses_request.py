@@ -440,7 +440,7 @@ def responses_request_schema() -> dict[str, Any]:
             "instructions": string,
             "previous_response_id": string,
             "store": boolean,
-            "stream": {"type": ["boolean", "null"], "enum": [False, None]},
+            "stream": boolean,
             "background": boolean,
             "parallel_tool_calls": boolean,
             "metadata": {
