@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -93,6 +94,30 @@ def test_workers_share_one_port_each_a_replica_and_drain_on_sigterm(tmp_path):
         assert len(again.list_all("/api/replay")) == len(ids)
     finally:
         again.stop_quietly()
+
+
+def _logged_at(log: str, pattern: str) -> datetime:
+    match = re.search(rf"^(\S+ \S+) .*{pattern}", log, re.M)
+    assert match, log[-3000:]
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+
+
+def test_ctrl_c_drains_the_workers_like_sigterm(tmp_path):
+    # Ctrl-C sends SIGINT to the whole foreground process group: every worker gets it as well
+    # as the SIGTERM the supervisor forwards. That is one signal, not a second one (which
+    # skips server.drain_seconds).
+    cfg = config(tmp_path, server={"drain_seconds": 2})
+    server = ServerProcess(workspace=tmp_path / "ws", config=cfg, workers=2)
+    with server:
+        rows = wait_ready_replicas(server, 2)
+        os.killpg(server.proc.pid, signal.SIGINT)
+        assert server.wait_exit() == 0
+        log = server.log()
+    for row in rows:
+        worker = rf"\[worker \d {row['id']}\] "
+        draining = _logged_at(log, worker + ".*ready -> draining")
+        stopped = _logged_at(log, worker + ".*draining -> stopped")
+        assert (stopped - draining).total_seconds() >= 2, log[-3000:]
 
 
 def test_sigkill_of_the_supervisor_takes_every_worker_down_and_the_harness_leaves_none(

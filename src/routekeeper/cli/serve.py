@@ -56,10 +56,20 @@ class ReplicaServer(uvicorn.Server):
     """uvicorn's server, plus the replica's shutdown: on SIGTERM (or SIGINT) the replica turns
     ``draining`` at once (``/readyz`` 503); after ``server.drain_seconds`` the port closes and
     open requests get the rest of the graceful budget; a drained replica exits 0. A second
-    signal skips the delay. A fatal startup error ends the process."""
+    signal skips the delay. A fatal startup error ends the process. A worker (``supervised``)
+    ignores SIGINT: Ctrl-C reaches the whole process group, and the supervisor forwards it as
+    SIGTERM; counting both would make the first signal a second one and skip the drain."""
 
-    def __init__(self, config: uvicorn.Config, runtime: ReplicaRuntime, drain_seconds: float):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        runtime: ReplicaRuntime,
+        drain_seconds: float,
+        *,
+        supervised: bool = False,
+    ):
         super().__init__(config)
+        self.supervised = supervised
         self.runtime = runtime
         self.drain_seconds = drain_seconds
         self.fatal: str | None = None
@@ -72,6 +82,8 @@ class ReplicaServer(uvicorn.Server):
         await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.supervised and sig == signal.SIGINT:
+            return
         loop = self._loop
         first = not self._exit_requested
         self._exit_requested = True
@@ -274,7 +286,9 @@ def run_replica(
         loop="auto",
         http=http,
     )
-    server = ReplicaServer(uv_config, runtime, server_settings.drain_seconds)
+    server = ReplicaServer(
+        uv_config, runtime, server_settings.drain_seconds, supervised=board is not None
+    )
     server_box.append(server)
     log.info(
         "replica %s starting on http://%s (workspace %s; event loop %s, HTTP parser %s)",
