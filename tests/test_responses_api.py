@@ -459,3 +459,31 @@ def test_a_lone_surrogate_is_a_400(app_client):
         headers={"content-type": "application/json"},
     )
     assert response.status_code == 400
+
+
+def test_an_upstream_lone_surrogate_becomes_a_replacement_character(state_settings):
+    # JSON can carry "\ud800" but UTF-8 cannot: the response must still be answered, streamed
+    # to its terminal event, stored as it was answered, and retrievable.
+    with FakeUpstream(models=["m"], reply="bad \ud800 x") as upstream:
+        model = {
+            "name": "far",
+            "backend": {"type": "openai", "base_url": upstream.base_url, "model": "m"},
+        }
+        with TestClient(create_app(_settings(state_settings, [model]))) as client:
+            _ready(client)
+            sdk = openai.OpenAI(
+                base_url="http://testserver/v1",
+                api_key="x",
+                http_client=client,
+                _strict_response_validation=True,
+                max_retries=0,
+            )
+            created = sdk.responses.create(model="far", input="x")
+            assert created.status == "completed" and _text(created) == "bad \ufffd x"
+            assert _text(sdk.responses.retrieve(created.id)) == "bad \ufffd x"
+            with sdk.responses.stream(model="far", input="x") as stream:
+                kinds = [e.type for e in stream]
+                final = stream.get_final_response()
+            assert kinds[-1] == "response.completed" and _text(final) == "bad \ufffd x"
+            stored = sdk.responses.retrieve(final.id)
+            assert stored.status == "completed" and _text(stored) == "bad \ufffd x"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,17 @@ log = logging.getLogger(__name__)
 # Response error codes OpenAI's schema allows; everything else is a server_error.
 ERROR_CODES = ("rate_limit_exceeded",)
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+# A lone UTF-16 surrogate: what an upstream's JSON can carry (``"\\ud800"``) but no UTF-8
+# body, stream event or retrieval can (JSON decoding joins a valid pair into one code point).
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_text(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, so the output it becomes can be
+    sent and stored."""
+    return LONE_SURROGATE.sub("\ufffd", text)
 
 
 def _seconds(at: datetime | None) -> int | None:
@@ -107,7 +119,10 @@ def responses_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _error(message: str, code: str) -> dict[str, Any]:
-    return {"code": code if code in ERROR_CODES else "server_error", "message": message}
+    return {
+        "code": code if code in ERROR_CODES else "server_error",
+        "message": unicode_text(message),
+    }
 
 
 class ResponseRelay:
@@ -228,7 +243,7 @@ class ResponseRelay:
         choice = choices[0] if isinstance(choices, list) and choices else {}
         message = choice.get("message") if isinstance(choice, dict) else None
         content = message.get("content") if isinstance(message, dict) else None
-        self.text = [content] if isinstance(content, str) else []
+        self.text = [unicode_text(content)] if isinstance(content, str) else []
         reason = choice.get("finish_reason") if isinstance(choice, dict) else None
         self.finish_reason = reason if isinstance(reason, str) else None
         usage = data.get("usage")
@@ -286,6 +301,7 @@ class ResponseRelay:
             delta = choice.get("delta")
             text = delta.get("content") if isinstance(delta, dict) else None
             if isinstance(text, str) and text:
+                text = unicode_text(text)
                 self.text.append(text)
                 events.append(
                     self._event(
