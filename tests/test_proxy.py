@@ -166,6 +166,14 @@ def post(router, **body):
     )
 
 
+def test_an_upstream_lone_surrogate_is_relayed_as_sent(router, up):
+    # JSON can carry "\ud800", UTF-8 cannot: the answer is relayed escaped, not a 500.
+    up.configure(reply="bad \ud800 x")
+    response = post(router)
+    assert response.status_code == 200, response.text
+    assert json.loads(response.content)["choices"][0]["message"]["content"] == "bad \ud800 x"
+
+
 def test_upstream_500_keeps_its_status(router, up):
     up.configure(error_status=500)
     response = post(router)

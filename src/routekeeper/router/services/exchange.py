@@ -124,7 +124,10 @@ class ChatRelay:
         return None
 
     async def answer(self, data: dict[str, Any], encoded: str) -> bytes:
-        return encoded.encode()
+        try:
+            return encoded.encode()
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the upstream's JSON)
+            return json.dumps(data, allow_nan=False, separators=(",", ":")).encode()  # escaped
 
     async def ended_early(self, error: RoutekeeperError | None) -> None:
         return None
