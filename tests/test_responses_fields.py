@@ -34,3 +34,17 @@ def test_the_published_schema_allows_a_stream():
     stream = responses_request_schema()["properties"]["stream"]
     assert "boolean" in stream["type"]
     assert True in stream.get("enum", [True])
+
+
+def test_the_published_schema_names_every_content_part_the_code_takes():
+    # An assistant message may carry a refusal part (it becomes text for the model).
+    assert parse_request(
+        {
+            "model": "m",
+            "input": [{"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]}],
+        }
+    ).items
+    item = responses_request_schema()["properties"]["input"]["anyOf"][1]["items"]
+    parts = item["properties"]["content"]["anyOf"][1]["items"]["anyOf"]
+    kinds = {kind for part in parts for kind in part["properties"]["type"]["enum"]}
+    assert kinds == {"input_text", "output_text", "input_image", "refusal"}

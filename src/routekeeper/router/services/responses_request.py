@@ -415,6 +415,11 @@ def responses_request_schema() -> dict[str, Any]:
             "detail": {"enum": list(IMAGE_DETAILS)},
         },
     }
+    refusal_part = {
+        "type": "object",
+        "required": ["type", "refusal"],
+        "properties": {"type": {"enum": ["refusal"]}, "refusal": {"type": "string"}},
+    }
     item = {
         "type": "object",
         "required": ["role", "content"],
@@ -424,7 +429,10 @@ def responses_request_schema() -> dict[str, Any]:
             "content": {
                 "anyOf": [
                     {"type": "string"},
-                    {"type": "array", "items": {"anyOf": [text_part, image_part]}},
+                    {
+                        "type": "array",
+                        "items": {"anyOf": [text_part, image_part, refusal_part]},
+                    },
                 ]
             },
         },
