@@ -5,6 +5,7 @@ management list."""
 
 import json
 import re
+import threading
 import time
 from datetime import timedelta
 
@@ -487,3 +488,44 @@ def test_an_upstream_lone_surrogate_becomes_a_replacement_character(state_settin
             assert kinds[-1] == "response.completed" and _text(final) == "bad \ufffd x"
             stored = sdk.responses.retrieve(final.id)
             assert stored.status == "completed" and _text(stored) == "bad \ufffd x"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_response_recovery_failed_meanwhile_is_answered_as_stored(state_settings, stream):
+    # Recovery fails the in-progress responses of a replica taken for dead; if that replica
+    # still finishes one, its client is told what is stored, not an uncommitted "completed".
+    body = {"model": "far", "input": "x", "stream": stream}
+
+    def create(client):
+        if not stream:
+            return client.post("/v1/responses", json=body).json()
+        with client.stream("POST", "/v1/responses", json=body) as response:
+            lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+        last = json.loads(lines[-1][len("data: ") :])
+        assert last["type"] == "response.failed", last
+        return last["response"]
+
+    with FakeUpstream(models=["m"], latency_ms=1500) as upstream:
+        model = {
+            "name": "far",
+            "backend": {"type": "openai", "base_url": upstream.base_url, "model": "m"},
+        }
+        app = create_app(_settings(state_settings, [model]))
+        with TestClient(app) as client:
+            _ready(client)
+            replica = app.state.replica
+            answers = []
+            thread = threading.Thread(target=lambda: answers.append(create(client)))
+            thread.start()
+            assert upstream.wait_for_requests(1, timeout=10)
+            deadline = time.monotonic() + 10
+            while not client.get("/api/responses", params={"status": "in_progress"}).json()["data"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            store = replica.responses.store
+            assert client.portal.call(store.fail_in_flight, [replica.runtime.id]) == 1
+            thread.join(timeout=20)
+            answer = answers[0]
+            stored = client.get(f"/v1/responses/{answer['id']}").json()
+    assert answer["status"] == stored["status"] == "failed", answer
+    assert answer["error"] == stored["error"] and answer["output"] == stored["output"]

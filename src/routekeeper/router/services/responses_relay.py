@@ -186,7 +186,7 @@ class ResponseRelay:
     ) -> list[dict[str, Any]]:
         """Commit the outcome (stored responses); returns the output. Raises StorageError
         when the commit fails (the caller answers with it); a response deleted meanwhile or
-        already finished (by recovery) is logged and answered anyway."""
+        already finished (by recovery) is logged and answered as stored."""
         self.done = True
         incomplete = None
         if status is ResponseStatus.INCOMPLETE:
@@ -228,7 +228,13 @@ class ResponseRelay:
             await self._started()  # never stored: its own error (storage unavailable)
             log.info("response %s was deleted before it finished", self.record.id)
         except InvalidTransition as exc:
+            # Recovery finished it (this replica was taken for dead meanwhile): the client is
+            # told what is stored, never an outcome that was not committed.
             log.warning("response %s was finished already: %s", self.record.id, exc)
+            self.record, items = await self.store.get(
+                self.record.id, tenant_id=self.record.tenant_id, not_before=self.record.created_at
+            )
+            return [i.data for i in items if i.kind is ItemKind.OUTPUT]
         return output
 
     def _status_of_answer(self) -> ResponseStatus:
@@ -320,6 +326,8 @@ class ResponseRelay:
     async def finished(self) -> list[sse.Data]:
         status = self._status_of_answer()
         output = await self._finish(status)
+        if self.record.status is not status:  # failed by recovery meanwhile: what is stored
+            return [self._event("response.failed", response=response_object(self.record, output))]
         where = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
         terminal = (
             "response.completed" if status is ResponseStatus.COMPLETED else "response.incomplete"
