@@ -2,6 +2,7 @@
 named, recovery of what a dead replica left in progress, items deleted with their response."""
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -124,10 +125,11 @@ async def test_retention_deletes_old_responses_with_their_items(state_storage, s
 async def test_concurrent_writes_share_commits_and_a_refused_one_fails_alone(state_storage):
     store = state_storage.store(ResponsesStore)
     records = [_response() for _ in range(20)]
-    duplicate = records[3]
+    # Another replica's response under the same id: refused, alone.
+    clash = replace(records[3], replica_id="rep_other")
     results = await asyncio.gather(
         *(store.start(r, _items(r.id, [str(i)])) for i, r in enumerate(records)),
-        store.start(duplicate, []),  # the same id again: refused, alone
+        store.start(clash, []),
         return_exceptions=True,
     )
     assert [type(r) for r in results[:20]] == [type(None)] * 20
@@ -160,3 +162,28 @@ async def test_a_finish_that_overtakes_its_queued_start_is_one_write_of_the_fina
     assert got == finished and _texts(items) == ["in", "out"]
     with pytest.raises(InvalidTransition):
         await store.finish(record.id, ResponseStatus.COMPLETED, [])
+
+
+async def test_an_insert_already_carried_by_a_failed_looking_commit_is_stored(state_storage):
+    """A shared commit whose answer was lost may have stored its writes: retried alone, a start
+    whose response is already there (this replica's) is reported stored, not failed."""
+    store = state_storage.store(ResponsesStore)
+    record = _response(replica="rep_me")
+    await store.start(record, _items(record.id, ["x"]))
+    # The same start again, as the retry after an ambiguous commit would run it.
+    assert await store.start(record, _items(record.id, ["x"])) is None
+    stored, items = await store.get(record.id, tenant_id="default", not_before=LONG_AGO)
+    assert stored.status is ResponseStatus.IN_PROGRESS and _texts(items) == ["x"]
+
+
+async def test_a_cancelled_flush_fails_its_waiters_instead_of_leaving_them_waiting(state_storage):
+    store = state_storage.store(ResponsesStore)
+    records = [_response() for _ in range(3)]
+    starts = [asyncio.ensure_future(store.start(r, _items(r.id, ["x"]))) for r in records]
+    await asyncio.sleep(0)  # queued; the flush task exists and has not begun
+    assert store._flusher is not None
+    store._flusher.cancel()
+    results = await asyncio.wait_for(asyncio.gather(*starts, return_exceptions=True), 10)
+    assert all(isinstance(r, StorageError) for r in results), results
+    # The store still works afterwards.
+    assert await _turn(store, "after")

@@ -19,7 +19,12 @@ from typing import Any
 from sqlalchemy import delete, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from routekeeper.contract.errors import InvalidTransition, NotFound
+from routekeeper.contract.errors import (
+    InvalidTransition,
+    NotFound,
+    StorageError,
+    StorageUnavailable,
+)
 from routekeeper.contract.pages import Page, SortOrder
 from routekeeper.contract.responses import (
     RESPONSE_LIFECYCLE,
@@ -61,6 +66,7 @@ class ResponsesStore(SurfaceStore):
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self._queue: list[_Queued] = []
+        self._writing: list[_Queued] = []  # the batch the flush is committing
         self._flusher: asyncio.Future[None] | None = None
         # Starts still queued (no flush took them yet), by response id: a finish arriving
         # now replaces the start with one write of the final response.
@@ -76,11 +82,13 @@ class ResponsesStore(SurfaceStore):
             self._starts[start] = queued
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush())
+            self._flusher.add_done_callback(self._flush_ended)
         return await asyncio.shield(queued.done)
 
     async def _flush(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
+            self._writing = batch
             self._starts.clear()  # taken: a finish now waits for their commit
             try:
                 results = await self._run(batch)
@@ -88,14 +96,47 @@ class ResponsesStore(SurfaceStore):
                 # One write spoilt the transaction (a refused value, a conflict) or the
                 # database failed: each write again in its own, so it fails alone.
                 for queued in batch:
-                    try:
-                        result = (await self._run([queued]))[0]
-                    except Exception as exc:
-                        result = exc
-                    _settle(queued.done, result)
+                    _settle(queued.done, await self._run_alone(queued))
                 continue
             for queued, result in zip(batch, results, strict=True):
                 _settle(queued.done, result)
+        self._writing = []
+
+    def _flush_ended(self, flusher: asyncio.Future[None]) -> None:
+        """A flush cancelled (shutdown), even before it began, or broken: no caller waits
+        forever for a commit that will not come; what was not settled fails."""
+        if flusher is not self._flusher or (
+            not flusher.cancelled() and flusher.exception() is None
+        ):
+            return
+        error = StorageUnavailable("the response writer stopped before this write was committed")
+        for queued in [*self._writing, *self._queue]:
+            _settle(queued.done, error)
+        self._writing, self._queue = [], []
+        self._starts.clear()
+
+    async def _run_alone(self, queued: _Queued) -> Any:
+        """One write in a transaction of its own: its result, or the exception it raised.
+        An insert refused because this replica's response is already there was carried by
+        the shared commit that reported a failure (a commit whose answer was lost): stored."""
+        try:
+            return (await self._run([queued]))[0]
+        except Exception as exc:
+            write = queued.write
+            if isinstance(write, _Inserting) and await self._stored_by_us(write.record):
+                return None
+            return exc
+
+    async def _stored_by_us(self, record: ResponseRecord) -> bool:
+        try:
+            async with self.db.read() as conn:
+                found = await conn.execute(
+                    select(responses.c.replica_id).where(responses.c.id == record.id)
+                )
+                row = found.first()
+        except StorageError:
+            return False
+        return row is not None and row.replica_id == record.replica_id
 
     async def _run(self, batch: list[_Queued]) -> list[Any]:
         results: list[Any] = []
