@@ -11,13 +11,13 @@ Recovery fails the responses a dead replica left ``in_progress``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, literal, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from routekeeper.contract.errors import InvalidTransition, NotFound
 from routekeeper.contract.pages import Page, SortOrder
@@ -47,7 +47,9 @@ def _item(row: Any) -> ResponseItemRecord:
     return from_row(ResponseItemRecord, row)
 
 
-Write = Callable[[AsyncConnection], Awaitable[Any]]
+# A write: statements on the writer's connection, run with the others of its group in one call
+# (``Database.run_write``), so it is synchronous and does no I/O of its own.
+Write = Callable[[Connection], Any]
 # What one write may raise without touching the transaction (it raises before writing).
 ALONE = (NotFound, InvalidTransition)
 
@@ -98,14 +100,16 @@ class ResponsesStore(SurfaceStore):
                 _settle(queued.done, result)
 
     async def _run(self, batch: list[_Queued]) -> list[Any]:
-        results: list[Any] = []
-        async with self.db.write() as conn:
+        def run(conn: Connection) -> list[Any]:
+            results: list[Any] = []
             for queued in batch:
                 try:
-                    results.append(await queued.write(conn))
+                    results.append(queued.write(conn))
                 except ALONE as exc:  # raised before it wrote anything: the others commit
                     results.append(exc)
-        return results
+            return results
+
+        return await self.db.run_write(run)
 
     def recovery_steps(self) -> Sequence[RecoveryStep]:
         return (
@@ -200,8 +204,8 @@ class ResponsesStore(SurfaceStore):
         if queued is not None:
             return await self._finish_queued(queued, response_id, status, items, values)
 
-        async def write(conn: AsyncConnection) -> ResponseRecord:
-            _, row = await self._transition(
+        def write(conn: Connection) -> ResponseRecord:
+            _, row = self._transition_in(
                 conn,
                 responses,
                 response_id,
@@ -213,7 +217,7 @@ class ResponsesStore(SurfaceStore):
                 what="response",
             )
             if items:
-                await conn.execute(insert(response_items), [to_row(i) for i in items])
+                conn.execute(insert(response_items), [to_row(i) for i in items])
             return _response(row)
 
         result = await self._grouped(write)
@@ -390,10 +394,10 @@ class _Inserting:
     record: ResponseRecord
     items: Sequence[ResponseItemRecord]
 
-    async def __call__(self, conn: AsyncConnection) -> None:
-        await conn.execute(insert(responses).values(**to_row(self.record)))
+    def __call__(self, conn: Connection) -> None:
+        conn.execute(insert(responses).values(**to_row(self.record)))
         if self.items:
-            await conn.execute(insert(response_items), [to_row(i) for i in self.items])
+            conn.execute(insert(response_items), [to_row(i) for i in self.items])
 
 
 def _inserting(record: ResponseRecord, items: Sequence[ResponseItemRecord]) -> _Inserting:
