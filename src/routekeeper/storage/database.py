@@ -43,7 +43,6 @@ import inspect
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,6 +59,7 @@ from routekeeper.storage.config import MemoryBackend, PostgresBackend, SQLiteBac
 from routekeeper.storage.dialect import Dialect, dialect_of
 from routekeeper.storage.errors import translate_storage_error
 from routekeeper.storage.sqlite_connection import WriteLockWaits, sqlite_pragmas
+from routekeeper.storage.sqlite_writer import SQLiteWriter
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,8 @@ class Database:
         self._reader: AsyncEngine | None = None
         self._upkeep: AsyncEngine | None = None
         self._sessions: AsyncEngine | None = None
-        # SQLite file: run_write()'s connection and the one thread that may use it.
-        self._sync_writer: Engine | None = None
-        self._sync_thread: ThreadPoolExecutor | None = None
+        # SQLite file: run_write()'s connection, on a thread of its own.
+        self._sqlite_writer: SQLiteWriter | None = None
         # SQLite has one writer; memory has one connection for everything.
         self._write_lock = asyncio.Lock() if self.kind is not BackendKind.POSTGRES else None
         self._read_lock = self._write_lock if self.kind is BackendKind.MEMORY else None
@@ -143,17 +142,18 @@ class Database:
                 url, write=False, pool_size=self.backend.read_pool_size
             )
             self._upkeep = self._sqlite_engine(url, write=False, pool_size=1)
-            self._sync_writer = create_engine(
+            sync_writer = create_engine(
                 f"sqlite:///{self.sqlite_path}", pool_size=1, max_overflow=0
             )
             sqlite_pragmas(
-                self._sync_writer,
+                sync_writer,
                 begin="BEGIN IMMEDIATE",
                 synchronous=self.backend.synchronous,
                 busy_ms=self.backend.busy_timeout_ms,
                 waits=self.write_lock_waits,
             )
-            self._sync_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+            assert self._write_lock is not None
+            self._sqlite_writer = SQLiteWriter(sync_writer, self._write_lock, _AFTER_COMMIT)
             try:
                 # The writer's connect hook switches the file to WAL (a no-op once it is).
                 async with self._writer.connect():
@@ -228,19 +228,16 @@ class Database:
         for engine in (self._writer, self._reader, self._upkeep, self._sessions):
             if engine is not None and all(engine.sync_engine is not e for e in found):
                 found.append(engine.sync_engine)
-        if self._sync_writer is not None:
-            found.append(self._sync_writer)
+        if self._sqlite_writer is not None:
+            found.append(self._sqlite_writer.engine)
         return found
 
     async def _dispose(self) -> None:
         engines = [self._sessions, self._upkeep, self._reader, self._writer]
         self._writer = self._reader = self._upkeep = self._sessions = None
-        sync_writer, thread = self._sync_writer, self._sync_thread
-        self._sync_writer = self._sync_thread = None
-        if sync_writer is not None and thread is not None:
-            # Its connection belongs to its thread: closed there, then the thread ends.
-            await asyncio.get_running_loop().run_in_executor(thread, sync_writer.dispose)
-            thread.shutdown()
+        sqlite_writer, self._sqlite_writer = self._sqlite_writer, None
+        if sqlite_writer is not None:
+            await sqlite_writer.close()
         disposed: list[AsyncEngine] = []
         for engine in engines:
             if engine is not None and all(engine is not e for e in disposed):
@@ -275,40 +272,20 @@ class Database:
         of its own; ``after_commit`` works on its connection as in :meth:`write`.
 
         On a SQLite file the whole transaction (``BEGIN IMMEDIATE``, ``fn``, ``COMMIT``) runs
-        on the writer thread in one call instead of a round trip per statement; elsewhere
-        ``fn`` runs inside :meth:`write`. Raises like :meth:`write`."""
-        if self._sync_writer is None or self._sync_thread is None:
+        on the writer thread in one call instead of a round trip per statement, shared with
+        the other ``run_write`` calls queued meanwhile, each in a savepoint (``fn`` raising
+        rolls back its own writes only): see ``storage.sqlite_writer``. Elsewhere ``fn`` runs
+        inside :meth:`write`. Raises like :meth:`write`."""
+        if self._sqlite_writer is None:
             async with self.write() as conn:
                 return await conn.run_sync(fn)
-        engine, thread = self._sync_writer, self._sync_thread
-        callbacks: list[Callable[[], object]] = []
-
-        def transaction() -> T:
-            with engine.begin() as conn:
-                conn.info[_AFTER_COMMIT] = callbacks
-                try:
-                    return fn(conn)
-                finally:
-                    conn.info.pop(_AFTER_COMMIT, None)
-
-        assert self._write_lock is not None
-        async with self._write_lock:
-            done = asyncio.get_running_loop().run_in_executor(thread, transaction)
-            try:
-                try:
-                    result = await asyncio.shield(done)
-                except asyncio.CancelledError:
-                    # The thread finishes the transaction whatever happens: keep the lock
-                    # until it has, so that no other write finds the file locked by us.
-                    await asyncio.wait([done])
-                    raise
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:
-                self._raise(exc, "write")
-                raise
+        try:
+            result, callbacks = await self._sqlite_writer.run(fn)
+        except BaseException as exc:
+            self._raise(exc, "write")
+            raise
         await _run_callbacks(callbacks)
-        return result
+        return result  # type: ignore[no-any-return]
 
     @asynccontextmanager
     async def read(self, *, upkeep: bool = False) -> AsyncIterator[AsyncConnection]:
