@@ -447,7 +447,7 @@ class _Inserting:
     items: Sequence[ResponseItemRecord]
 
     def __call__(self, conn: Connection) -> None:
-        conn.execute(insert(responses).values(**to_row(self.record)))
+        conn.execute(insert(responses), to_row(self.record))
         if self.items:
             conn.execute(insert(response_items), [to_row(i) for i in self.items])
 

@@ -5,10 +5,12 @@ Through the async driver every statement, ``BEGIN`` and ``COMMIT`` is a round tr
 driver's thread; here a transaction is one. Write functions queued while a transaction runs
 share the next one (group commit: the replay writer's batch, a stored response's rows and any
 other caller commit with one ``fsync``), each in a savepoint of its own when there are several,
-so that one that raises (a refused value) is rolled back alone and the others commit. Each
-caller learns its own outcome only once the commit carrying its write has returned. The
-in-process write lock is held for the whole transaction, so ``Database.write()`` and this
-writer never write at once."""
+so that one that raises (a refused value) is rolled back alone and the others commit. After a
+commit the writer lets the loop run a few rounds before the next transaction, so that the
+writers just answered queue their next batch in time for it. Each caller learns its own
+outcome only once the commit carrying its write has returned. The in-process write lock is
+held for the whole transaction, so ``Database.write()`` and this writer never write at
+once."""
 
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 
 WriteFn = Callable[[Connection], Any]
+# Loop rounds between a commit and the next transaction (see ``_flush``); a caller already has
+# its answer by then, so this delays no one who waits alone.
+SETTLE_ROUNDS = 8
 
 
 @dataclass
@@ -74,7 +79,7 @@ class SQLiteWriter:
                     for queued in batch:
                         if not queued.done.done():
                             queued.done.set_exception(exc)
-                    continue
+                    batch = []
             for queued in batch:
                 if queued.done.done():
                     continue
@@ -82,6 +87,12 @@ class SQLiteWriter:
                     queued.done.set_exception(queued.error)
                 else:
                     queued.done.set_result((queued.result, queued.callbacks))
+            # The writers whose batch just committed (the replay writer, the responses store:
+            # each keeps one batch in flight) queue their next one a few loop rounds later.
+            # Waiting for them makes one transaction of their batches: otherwise they take
+            # turns, one commit each, and a stored response waits for two.
+            for _ in range(SETTLE_ROUNDS):
+                await asyncio.sleep(0)
 
     def _transaction(self, batch: list[_Queued]) -> None:
         """On the writer thread: one transaction for the batch."""
