@@ -386,7 +386,7 @@ def test_building_a_turn_costs_the_same_statements_at_depth_2_and_51(app_client,
         chain.append(
             sdk.responses.create(model="plain", input=str(turn), previous_response_id=previous).id
         )
-    engines = [e.sync_engine for e in db.engines()]
+    engines = db.engines()
     for engine in engines:
         event.listen(engine, "before_cursor_execute", count)
     seen: dict[int, list[list[str]]] = {2: [], 51: []}

@@ -2,10 +2,12 @@
 named, recovery of what a dead replica left in progress, items deleted with their response."""
 
 import asyncio
+import re
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event
 
 from routekeeper.contract.errors import InvalidTransition, NotFound, StorageError
 from routekeeper.contract.ids import new_id
@@ -18,7 +20,7 @@ from routekeeper.contract.responses import (
 )
 from routekeeper.runtime.retention import apply_retention
 from routekeeper.storage.recovery import RecoveryContext
-from routekeeper.storage.responses_store import ResponsesStore
+from routekeeper.storage.responses_store import DEFERRED_START_SECONDS, ResponsesStore
 from routekeeper.storage.schema.responses import response_items
 from routekeeper.storage.types import utcnow
 
@@ -162,6 +164,47 @@ async def test_a_finish_that_overtakes_its_queued_start_is_one_write_of_the_fina
     assert got == finished and _texts(items) == ["in", "out"]
     with pytest.raises(InvalidTransition):
         await store.finish(record.id, ResponseStatus.COMPLETED, [])
+
+
+async def test_a_deferred_start_becomes_one_insert_with_its_finish(state_storage):
+    store = state_storage.store(ResponsesStore)
+    db = store.db
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        written = re.search(r"\bresponse(s|_items)\b", statement)
+        if written and not statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    record = _response()
+    engines = db.engines()
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", count)
+    try:
+        start = asyncio.ensure_future(store.start(record, _items(record.id, ["in"]), deferred=True))
+        await asyncio.sleep(DEFERRED_START_SECONDS / 4)  # deferred: not written yet
+        assert statements == []
+        finished = await store.finish(
+            record.id, ResponseStatus.COMPLETED, _items(record.id, ["out"], ItemKind.OUTPUT, 1)
+        )
+        await start
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", count)
+    # One insert of the final response (and one of its items); no update.
+    assert len(statements) == 2 and not any("UPDATE" in s.upper() for s in statements)
+    got, items = await store.get(record.id, tenant_id="default", not_before=LONG_AGO)
+    assert got == finished and got.status is ResponseStatus.COMPLETED
+    assert _texts(items) == ["in", "out"]
+
+
+async def test_a_deferred_start_with_no_finish_is_written_in_progress(state_storage):
+    store = state_storage.store(ResponsesStore)
+    record = _response()
+    async with asyncio.timeout(DEFERRED_START_SECONDS * 50):
+        await store.start(record, _items(record.id, ["in"]), deferred=True)
+    got, items = await store.get(record.id, tenant_id="default", not_before=LONG_AGO)
+    assert got.status is ResponseStatus.IN_PROGRESS and _texts(items) == ["in"]
 
 
 async def test_an_insert_already_carried_by_a_failed_looking_commit_is_stored(state_storage):

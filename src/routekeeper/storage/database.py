@@ -13,9 +13,14 @@ Connections come in lanes, so that the replica's own upkeep never queues behind 
 - sessions (``dedicated_connection()``, PostgreSQL): unpooled connections that carry session
   state, i.e. the liveness advisory lock; closing one really ends its session.
 
-SQLite (file): WAL; one writer connection, serialized in-process by a lock and across processes
-(the workers of one ``serve --workers N``, or a CLI command) by ``BEGIN IMMEDIATE`` +
-``busy_timeout``; a small pool of reader connections. The writer first tries ``BEGIN
+SQLite (file): WAL; one write transaction at a time, serialized in-process by a lock and across
+processes (the workers of one ``serve --workers N``, or a CLI command) by ``BEGIN IMMEDIATE`` +
+``busy_timeout``; a small pool of reader connections. Writes run on one of two writer
+connections, never both at once (the lock): ``write()``'s, through the async driver (each
+statement, ``BEGIN`` and ``COMMIT`` a round trip to the driver's thread), and
+``run_write()``'s, a plain ``sqlite3`` connection on a thread of its own that runs a whole
+transaction given as one function in one call (the hot, acknowledged writes: replay batches,
+stored responses). The writer first tries ``BEGIN
 IMMEDIATE`` without waiting; when another process holds the write lock it counts a wait
 (``write_lock_waits``, ``write_lock_wait_seconds``: ``/metrics``) and tries again within
 ``busy_timeout``. The driver's own
@@ -37,43 +42,35 @@ import asyncio
 import inspect
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event, func, select
+from sqlalchemy import create_engine, func, select
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, StaticPool
 
 from routekeeper.contract import BackendKind
-from routekeeper.contract.errors import StorageBusy, StorageError, StorageUnavailable
+from routekeeper.contract.errors import StorageBusy, StorageUnavailable
 from routekeeper.storage.config import MemoryBackend, PostgresBackend, SQLiteBackend, redact_dsn
 from routekeeper.storage.dialect import Dialect, dialect_of
 from routekeeper.storage.errors import translate_storage_error
+from routekeeper.storage.sqlite_connection import WriteLockWaits, sqlite_pragmas
+from routekeeper.storage.sqlite_writer import SQLiteWriter
 
 log = logging.getLogger(__name__)
 
 _AFTER_COMMIT = "routekeeper.after_commit"
+T = TypeVar("T")
 
 # PostgreSQL write connections: the heartbeat, the replay writer, phase changes and retention
 # each hold at most one, briefly; two more open on demand.
 POSTGRES_WRITE_POOL = 2
 POSTGRES_WRITE_OVERFLOW = 2
 APPLICATION_NAME = "routekeeper"
-
-
-@dataclass
-class WriteLockWaits:
-    """Write transactions that found another process holding SQLite's write lock and had to
-    wait for it (within ``busy_timeout``), and how long they waited in all."""
-
-    waits: int = 0
-    seconds: float = 0.0
 
 
 def postgres_url(dsn: str) -> URL:
@@ -101,6 +98,8 @@ class Database:
         self._reader: AsyncEngine | None = None
         self._upkeep: AsyncEngine | None = None
         self._sessions: AsyncEngine | None = None
+        # SQLite file: run_write()'s connection, on a thread of its own.
+        self._sqlite_writer: SQLiteWriter | None = None
         # SQLite has one writer; memory has one connection for everything.
         self._write_lock = asyncio.Lock() if self.kind is not BackendKind.POSTGRES else None
         self._read_lock = self._write_lock if self.kind is BackendKind.MEMORY else None
@@ -143,6 +142,18 @@ class Database:
                 url, write=False, pool_size=self.backend.read_pool_size
             )
             self._upkeep = self._sqlite_engine(url, write=False, pool_size=1)
+            sync_writer = create_engine(
+                f"sqlite:///{self.sqlite_path}", pool_size=1, max_overflow=0
+            )
+            sqlite_pragmas(
+                sync_writer,
+                begin="BEGIN IMMEDIATE",
+                synchronous=self.backend.synchronous,
+                busy_ms=self.backend.busy_timeout_ms,
+                waits=self.write_lock_waits,
+            )
+            assert self._write_lock is not None
+            self._sqlite_writer = SQLiteWriter(sync_writer, self._write_lock, _AFTER_COMMIT)
             try:
                 # The writer's connect hook switches the file to WAL (a no-op once it is).
                 async with self._writer.connect():
@@ -161,7 +172,9 @@ class Database:
                 poolclass=StaticPool,
                 connect_args={"check_same_thread": False},
             )
-            _sqlite_pragmas(engine, begin="BEGIN IMMEDIATE", synchronous="OFF", busy_ms=0)
+            sqlite_pragmas(
+                engine.sync_engine, begin="BEGIN IMMEDIATE", synchronous="OFF", busy_ms=0
+            )
             self._writer = self._reader = self._upkeep = engine
         else:
             pg_url = postgres_url(self.backend.dsn)
@@ -195,8 +208,8 @@ class Database:
             max_overflow=0,
             pool_timeout=self.backend.pool_timeout_seconds,
         )
-        _sqlite_pragmas(
-            engine,
+        sqlite_pragmas(
+            engine.sync_engine,
             begin="BEGIN IMMEDIATE" if write else "BEGIN",
             synchronous=self.backend.synchronous,
             busy_ms=self.backend.busy_timeout_ms,
@@ -208,17 +221,23 @@ class Database:
     async def close(self) -> None:
         await self._dispose()
 
-    def engines(self) -> list[AsyncEngine]:
-        """The open engines, each once (for instrumentation: statement counts in tests)."""
-        found: list[AsyncEngine] = []
+    def engines(self) -> list[Engine]:
+        """The open engines, each once, as the synchronous engines that events are listened
+        for on (for instrumentation: statement counts in tests)."""
+        found: list[Engine] = []
         for engine in (self._writer, self._reader, self._upkeep, self._sessions):
-            if engine is not None and all(engine is not e for e in found):
-                found.append(engine)
+            if engine is not None and all(engine.sync_engine is not e for e in found):
+                found.append(engine.sync_engine)
+        if self._sqlite_writer is not None:
+            found.append(self._sqlite_writer.engine)
         return found
 
     async def _dispose(self) -> None:
         engines = [self._sessions, self._upkeep, self._reader, self._writer]
         self._writer = self._reader = self._upkeep = self._sessions = None
+        sqlite_writer, self._sqlite_writer = self._sqlite_writer, None
+        if sqlite_writer is not None:
+            await sqlite_writer.close()
         disposed: list[AsyncEngine] = []
         for engine in engines:
             if engine is not None and all(engine is not e for e in disposed):
@@ -245,13 +264,28 @@ class Database:
                         conn.info.pop(_AFTER_COMMIT, None)
             except BaseException as exc:
                 self._raise(exc, "write")
-        for callback in callbacks:  # committed: now it may be told (SSE, fan-out)
-            try:
-                result = callback()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:  # the write is committed whatever a listener does
-                log.exception("an after-commit callback failed")
+        await _run_callbacks(callbacks)
+
+    async def run_write(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` as one write transaction, committed before this returns; returns what ``fn``
+        returns. ``fn`` runs Core statements on a synchronous connection and must not do I/O
+        of its own; ``after_commit`` works on its connection as in :meth:`write`.
+
+        On a SQLite file the whole transaction (``BEGIN IMMEDIATE``, ``fn``, ``COMMIT``) runs
+        on the writer thread in one call instead of a round trip per statement, shared with
+        the other ``run_write`` calls queued meanwhile, each in a savepoint (``fn`` raising
+        rolls back its own writes only): see ``storage.sqlite_writer``. Elsewhere ``fn`` runs
+        inside :meth:`write`. Raises like :meth:`write`."""
+        if self._sqlite_writer is None:
+            async with self.write() as conn:
+                return await conn.run_sync(fn)
+        try:
+            result, callbacks = await self._sqlite_writer.run(fn)
+        except BaseException as exc:
+            self._raise(exc, "write")
+            raise
+        await _run_callbacks(callbacks)
+        return result  # type: ignore[no-any-return]
 
     @asynccontextmanager
     async def read(self, *, upkeep: bool = False) -> AsyncIterator[AsyncConnection]:
@@ -323,13 +357,23 @@ class Database:
         return engine
 
 
-def after_commit(conn: AsyncConnection, callback: Callable[[], object]) -> None:
+async def _run_callbacks(callbacks: list[Callable[[], object]]) -> None:
+    for callback in callbacks:  # committed: now it may be told (SSE, fan-out)
+        try:
+            result = callback()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # the write is committed whatever a listener does
+            log.exception("an after-commit callback failed")
+
+
+def after_commit(conn: AsyncConnection | Connection, callback: Callable[[], object]) -> None:
     """Run ``callback`` (a function, or one returning an awaitable) once the write transaction
     ``conn`` belongs to has committed; never when it rolls back. What is published to others
     (SSE, Redis fan-out) is published from here, so nothing is seen before its commit."""
     callbacks = conn.info.get(_AFTER_COMMIT)
     if callbacks is None:
-        raise RuntimeError("after_commit needs a connection of Database.write()")
+        raise RuntimeError("after_commit needs a connection of Database.write() or run_write()")
     callbacks.append(callback)
 
 
@@ -362,61 +406,6 @@ def _raise_translated(exc: BaseException) -> None:
     if translated is None or translated is exc:
         raise exc
     raise translated from exc
-
-
-def _sqlite_pragmas(
-    engine: AsyncEngine,
-    *,
-    begin: str,
-    synchronous: str,
-    busy_ms: int,
-    wal: bool = False,
-    waits: WriteLockWaits | None = None,
-) -> None:
-    """Pragmas on every connection and our own ``begin``. With ``waits`` (the writer), the
-    connection waits for no lock by default (inside ``BEGIN IMMEDIATE`` nothing in WAL mode
-    waits): ``begin`` is tried at once, and only when the file's write lock is held by another
-    process is the wait counted and ``begin`` tried again within ``busy_ms``."""
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
-        if wal:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            mode = cursor.fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StorageError(f"SQLite refused WAL mode (journal_mode is {mode})")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA synchronous={synchronous}")
-        if waits is not None:
-            cursor.execute("PRAGMA busy_timeout=0")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        if waits is None:
-            conn.exec_driver_sql(begin)
-            return
-        cursor = conn.connection.dbapi_connection.cursor()
-        try:
-            try:
-                cursor.execute(begin)
-                return
-            except Exception as exc:
-                if not any(s in str(exc).lower() for s in ("locked", "busy")):
-                    raise sa_exc.OperationalError(begin, None, exc) from exc
-            started = time.monotonic()
-            cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
-            try:
-                conn.exec_driver_sql(begin)  # its failure is translated like any other
-            finally:
-                waits.waits += 1
-                waits.seconds += time.monotonic() - started
-                cursor.execute("PRAGMA busy_timeout=0")
-        finally:
-            cursor.close()
 
 
 class _Null:

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, literal_column, select, text, update
+from sqlalchemy.engine import Connection
 
 from routekeeper.contract.errors import InvalidRequest
 from routekeeper.contract.pages import Page, SortOrder
@@ -77,22 +78,22 @@ class ReplayStore(SurfaceStore):
     async def write_batch(
         self, inserts: Sequence[ReplayRecord], updates: Sequence[tuple[str, dict[str, Any]]]
     ) -> set[str]:
-        """Insert new records and apply finished records' changes, in one transaction.
+        """Insert new records and apply finished records' changes, in one transaction (one
+        call on SQLite's writer thread: ``Database.run_write``).
         Updates are grouped by the set of columns they change (one executemany each).
         Returns the ids of updates that found no record (pruned, or never stored)."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for record_id, changes in updates:
             values = plain(changes)
             groups.setdefault(tuple(sorted(values)), []).append({"_id": record_id, **values})
-        missing: set[str] = set()
-        async with self.db.write() as conn:
+
+        def write(conn: Connection) -> set[str]:
+            missing: set[str] = set()
             if inserts:
-                await conn.execute(self._upsert, [to_row(r) for r in inserts])
+                conn.execute(self._upsert, [to_row(r) for r in inserts])
             if updates:
                 ids = [record_id for record_id, _ in updates]
-                found = await conn.execute(
-                    select(router_replay.c.id).where(router_replay.c.id.in_(ids))
-                )
+                found = conn.execute(select(router_replay.c.id).where(router_replay.c.id.in_(ids)))
                 missing = set(ids) - {row[0] for row in found}
             for columns, rows in groups.items():
                 statement = (
@@ -100,8 +101,10 @@ class ReplayStore(SurfaceStore):
                     .where(router_replay.c.id == bindparam("_id"))
                     .values({c: bindparam(c) for c in columns})
                 )
-                await conn.execute(statement, rows)
-        return missing
+                conn.execute(statement, rows)
+            return missing
+
+        return await self.db.run_write(write)
 
     async def get(self, record_id: str, *, tenant_id: str = "default") -> ReplayRecord:
         return await self._one(

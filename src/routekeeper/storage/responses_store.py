@@ -1,7 +1,9 @@
 """The ``responses`` and ``response_items`` surfaces: stored responses and their items.
 
 A response is inserted ``in_progress`` together with its input items and finished once,
-together with its output items (a lifecycle move), each atomically. Concurrent writes share a
+together with its output items (a lifecycle move), each atomically. A plain request's start
+(deferred: nobody waits for it) waits briefly for its finish, and a finish that finds its start
+not yet taken by a flush makes both one insert of the final response. Concurrent writes share a
 transaction (group commit): each caller queues its write and waits for the commit that carries
 it; a write the database refuses (or that finds its response gone) fails alone. A turn's
 context is its chain of previous responses, read in one recursive statement whatever the
@@ -11,13 +13,13 @@ Recovery fails the responses a dead replica left ``in_progress``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, literal, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from routekeeper.contract.errors import (
     InvalidTransition,
@@ -52,9 +54,15 @@ def _item(row: Any) -> ResponseItemRecord:
     return from_row(ResponseItemRecord, row)
 
 
-Write = Callable[[AsyncConnection], Awaitable[Any]]
+# A write: statements on the writer's connection, run with the others of its group in one call
+# (``Database.run_write``), so it is synchronous and does no I/O of its own.
+Write = Callable[[Connection], Any]
 # What one write may raise without touching the transaction (it raises before writing).
 ALONE = (NotFound, InvalidTransition)
+# How long a deferred start (a plain request's: nobody waits for it) waits for its finish
+# before it is written on its own; as long as replay records' starts wait by default
+# (``replay.flush_interval_ms``). An answer faster than this costs one write, not two.
+DEFERRED_START_SECONDS = 0.1
 
 
 class ResponsesStore(SurfaceStore):
@@ -68,28 +76,59 @@ class ResponsesStore(SurfaceStore):
         self._queue: list[_Queued] = []
         self._writing: list[_Queued] = []  # the batch the flush is committing
         self._flusher: asyncio.Future[None] | None = None
-        # Starts still queued (no flush took them yet), by response id: a finish arriving
+        # Deferred starts not yet due, by response id (in order of arrival).
+        self._deferred: dict[str, _Queued] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        # Starts no flush took yet (deferred or queued), by response id: a finish arriving
         # now replaces the start with one write of the final response.
         self._starts: dict[str, _Queued] = {}
 
-    async def _grouped(self, write: Write, *, start: str | None = None) -> Any:
+    async def _grouped(
+        self, write: Write, *, start: str | None = None, deferred: bool = False
+    ) -> Any:
         """Run ``write`` in a transaction shared with whatever else is queued (group commit);
         returns its result once committed. The flush runs in a task of its own, so a caller
-        that is cancelled never takes the others' commit with it."""
-        queued = _Queued(write, asyncio.get_running_loop().create_future())
-        self._queue.append(queued)
+        that is cancelled never takes the others' commit with it. A ``deferred`` start waits
+        up to :data:`DEFERRED_START_SECONDS` before it is queued."""
+        loop = asyncio.get_running_loop()
+        queued = _Queued(write, loop.create_future(), start)
         if start is not None:
             self._starts[start] = queued
-        if self._flusher is None or self._flusher.done():
+        if deferred and start is not None:
+            queued.due = loop.time() + DEFERRED_START_SECONDS
+            self._deferred[start] = queued
+            if self._timer is None:
+                self._timer = loop.call_at(queued.due, self._release_due)
+        else:
+            self._queue.append(queued)
+            self._kick()
+        return await asyncio.shield(queued.done)
+
+    def _kick(self) -> None:
+        if self._queue and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.ensure_future(self._flush())
             self._flusher.add_done_callback(self._flush_ended)
-        return await asyncio.shield(queued.done)
+
+    def _release_due(self) -> None:
+        """Queue the deferred starts that are due; wake again for the next one."""
+        loop = asyncio.get_running_loop()
+        self._timer = None
+        now = loop.time()
+        for response_id, queued in list(self._deferred.items()):
+            if queued.due > now:
+                self._timer = loop.call_at(queued.due, self._release_due)
+                break
+            del self._deferred[response_id]
+            self._queue.append(queued)
+        self._kick()
 
     async def _flush(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
             self._writing = batch
-            self._starts.clear()  # taken: a finish now waits for their commit
+            for queued in batch:  # taken: a finish now waits for their commit
+                if queued.start is not None:
+                    self._starts.pop(queued.start, None)
             try:
                 results = await self._run(batch)
             except Exception:
@@ -139,14 +178,16 @@ class ResponsesStore(SurfaceStore):
         return row is not None and row.replica_id == record.replica_id
 
     async def _run(self, batch: list[_Queued]) -> list[Any]:
-        results: list[Any] = []
-        async with self.db.write() as conn:
+        def run(conn: Connection) -> list[Any]:
+            results: list[Any] = []
             for queued in batch:
                 try:
-                    results.append(await queued.write(conn))
+                    results.append(queued.write(conn))
                 except ALONE as exc:  # raised before it wrote anything: the others commit
                     results.append(exc)
-        return results
+            return results
+
+        return await self.db.run_write(run)
 
     def recovery_steps(self) -> Sequence[RecoveryStep]:
         return (
@@ -210,10 +251,18 @@ class ResponsesStore(SurfaceStore):
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def start(self, record: ResponseRecord, items: Sequence[ResponseItemRecord]) -> None:
-        """Insert an ``in_progress`` response and its input items, in one transaction."""
-
-        await self._grouped(_inserting(record, items), start=record.id)
+    async def start(
+        self,
+        record: ResponseRecord,
+        items: Sequence[ResponseItemRecord],
+        *,
+        deferred: bool = False,
+    ) -> None:
+        """Insert an ``in_progress`` response and its input items, in one transaction;
+        returns once committed. ``deferred`` (a start nobody waits for: the client learns the
+        id from the finish): the start waits up to :data:`DEFERRED_START_SECONDS` for its
+        finish, which then makes both one write of the final response."""
+        await self._grouped(_inserting(record, items), start=record.id, deferred=deferred)
 
     async def finish(
         self,
@@ -241,8 +290,8 @@ class ResponsesStore(SurfaceStore):
         if queued is not None:
             return await self._finish_queued(queued, response_id, status, items, values)
 
-        async def write(conn: AsyncConnection) -> ResponseRecord:
-            _, row = await self._transition(
+        def write(conn: Connection) -> ResponseRecord:
+            _, row = self._transition_in(
                 conn,
                 responses,
                 response_id,
@@ -254,7 +303,7 @@ class ResponsesStore(SurfaceStore):
                 what="response",
             )
             if items:
-                await conn.execute(insert(response_items), [to_row(i) for i in items])
+                conn.execute(insert(response_items), [to_row(i) for i in items])
             return _response(row)
 
         result = await self._grouped(write)
@@ -275,6 +324,9 @@ class ResponsesStore(SurfaceStore):
         RESPONSE_LIFECYCLE.check(response_id, started.record.status, status)
         final = replace(started.record, status=status, **values)
         queued.write = _inserting(final, [*started.items, *items])
+        if self._deferred.pop(response_id, None) is not None:
+            self._queue.append(queued)  # a finish is waited for: no more waiting
+            self._kick()
         await asyncio.shield(queued.done)
         return final
 
@@ -422,6 +474,10 @@ _ITEM_COLUMNS = tuple(response_items.c.keys())
 class _Queued:
     write: Write
     done: asyncio.Future[Any]
+    start: str | None = None
+    """The response id when this is a start (finishes may still merge into it)."""
+    due: float = 0.0
+    """When a deferred start is queued (the loop's clock)."""
 
 
 @dataclass
@@ -431,10 +487,10 @@ class _Inserting:
     record: ResponseRecord
     items: Sequence[ResponseItemRecord]
 
-    async def __call__(self, conn: AsyncConnection) -> None:
-        await conn.execute(insert(responses).values(**to_row(self.record)))
+    def __call__(self, conn: Connection) -> None:
+        conn.execute(insert(responses), to_row(self.record))
         if self.items:
-            await conn.execute(insert(response_items), [to_row(i) for i in self.items])
+            conn.execute(insert(response_items), [to_row(i) for i in self.items])
 
 
 def _inserting(record: ResponseRecord, items: Sequence[ResponseItemRecord]) -> _Inserting:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from sqlalchemy import ColumnElement, Select, Table, delete, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from routekeeper.contract.errors import NotFound
@@ -193,24 +194,52 @@ class SurfaceStore:
         event: Callable[[S], tuple[Table, Mapping[str, Any]]] | None,
         what: str,
     ) -> tuple[S, Any]:
+        """:meth:`_transition_in` inside a transaction of ``Database.write()``."""
+        return await conn.run_sync(
+            lambda sync: self._transition_in(
+                sync,
+                table,
+                record_id,
+                lifecycle,
+                to_state,
+                state_column=state_column,
+                values=values,
+                event=event,
+                what=what,
+            )
+        )
+
+    def _transition_in(
+        self,
+        conn: Connection,
+        table: Table,
+        record_id: str,
+        lifecycle: Lifecycle[S],
+        to_state: S,
+        *,
+        state_column: str,
+        values: Mapping[str, Any],
+        event: Callable[[S], tuple[Table, Mapping[str, Any]]] | None,
+        what: str,
+    ) -> tuple[S, Any]:
         """Inside a write transaction: lock the record's row, check the move against the
         lifecycle (NotFound, InvalidTransition), update it with ``values`` and the new state,
         append the event ``event(from_state)`` returns (an events table and its row).
         Returns the state it left and the updated row."""
         key = _key(table)
         query = self.db.dialect.for_update(select(table).where(key == record_id))
-        row = (await conn.execute(query)).one_or_none()
+        row = conn.execute(query).one_or_none()
         if row is None:
             raise NotFound(f"no {what} {record_id}")
         current = lifecycle.states(getattr(row, state_column))
         lifecycle.check(record_id, current, to_state)
-        await conn.execute(
+        conn.execute(
             update(table).where(key == record_id).values({state_column: to_state.value, **values})
         )
         if event is not None:
             events, event_row = event(current)
-            await conn.execute(insert(events).values(**event_row))
-        updated = (await conn.execute(select(table).where(key == record_id))).one()
+            conn.execute(insert(events).values(**event_row))
+        updated = conn.execute(select(table).where(key == record_id)).one()
         return current, updated
 
 

@@ -149,14 +149,17 @@ class ResponseRelay:
 
     async def started(self, plan: ChatPlan, trace: RequestTrace) -> None:
         """Store the response ``in_progress`` with its input items. A stream waits for the
-        commit (``response.created`` tells the client its id); a plain request lets it run
-        beside the upstream call (the id is told at the end, after the finish's commit, which
-        the store orders after the start, or merges with it while it is still queued)."""
+        commit (``response.created`` tells the client its id); a plain request's start is
+        deferred and runs beside the upstream call (the id is told at the end, after the
+        finish's commit, which the store orders after the start, or merges with it while it
+        is still waiting or queued)."""
         replay_id = trace.replay_id if trace.recorder.enabled else None
         self.record = replace(self.record, selected_model=plan.model.name, replay_id=replay_id)
         if self.store is None:
             return
-        self._start = asyncio.ensure_future(self.store.start(self.record, self.inputs))
+        self._start = asyncio.ensure_future(
+            self.store.start(self.record, self.inputs, deferred=not plan.stream)
+        )
         # Its error is read where it matters (the finish); never reported as unretrieved.
         self._start.add_done_callback(lambda f: f.cancelled() or f.exception())
         if plan.stream:

@@ -1,0 +1,124 @@
+"""``Database.run_write`` on a SQLite file: whole write transactions in one call each, on a plain
+``sqlite3`` connection that belongs to one thread of its own.
+
+Through the async driver every statement, ``BEGIN`` and ``COMMIT`` is a round trip to the
+driver's thread; here a transaction is one. Write functions queued while a transaction runs
+share the next one (group commit: the replay writer's batch, a stored response's rows and any
+other caller commit with one ``fsync``), each in a savepoint of its own when there are several,
+so that one that raises (a refused value) is rolled back alone and the others commit. After a
+commit the writer lets the loop run a few rounds before the next transaction, so that the
+writers just answered queue their next batch in time for it. Each caller learns its own
+outcome only once the commit carrying its write has returned. The in-process write lock is
+held for the whole transaction, so ``Database.write()`` and this writer never write at
+once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+
+WriteFn = Callable[[Connection], Any]
+# Loop rounds between a commit and the next transaction (see ``_flush``); a caller already has
+# its answer by then, so this delays no one who waits alone.
+SETTLE_ROUNDS = 8
+
+
+@dataclass
+class _Queued:
+    fn: WriteFn
+    done: asyncio.Future[tuple[Any, list[Callable[[], object]]]]
+    callbacks: list[Callable[[], object]] = field(default_factory=list)
+    result: Any = None
+    error: BaseException | None = None
+
+
+class SQLiteWriter:
+    """Runs write functions in shared transactions on ``engine`` (pool of one connection),
+    always from the same thread. ``callbacks_key``: the connection ``info`` key under which
+    each function finds its own list of after-commit callbacks."""
+
+    def __init__(self, engine: Engine, lock: asyncio.Lock, callbacks_key: str) -> None:
+        self._engine = engine
+        self._lock = lock
+        self._callbacks_key = callbacks_key
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._queue: list[_Queued] = []
+        self._flusher: asyncio.Future[None] | None = None
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    async def run(self, fn: WriteFn) -> tuple[Any, list[Callable[[], object]]]:
+        """``fn``'s result and the callbacks it registered, once its transaction committed;
+        raises what ``fn`` raised (its writes rolled back) or what failed the transaction.
+        A caller cancelled meanwhile does not take the others' write with it."""
+        queued = _Queued(fn, asyncio.get_running_loop().create_future())
+        self._queue.append(queued)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        return await asyncio.shield(queued.done)
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            batch, self._queue = self._queue, []
+            async with self._lock:
+                # Shielded: the thread finishes the transaction whatever happens, and the lock
+                # is held until it has (no other write may find the file locked by us).
+                ran = loop.run_in_executor(self._thread, self._transaction, batch)
+                try:
+                    await asyncio.shield(ran)
+                except BaseException as exc:  # BEGIN or COMMIT failed: nothing was written
+                    await asyncio.wait([ran])
+                    for queued in batch:
+                        if not queued.done.done():
+                            queued.done.set_exception(exc)
+                    batch = []
+            for queued in batch:
+                if queued.done.done():
+                    continue
+                if queued.error is not None:
+                    queued.done.set_exception(queued.error)
+                else:
+                    queued.done.set_result((queued.result, queued.callbacks))
+            # The writers whose batch just committed (the replay writer, the responses store:
+            # each keeps one batch in flight) queue their next one a few loop rounds later.
+            # Waiting for them makes one transaction of their batches: otherwise they take
+            # turns, one commit each, and a stored response waits for two.
+            for _ in range(SETTLE_ROUNDS):
+                await asyncio.sleep(0)
+
+    def _transaction(self, batch: list[_Queued]) -> None:
+        """On the writer thread: one transaction for the batch."""
+        with self._engine.begin() as conn:
+            if len(batch) == 1:  # alone: its failure is the transaction's
+                self._call(conn, batch[0])
+                return
+            for queued in batch:
+                try:
+                    with conn.begin_nested():
+                        self._call(conn, queued)
+                except Exception as exc:  # rolled back to its savepoint; the others go on
+                    queued.error = exc
+                    queued.callbacks.clear()
+
+    def _call(self, conn: Connection, queued: _Queued) -> None:
+        conn.info[self._callbacks_key] = queued.callbacks
+        try:
+            queued.result = queued.fn(conn)
+        finally:
+            conn.info.pop(self._callbacks_key, None)
+
+    async def close(self) -> None:
+        """Wait for queued writes, close the connection on its own thread, end the thread."""
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.wait([self._flusher])
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._engine.dispose)
+        self._thread.shutdown()
