@@ -13,8 +13,8 @@ Recovery fails the responses a dead replica left ``in_progress``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +22,6 @@ from sqlalchemy import delete, insert, literal, select, update
 from sqlalchemy.engine import Connection
 
 from routekeeper.contract.errors import (
-    InvalidTransition,
     NotFound,
     StorageError,
     StorageUnavailable,
@@ -41,6 +40,15 @@ from routekeeper.storage.database import Database
 from routekeeper.storage.dialect import Dialect
 from routekeeper.storage.records import from_row, to_row
 from routekeeper.storage.recovery import RecoveryContext, RecoveryReport, RecoveryStep
+from routekeeper.storage.responses_writes import (
+    ALONE,
+    ITEM_COLUMNS,
+    Inserting,
+    Queued,
+    Write,
+    inserting,
+    settle,
+)
 from routekeeper.storage.schema.responses import response_items, responses
 from routekeeper.storage.surface_store import RetentionRule, SurfaceStore
 from routekeeper.storage.types import utcnow
@@ -54,11 +62,6 @@ def _item(row: Any) -> ResponseItemRecord:
     return from_row(ResponseItemRecord, row)
 
 
-# A write: statements on the writer's connection, run with the others of its group in one call
-# (``Database.run_write``), so it is synchronous and does no I/O of its own.
-Write = Callable[[Connection], Any]
-# What one write may raise without touching the transaction (it raises before writing).
-ALONE = (NotFound, InvalidTransition)
 # How long a deferred start (a plain request's: nobody waits for it) waits for its finish
 # before it is written on its own; as long as replay records' starts wait by default
 # (``replay.flush_interval_ms``). An answer faster than this costs one write, not two.
@@ -73,15 +76,15 @@ class ResponsesStore(SurfaceStore):
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
-        self._queue: list[_Queued] = []
-        self._writing: list[_Queued] = []  # the batch the flush is committing
+        self._queue: list[Queued] = []
+        self._writing: list[Queued] = []  # the batch the flush is committing
         self._flusher: asyncio.Future[None] | None = None
         # Deferred starts not yet due, by response id (in order of arrival).
-        self._deferred: dict[str, _Queued] = {}
+        self._deferred: dict[str, Queued] = {}
         self._timer: asyncio.TimerHandle | None = None
         # Starts no flush took yet (deferred or queued), by response id: a finish arriving
         # now replaces the start with one write of the final response.
-        self._starts: dict[str, _Queued] = {}
+        self._starts: dict[str, Queued] = {}
 
     async def _grouped(
         self, write: Write, *, start: str | None = None, deferred: bool = False
@@ -91,7 +94,7 @@ class ResponsesStore(SurfaceStore):
         that is cancelled never takes the others' commit with it. A ``deferred`` start waits
         up to :data:`DEFERRED_START_SECONDS` before it is queued."""
         loop = asyncio.get_running_loop()
-        queued = _Queued(write, loop.create_future(), start)
+        queued = Queued(write, loop.create_future(), start)
         if start is not None:
             self._starts[start] = queued
         if deferred and start is not None:
@@ -135,10 +138,10 @@ class ResponsesStore(SurfaceStore):
                 # One write spoilt the transaction (a refused value, a conflict) or the
                 # database failed: each write again in its own, so it fails alone.
                 for queued in batch:
-                    _settle(queued.done, await self._run_alone(queued))
+                    settle(queued.done, await self._run_alone(queued))
                 continue
             for queued, result in zip(batch, results, strict=True):
-                _settle(queued.done, result)
+                settle(queued.done, result)
         self._writing = []
 
     def _flush_ended(self, flusher: asyncio.Future[None]) -> None:
@@ -150,11 +153,11 @@ class ResponsesStore(SurfaceStore):
             return
         error = StorageUnavailable("the response writer stopped before this write was committed")
         for queued in [*self._writing, *self._queue]:
-            _settle(queued.done, error)
+            settle(queued.done, error)
         self._writing, self._queue = [], []
         self._starts.clear()
 
-    async def _run_alone(self, queued: _Queued) -> Any:
+    async def _run_alone(self, queued: Queued) -> Any:
         """One write in a transaction of its own: its result, or the exception it raised.
         An insert refused because this replica's response is already there was carried by
         the shared commit that reported a failure (a commit whose answer was lost): stored."""
@@ -162,7 +165,7 @@ class ResponsesStore(SurfaceStore):
             return (await self._run([queued]))[0]
         except Exception as exc:
             write = queued.write
-            if isinstance(write, _Inserting) and await self._stored_by_us(write.record):
+            if isinstance(write, Inserting) and await self._stored_by_us(write.record):
                 return None
             return exc
 
@@ -177,7 +180,7 @@ class ResponsesStore(SurfaceStore):
             return False
         return row is not None and row.replica_id == record.replica_id
 
-    async def _run(self, batch: list[_Queued]) -> list[Any]:
+    async def _run(self, batch: list[Queued]) -> list[Any]:
         def run(conn: Connection) -> list[Any]:
             results: list[Any] = []
             for queued in batch:
@@ -262,7 +265,7 @@ class ResponsesStore(SurfaceStore):
         returns once committed. ``deferred`` (a start nobody waits for: the client learns the
         id from the finish): the start waits up to :data:`DEFERRED_START_SECONDS` for its
         finish, which then makes both one write of the final response."""
-        await self._grouped(_inserting(record, items), start=record.id, deferred=deferred)
+        await self._grouped(inserting(record, items), start=record.id, deferred=deferred)
 
     async def finish(
         self,
@@ -313,17 +316,17 @@ class ResponsesStore(SurfaceStore):
 
     async def _finish_queued(
         self,
-        queued: _Queued,
+        queued: Queued,
         response_id: str,
         status: ResponseStatus,
         items: Sequence[ResponseItemRecord],
         values: dict[str, Any],
     ) -> ResponseRecord:
         started = queued.write
-        assert isinstance(started, _Inserting)
+        assert isinstance(started, Inserting)
         RESPONSE_LIFECYCLE.check(response_id, started.record.status, status)
         final = replace(started.record, status=status, **values)
-        queued.write = _inserting(final, [*started.items, *items])
+        queued.write = inserting(final, [*started.items, *items])
         if self._deferred.pop(response_id, None) is not None:
             self._queue.append(queued)  # a finish is waited for: no more waiting
             self._kick()
@@ -409,7 +412,7 @@ class ResponsesStore(SurfaceStore):
                 f"(response '{response_id}' continues it)."
             )
         return [
-            from_row(ResponseItemRecord, {k: r._mapping[k] for k in _ITEM_COLUMNS})
+            from_row(ResponseItemRecord, {k: r._mapping[k] for k in ITEM_COLUMNS})
             for r in rows
             if r._mapping["id"] is not None
         ]
@@ -465,45 +468,6 @@ class ResponsesStore(SurfaceStore):
             after=after,
             before=before,
         )
-
-
-_ITEM_COLUMNS = tuple(response_items.c.keys())
-
-
-@dataclass
-class _Queued:
-    write: Write
-    done: asyncio.Future[Any]
-    start: str | None = None
-    """The response id when this is a start (finishes may still merge into it)."""
-    due: float = 0.0
-    """When a deferred start is queued (the loop's clock)."""
-
-
-@dataclass
-class _Inserting:
-    """A write inserting a response and its items (a start, or a start and its finish)."""
-
-    record: ResponseRecord
-    items: Sequence[ResponseItemRecord]
-
-    def __call__(self, conn: Connection) -> None:
-        conn.execute(insert(responses), to_row(self.record))
-        if self.items:
-            conn.execute(insert(response_items), [to_row(i) for i in self.items])
-
-
-def _inserting(record: ResponseRecord, items: Sequence[ResponseItemRecord]) -> _Inserting:
-    return _Inserting(record, list(items))
-
-
-def _settle(done: asyncio.Future[Any], result: Any) -> None:
-    if done.done():
-        return
-    if isinstance(result, Exception) and not isinstance(result, ALONE):
-        done.set_exception(result)
-    else:
-        done.set_result(result)
 
 
 def apply_filters(filters: ResponseFilters, query: Any, dialect: Dialect) -> Any:
