@@ -37,17 +37,7 @@ def replay_filters(
 ) -> ReplayFilters:
     """The filters shared by the list and the aggregate; times without a zone are UTC.
     ``since`` after ``until`` is a 400 (it could only ever match nothing)."""
-    since, until = as_utc(since, "since"), as_utc(until, "until")
-    if since is not None and until is not None and since > until:
-        raise InvalidRequest(
-            f"since ({since.isoformat()}) is after until ({until.isoformat()})",
-            details={
-                "problems": [
-                    {"param": "since", "message": "must not be after until"},
-                    {"param": "until", "message": "must not be before since"},
-                ]
-            },
-        )
+    since, until = time_window(since, until)
     return ReplayFilters(
         decision=decision,
         model=model,
@@ -60,6 +50,25 @@ def replay_filters(
 
 
 Filters = Annotated[ReplayFilters, Depends(replay_filters)]
+
+
+def time_window(
+    since: datetime | None, until: datetime | None
+) -> tuple[datetime | None, datetime | None]:
+    """``since`` and ``until`` in UTC (:func:`as_utc`); ``since`` after ``until`` is a 400
+    (it could only ever match nothing)."""
+    since, until = as_utc(since, "since"), as_utc(until, "until")
+    if since is not None and until is not None and since > until:
+        raise InvalidRequest(
+            f"since ({since.isoformat()}) is after until ({until.isoformat()})",
+            details={
+                "problems": [
+                    {"param": "since", "message": "must not be after until"},
+                    {"param": "until", "message": "must not be before since"},
+                ]
+            },
+        )
+    return since, until
 
 
 def as_utc(value: datetime | None, param: str) -> datetime | None:

@@ -9,12 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
-from routekeeper.contract.errors import InvalidRequest
 from routekeeper.contract.ids import id_pattern
 from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, SortOrder
 from routekeeper.contract.responses import ResponseFilters, ResponseRecord, ResponseStatus
 from routekeeper.dashboard.query import api_router
-from routekeeper.dashboard.routes.replay import as_utc
+from routekeeper.dashboard.routes.replay import time_window
 from routekeeper.dashboard.services.responses import ResponseQueries
 from routekeeper.http.pages import Limit, ListPage, Order
 
@@ -68,17 +67,7 @@ def response_filters(
     until: Annotated[datetime | None, Query(description="Created before (ISO).")] = None,
 ) -> ResponseFilters:
     """Times without a zone are UTC; ``since`` after ``until`` is a 400."""
-    since, until = as_utc(since, "since"), as_utc(until, "until")
-    if since is not None and until is not None and since > until:
-        raise InvalidRequest(
-            f"since ({since.isoformat()}) is after until ({until.isoformat()})",
-            details={
-                "problems": [
-                    {"param": "since", "message": "must not be after until"},
-                    {"param": "until", "message": "must not be before since"},
-                ]
-            },
-        )
+    since, until = time_window(since, until)
     return ResponseFilters(model=model, status=status, since=since, until=until)
 
 
