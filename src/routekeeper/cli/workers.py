@@ -178,7 +178,7 @@ class Supervisor:
                     if not self._live():
                         break
                     if self._stop_deadline is not None and now > self._stop_deadline:
-                        self._kill_remaining()
+                        self._kill_remaining("did not exit within server.graceful_timeout_seconds")
                         break
                 else:
                     for slot in self.slots:
@@ -186,7 +186,8 @@ class Supervisor:
                             self._start(slot)
                 time.sleep(TICK_SECONDS)
         finally:
-            self._kill_remaining()
+            # Reached with workers left only when the loop above raised.
+            self._kill_remaining("is still running while the supervisor stops on an error")
             os.close(self.board_fd)
             self.sock.close()
         codes = [code for slot in self.slots for code in slot.exit_codes[-1:]]
@@ -219,15 +220,10 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     slot.proc.send_signal(signal.SIGTERM)
 
-    def _kill_remaining(self) -> None:
+    def _kill_remaining(self, why: str) -> None:
         for slot in self._live():
             assert slot.proc is not None
-            log.error(
-                "worker %d (pid %d) did not exit within server.graceful_timeout_seconds; "
-                "killing it",
-                slot.index,
-                slot.proc.pid,
-            )
+            log.error("worker %d (pid %d) %s; killing it", slot.index, slot.proc.pid, why)
             slot.proc.kill()
             slot.exit_codes.append(slot.proc.wait())
             slot.proc = None
@@ -247,7 +243,13 @@ class Supervisor:
         pid = slot.proc.pid
         slot.proc = None
         slot.exit_codes.append(code)
-        entry = self.board.read(slot.index)
+        try:
+            entry = self.board.read(slot.index)
+        except ValueError as exc:
+            log.warning(
+                "worker %d: its slot on the worker board is unreadable: %s", slot.index, exc
+            )
+            entry = None
         self.board.clear(slot.index)
         name = f"worker {slot.index} (pid {pid}"
         name += f", replica {entry['replica_id']})" if entry else ")"

@@ -54,6 +54,8 @@ class WorkerBoard:
         self._families: Callable[[], Iterable[Metric]] = tuple
         self._task: asyncio.Task[None] | None = None
         self.publish_errors = 0
+        self.unreadable = 0
+        """Reads of another worker's slot that found no publication in it (skipped)."""
 
     @staticmethod
     def create(slots: int) -> int:
@@ -78,29 +80,40 @@ class WorkerBoard:
             fcntl.lockf(self.fd, fcntl.LOCK_UN, SLOT_BYTES, start, os.SEEK_SET)
 
     def read(self, slot: int) -> dict[str, Any] | None:
-        """What the worker in ``slot`` last published (None: nothing, or cleared)."""
+        """What the worker in ``slot`` last published (None: nothing, or cleared). Raises
+        ValueError when the slot does not hold a publication (see :meth:`others`)."""
         start = slot * SLOT_BYTES
         fcntl.lockf(self.fd, fcntl.LOCK_SH, SLOT_BYTES, start, os.SEEK_SET)
         try:
             (length,) = _HEADER.unpack(os.pread(self.fd, _HEADER.size, start))
+            if _HEADER.size + length > SLOT_BYTES:
+                raise ValueError(f"slot {slot} claims {length} bytes, more than a slot holds")
             data = os.pread(self.fd, length, start + _HEADER.size) if length else b""
         finally:
             fcntl.lockf(self.fd, fcntl.LOCK_UN, SLOT_BYTES, start, os.SEEK_SET)
         if not data:
             return None
-        entry: dict[str, Any] = json.loads(data)
-        return entry
+        return _checked(json.loads(data), slot)
 
     def clear(self, slot: int) -> None:
         self._write(slot, b"")
 
     def others(self) -> list[dict[str, Any]]:
-        """The other workers' last publications, by slot."""
+        """The other workers' last publications, by slot. A slot that does not hold one (a
+        worker killed in the middle of a write it had no lock for, a foreign write) is
+        skipped, counted in ``unreadable`` and logged once: one bad slot never takes
+        ``/api/status`` or ``/metrics`` down."""
         out = []
         for slot in range(self.slots):
             if slot == self.slot:
                 continue
-            entry = self.read(slot)
+            try:
+                entry = self.read(slot)
+            except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError too
+                self.unreadable += 1
+                if self.unreadable == 1:
+                    log.warning("worker board: skipping slot %d: %s", slot, exc)
+                continue
             if entry is not None:
                 out.append(entry)
         return out
@@ -162,6 +175,25 @@ class WorkerBoard:
                 log.exception("replica %s: could not publish to the worker board", self.replica_id)
 
 
+def _checked(entry: Any, slot: int) -> dict[str, Any]:
+    """A publication as :meth:`WorkerBoard.entry` makes it, checked as far as readers rely on
+    it (the metric samples are checked as they are decoded)."""
+    if not (
+        isinstance(entry, dict)
+        and isinstance(entry.get("replica_id"), str)
+        and isinstance(entry.get("as_of"), int | float)
+        and isinstance(entry.get("components"), dict)
+        and all(isinstance(r, dict) for r in entry["components"].values())
+        and isinstance(entry.get("metrics"), list)
+    ):
+        raise ValueError(f"slot {slot} does not hold a worker's publication")
+    try:
+        decode_families(entry["metrics"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"slot {slot} holds metric samples that do not decode: {exc}") from exc
+    return entry
+
+
 def encode_families(families: Iterable[Metric]) -> list[list[Any]]:
     """Metric families as JSON values (name, help, type, unit, samples)."""
     return [
@@ -182,6 +214,14 @@ def decode_families(encoded: Iterable[list[Any]], **labels: str) -> list[Metric]
     for name, documentation, typ, unit, samples in encoded:
         family = Metric(name, documentation, typ, unit)
         for sample_name, sample_labels, value in samples:
+            if not (
+                isinstance(sample_name, str)
+                and isinstance(sample_labels, dict)
+                and all(isinstance(v, str) for v in sample_labels.values())
+                and isinstance(value, int | float)
+                and not isinstance(value, bool)
+            ):
+                raise ValueError(f"sample {sample_name!r} of {name!r} is not a sample")
             family.add_sample(sample_name, {**sample_labels, **labels}, value)
         out.append(family)
     return out
