@@ -405,3 +405,51 @@ def test_a_function_call_output_may_be_text_parts(sdk, up):
     items = list(sdk.responses.input_items.list(response.id, order="asc"))
     assert items[1].output[1].text == "ny"
     assert json.loads(items[0].arguments) == {"city": "Paris"}
+
+
+@pytest.mark.restart(surface="responses")
+@pytest.mark.restart(surface="response_items")
+def test_sigkill_keeps_function_calls_and_their_outputs(server_factory, up):
+    backend = {"type": "openai", "base_url": up.base_url, "model": "m"}
+    config = {
+        "models": [{"name": "tooled", "backend": backend}],
+        "decisions": [{"name": "default", "model": "tooled"}],
+    }
+    first = server_factory(**config).start()
+    client = openai.OpenAI(
+        base_url=f"{first.url}/v1", api_key="x", max_retries=0, _strict_response_validation=True
+    )
+    up.configure(tool_calls=[{"name": "get_weather", "arguments": PARIS}] * 2)
+    with client.responses.stream(model="tooled", input="Weather?", tools=[WEATHER]) as stream:
+        calls = stream.get_final_response()
+    up.configure(tool_calls=None, reply="Sunny twice.")
+    answer = client.responses.create(
+        model="tooled",
+        input=[_output_of(c.call_id, "sunny") for c in calls.output],
+        previous_response_id=calls.id,
+        tools=[WEATHER],
+    )
+    before = [
+        client.responses.retrieve(calls.id).model_dump(),
+        [i.model_dump() for i in client.responses.input_items.list(answer.id)],
+    ]
+    client.close()
+    first.kill()
+
+    second = server_factory(**config).start()
+    client = openai.OpenAI(
+        base_url=f"{second.url}/v1", api_key="x", max_retries=0, _strict_response_validation=True
+    )
+    after = [
+        client.responses.retrieve(calls.id).model_dump(),
+        [i.model_dump() for i in client.responses.input_items.list(answer.id)],
+    ]
+    assert after == before
+    assert [o["type"] for o in after[0]["output"]] == ["function_call", "function_call"]
+    assert [i["type"] for i in after[1]] == ["function_call_output"] * 2
+    # The chain still gives the model its calls and their outputs after the restart.
+    up.configure(reply="again")
+    client.responses.create(model="tooled", input="And now?", previous_response_id=answer.id)
+    client.close()
+    roles = [m["role"] for m in _sent(up)["messages"]]
+    assert roles == ["user", "assistant", "tool", "tool", "assistant", "user"]
