@@ -94,9 +94,9 @@ def test_a_function_tool_round_trip(sdk, up):
     call = first.output[0]
     assert call.id.startswith("fc_") and call.status == "completed"
     assert (call.name, call.arguments) == ("get_weather", PARIS)
-    assert first.tools[0].name == "get_weather" and first.tools[0].parameters == WEATHER[
-        "parameters"
-    ]
+    assert (
+        first.tools[0].name == "get_weather" and first.tools[0].parameters == WEATHER["parameters"]
+    )
     assert first.tool_choice == "auto" and first.parallel_tool_calls is True
     sent = _sent(up)
     assert sent["tools"] == [
@@ -338,18 +338,27 @@ def _bad(**fields):
         (_bad(tools=[{"type": "function", "name": "f", "bogus": 1}]), "tools[0].bogus"),
         (_bad(tools=[WEATHER, WEATHER]), "tools[1].name"),
         (_bad(tools={"type": "function"}), "tools"),
-        (_bad(tools=[WEATHER], tool_choice={"type": "function", "name": "nope"}), "tool_choice.name"),
+        (
+            _bad(tools=[WEATHER], tool_choice={"type": "function", "name": "nope"}),
+            "tool_choice.name",
+        ),
         (_bad(tools=[WEATHER], tool_choice={"type": "function"}), "tool_choice.name"),
         (_bad(tools=[WEATHER], tool_choice={"type": "web_search_preview"}), "tool_choice.type"),
         (_bad(tools=[WEATHER], tool_choice="sometimes"), "tool_choice"),
         (_bad(tool_choice="required"), "tool_choice"),
         (_bad(input=[_output_of("call_unknown", "x")]), "input[0].call_id"),
-        (_bad(input=[{"type": "function_call", "call_id": "c", "name": "f"}]), "input[0].arguments"),
+        (
+            _bad(input=[{"type": "function_call", "call_id": "c", "name": "f"}]),
+            "input[0].arguments",
+        ),
         (
             _bad(input=[{"type": "function_call", "call_id": "c", "name": "f g", "arguments": ""}]),
             "input[0].name",
         ),
-        (_bad(input=[{"type": "function_call_output", "call_id": "c", "output": 3}]), "input[0].output"),
+        (
+            _bad(input=[{"type": "function_call_output", "call_id": "c", "output": 3}]),
+            "input[0].output",
+        ),
         (
             _bad(input=[{"type": "function_call_output", "call_id": "", "output": "x"}]),
             "input[0].call_id",

@@ -19,8 +19,8 @@ from routekeeper.contract.responses import (
     ResponseStatus,
 )
 from routekeeper.router.services.exchange import ChatExchanges, Exchange
-from routekeeper.router.services.responses_relay import ResponseRelay, response_object
 from routekeeper.router.services.responses_chat import chat_messages
+from routekeeper.router.services.responses_relay import ResponseRelay, response_object
 from routekeeper.router.services.responses_request import parse_request
 from routekeeper.router.services.responses_tools import check_call_ids
 from routekeeper.storage.responses_store import ResponsesStore

@@ -10,7 +10,7 @@ is refused, a 400 naming ``tools[i].type``, since no upstream chat backend runs 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from routekeeper.contract.errors import InvalidRequest
@@ -217,7 +217,7 @@ def _output(value: Any, at: str) -> str | list[dict[str, Any]]:
     return parts
 
 
-def check_call_ids(earlier: Iterable[Mapping[str, Any]], new: list[Mapping[str, Any]]) -> None:
+def check_call_ids(earlier: Iterable[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) -> None:
     """Every ``function_call_output`` of the new input answers a ``function_call`` of the
     context before it (a chat backend refuses a ``tool`` message that follows no call)."""
     calls = {i["call_id"] for i in earlier if i.get("type") == "function_call"}
