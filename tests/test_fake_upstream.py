@@ -359,3 +359,61 @@ async def test_async_sdk_streams_from_an_event_loop(up):
     assert pieces[:5] and all(pieces[:5])
     assert "".join(p or "" for p in pieces) == "fake:a:hello there"
     assert up.disconnects == 0
+
+
+WEATHER = [{"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}]
+
+
+def test_tool_calls_knob_answers_with_tool_calls(up, sdk):
+    up.tool_calls = [*WEATHER, {"name": "get_time", "arguments": "{}", "id": "call_t"}]
+    answer = sdk().chat.completions.create(model="small", messages=USER)
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    calls = choice.message.tool_calls
+    assert [(c.type, c.function.name, c.function.arguments) for c in calls] == [
+        ("function", "get_weather", '{"city": "Paris", "unit": "celsius"}'),
+        ("function", "get_time", "{}"),
+    ]
+    assert calls[0].id.startswith("call_") and calls[1].id == "call_t"
+    assert len({c.id for c in calls}) == 2
+
+
+def test_tool_calls_knob_streams_fragments_after_the_text(up, sdk):
+    up.configure(tool_calls=WEATHER * 2, reply="Checking.", stream_chunks=3)
+    chunks = list(sdk().chat.completions.create(model="small", messages=USER, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    fragments = [f for c in chunks for f in (c.choices[0].delta.tool_calls or [])]
+    assert text == "Checking."
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    calls: dict[int, dict[str, str]] = {}
+    for f in fragments:
+        call = calls.setdefault(f.index, {"id": "", "name": "", "arguments": ""})
+        call["id"] += f.id or ""
+        call["name"] += (f.function.name or "") if f.function else ""
+        call["arguments"] += (f.function.arguments or "") if f.function else ""
+    assert sorted(calls) == [0, 1] and calls[0]["id"] != calls[1]["id"]
+    assert all(c["name"] == "get_weather" for c in calls.values())
+    assert all(c["arguments"] == WEATHER[0]["arguments"] for c in calls.values())
+    # The arguments come in several pieces, the name once (in each call's first fragment).
+    assert len([f for f in fragments if f.index == 0]) == 1 + 3
+    assert [f.index for f in fragments] == sorted(f.index for f in fragments)
+
+
+def test_tool_calls_knob_may_be_a_function_of_the_request(up, sdk):
+    up.tool_calls = lambda body: None if body["messages"][-1]["role"] == "tool" else WEATHER
+    first = sdk().chat.completions.create(model="small", messages=USER)
+    call = first.choices[0].message.tool_calls[0]
+    follow = [
+        *USER,
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "22C"},
+    ]
+    second = sdk().chat.completions.create(model="small", messages=follow)
+    assert second.choices[0].message.tool_calls is None
+    assert second.choices[0].finish_reason == "stop"
+
+
+def test_a_malformed_tool_calls_knob_is_a_500(up):
+    up.tool_calls = [{"name": "f"}]
+    response = httpx.post(chat_url(up), json={"model": "small", "messages": USER})
+    assert response.status_code == 500 and "arguments" in response.json()["error"]["message"]

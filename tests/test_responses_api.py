@@ -251,7 +251,7 @@ def test_every_stream_event_has_an_event_line_naming_its_type(app_client):
         ({"model": "scribe"}, "input"),
         ({"model": "scribe", "input": "x", "background": True}, "background"),
         ({"model": "scribe", "input": "x", "conversation": "conv_1"}, "conversation"),
-        ({"model": "scribe", "input": "x", "tools": [{"type": "web_search"}]}, "tools"),
+        ({"model": "scribe", "input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"model": "scribe", "input": "x", "prompt": {"id": "p"}}, "prompt"),
         ({"model": "scribe", "input": "x", "bogus": 1}, "bogus"),
         (
@@ -267,7 +267,7 @@ def test_every_stream_event_has_an_event_line_naming_its_type(app_client):
         ),
         (
             {"model": "scribe", "input": [{"type": "function_call_output", "output": "x"}]},
-            "input[0].type",
+            "input[0].call_id",
         ),
         ({"model": "scribe", "input": "x", "temperature": 3}, "temperature"),
         ({"model": "scribe", "input": "x", "max_output_tokens": 2**40}, "max_output_tokens"),

@@ -44,7 +44,13 @@ def test_the_published_schema_names_every_content_part_the_code_takes():
             "input": [{"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]}],
         }
     ).items
-    item = responses_request_schema()["properties"]["input"]["anyOf"][1]["items"]
+    items = responses_request_schema()["properties"]["input"]["anyOf"][1]["items"]["anyOf"]
+    item = items[0]
+    assert [i["properties"]["type"]["enum"] for i in items] == [
+        ["message"],
+        ["function_call"],
+        ["function_call_output"],
+    ]
     parts = item["properties"]["content"]["anyOf"][1]["items"]["anyOf"]
     kinds = {kind for part in parts for kind in part["properties"]["type"]["enum"]}
     assert kinds == {"input_text", "output_text", "input_image", "refusal"}

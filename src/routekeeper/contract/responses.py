@@ -133,8 +133,9 @@ RESPONSE_ITEMS = Surface(
     owner=Owner.ROUTER,
     state_class=StateClass.SHARED_DURABLE_WORKFLOW_STATE,
     stores=(
-        "The items of each stored response, in order: the input messages it was sent (text "
-        "and image parts) and the output messages it produced, each with a stable id."
+        "The items of each stored response, in order: the input it was sent (messages with "
+        "text and image parts, function calls and their outputs) and the output it produced "
+        "(a message, the model's function calls), each with a stable id."
     ),
     restart_expectation=(
         "A response's input items are committed with it, its output items with its final "

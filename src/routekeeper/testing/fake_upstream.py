@@ -13,8 +13,13 @@ and ``encoding_format="base64"`` honoured). Errors use OpenAI's envelope (``erro
 The reply is ``"fake:<model>:<last user message text>"`` unless the ``reply`` knob (a string,
 or a function of the request body) says otherwise; a stream sends it in ``stream_chunks``
 content chunks, then a ``finish_reason`` chunk (``"stop"``, or the ``finish_reason`` knob, e.g.
-``"length"``). Usage counts words, unless the
-``usage`` knob (a dict) replaces it (an upstream reporting implausible counts).
+``"length"``). The ``tool_calls`` knob (a list of ``{"name": ..., "arguments": "<JSON
+text>"[, "id": ...]}``, or a function of the request body returning one or None) makes the
+model call functions: the answer's ``message.tool_calls`` (content null unless ``reply`` is
+set too), finish reason ``tool_calls``; a stream sends any text first, then each call as a
+first ``delta.tool_calls`` fragment (index, id, name) and its arguments in ``stream_chunks``
+pieces (``testing.fake_chat`` has the frames). Usage counts words, unless the ``usage`` knob
+(a dict) replaces it (an upstream reporting implausible counts).
 
 Knobs are constructor keywords and attributes, settable from any thread at any time
 (``configure()`` sets several atomically); a request reads them once, on arrival, and they act
@@ -48,7 +53,16 @@ from dataclasses import dataclass, field, fields
 from http import HTTPStatus
 from typing import Any
 
+from routekeeper.testing.fake_chat import (
+    checked_calls,
+    chunk_frames,
+    completion,
+    content_text,
+    usage_of,
+)
+
 ReplyFn = Callable[[dict[str, Any]], str]
+ToolCallsFn = Callable[[dict[str, Any]], "list[dict[str, str]] | None"]
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _CODES = {401: "invalid_api_key", 404: "not_found", 429: "rate_limit_exceeded"}
 _ROUTES = {"/v1/chat/completions": "POST", "/v1/embeddings": "POST", "/v1/models": "GET"}
@@ -78,6 +92,7 @@ class _Knobs:
     fail_after_chunks: int | None = None
     require_api_key: str | None = None
     reply: str | ReplyFn | None = None
+    tool_calls: list[dict[str, str]] | ToolCallsFn | None = None
     usage: dict[str, Any] | None = None
     finish_reason: str = "stop"
 
@@ -97,16 +112,6 @@ def fake_embedding(text: str, dim: int) -> list[float]:
         values.extend(v / 32767.5 - 1.0 for v in struct.unpack(">16H", digest))
     norm = math.sqrt(sum(x * x for x in values[:dim])) or 1.0
     return [x / norm for x in values[:dim]]
-
-
-def _words(text: str) -> int:
-    return len(text.split())
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, list):  # content parts
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return content if isinstance(content, str) else ""
 
 
 class _Protocol(asyncio.StreamReaderProtocol):
@@ -385,47 +390,43 @@ class FakeUpstream(_Knobs):
         if knobs.error_status is not None:
             payload = knobs.error_body or error_envelope(knobs.error_status)
             return await self._json(ex, knobs.error_status, payload, knobs.error_headers)
-        return await self._chat(ex, body, knobs, f"chatcmpl-fake{number}")
+        return await self._chat(ex, body, knobs, number)
 
-    async def _chat(self, ex: _Exchange, body: dict[str, Any], knobs: _Knobs, id_: str) -> bool:
+    async def _chat(self, ex: _Exchange, body: dict[str, Any], knobs: _Knobs, number: int) -> bool:
         raw = body.get("messages")
         messages = [m for m in raw if isinstance(m, dict)] if isinstance(raw, list) else []
-        users = [_text(m.get("content")) for m in messages if m.get("role") == "user"]
+        users = [content_text(m.get("content")) for m in messages if m.get("role") == "user"]
         model: str = body["model"]
+        wanted = knobs.tool_calls(body) if callable(knobs.tool_calls) else knobs.tool_calls
+        calls = checked_calls(wanted, number)
         reply = knobs.reply
         text = reply(body) if callable(reply) else reply
-        text = f"fake:{model}:{''.join(users[-1:])}" if text is None else text
-        prompt = max(1, sum(_words(_text(m.get("content"))) for m in messages))
-        usage = {"prompt_tokens": prompt, "completion_tokens": _words(text)}
-        usage["total_tokens"] = prompt + usage["completion_tokens"]
+        if text is None and not calls:
+            text = f"fake:{model}:{''.join(users[-1:])}"
+        finish = knobs.finish_reason
+        if calls and finish == "stop":
+            finish = "tool_calls"
+        usage = usage_of(messages, text or "", calls)
         if knobs.usage is not None:
             usage = dict(knobs.usage)
-        base = {"id": id_, "created": int(time.time()), "model": model, "system_fingerprint": "fp"}
+        base = {
+            "id": f"chatcmpl-fake{number}",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fp",
+        }
         if not body.get("stream"):
-            message = {"role": "assistant", "content": text, "refusal": None}
-            choice = {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": knobs.finish_reason,
-            }
-            result = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
-            return await self._json(ex, 200, result)
-
-        n = max(1, knobs.stream_chunks)
-        pieces = [text[i * len(text) // n : (i + 1) * len(text) // n] for i in range(n)]
-        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": pieces[0]}]
-        deltas += [{"content": p} for p in pieces[1:]] + [{}]  # {}: the finish_reason chunk
-        chunk: dict[str, Any] = {**base, "object": "chat.completion.chunk"}
-        frames: list[dict[str, Any]] = []
-        for d in deltas:
-            choice = {"index": 0, "delta": d, "logprobs": None, "finish_reason": None}
-            frames.append({**chunk, "choices": [choice]})
-        frames[-1]["choices"][0]["finish_reason"] = knobs.finish_reason
+            return await self._json(ex, 200, completion(base, text, calls, finish, usage))
         options = body.get("stream_options")
-        if isinstance(options, dict) and options.get("include_usage"):
-            frames = [{**f, "usage": None} for f in frames]
-            frames.append({**chunk, "choices": [], "usage": usage})
+        include_usage = isinstance(options, dict) and options.get("include_usage")
+        frames = chunk_frames(
+            base,
+            text,
+            calls,
+            chunks=knobs.stream_chunks,
+            finish_reason=finish,
+            usage=usage if include_usage else None,
+        )
         if ex.lost.is_set():
             return self._gone()
         headers = {"content-type": "text/event-stream", "cache-control": "no-cache"}
@@ -460,7 +461,7 @@ class FakeUpstream(_Knobs):
             if body.get("encoding_format") == "base64":
                 vector = base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode()
             data.append({"object": "embedding", "index": index, "embedding": vector})
-        tokens = sum(_words(t) for t in texts)
+        tokens = sum(len(t.split()) for t in texts)
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         result = {"object": "list", "data": data, "model": body["model"], "usage": usage}
         return await self._json(ex, 200, result)

@@ -53,5 +53,7 @@ class EchoModelBackend(Section):
         "last_user_message",
         description="`last_user_message`: `echo:<model>: <last user text>`. `transcript`: "
         "`echo:<model>:` then one line per message received, `<role>: <text>` in order (an "
-        "image part shows as `[image]`), so a client sees the context the model got.",
+        "image part shows as `[image]`, an assistant's tool call as `[tool_call <id> <name> "
+        "<arguments>]`, a tool message starts with `[<tool_call_id>]`), so a client sees the "
+        "context the model got.",
     )

@@ -1,6 +1,7 @@
 """The built-in ``echo`` backend: deterministic, local, streaming too. Its reply starts with
 ``echo:<model name>`` so a new user sees which model routing chose without any LLM server;
-``reply: transcript`` answers with every message it received (role and text, in order)."""
+``reply: transcript`` answers with every message it received (role and text, in order; tool
+calls and tool results too)."""
 
 from __future__ import annotations
 

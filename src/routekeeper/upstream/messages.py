@@ -55,7 +55,8 @@ def all_text(body: Mapping[str, Any]) -> str:
 
 def transcript(body: Mapping[str, Any]) -> str:
     """Every message as ``<role>: <text>``, one per line, in order; an image part is
-    ``[image]``."""
+    ``[image]``, an assistant's tool call ``[tool_call <id> <name> <arguments>]`` after its
+    text, a tool message's text follows ``[<tool_call_id>]``."""
     lines = []
     for message in body.get("messages") or []:
         if not isinstance(message, dict):
@@ -73,7 +74,17 @@ def transcript(body: Mapping[str, Any]) -> str:
             )
         else:
             text = content_text(content)
-        lines.append(f"{message.get('role')}: {text}")
+        pieces = [text] if text else []
+        if message.get("role") == "tool":
+            pieces.insert(0, f"[{message.get('tool_call_id')}]")
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                pieces.append(
+                    f"[tool_call {call.get('id')} {function.get('name')} "
+                    f"{function.get('arguments')}]"
+                )
+        lines.append(f"{message.get('role')}: {' '.join(pieces)}")
     return "\n".join(lines)
 
 

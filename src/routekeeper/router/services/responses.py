@@ -19,8 +19,10 @@ from routekeeper.contract.responses import (
     ResponseStatus,
 )
 from routekeeper.router.services.exchange import ChatExchanges, Exchange
+from routekeeper.router.services.responses_chat import chat_messages
 from routekeeper.router.services.responses_relay import ResponseRelay, response_object
-from routekeeper.router.services.responses_request import chat_message, parse_request
+from routekeeper.router.services.responses_request import parse_request
+from routekeeper.router.services.responses_tools import check_call_ids
 from routekeeper.storage.responses_store import ResponsesStore
 from routekeeper.storage.state import StateStorage
 from routekeeper.storage.types import utcnow
@@ -73,6 +75,7 @@ class ResponsesService:
         if request.instructions is not None:
             messages.append({"role": "system", "content": request.instructions})
         previous = request.previous_response_id
+        earlier: list[dict[str, Any]] = []
         if previous is not None:
             if not has_prefix(previous, "resp"):
                 raise _previous_not_found(previous)
@@ -83,7 +86,7 @@ class ResponsesService:
             except NotFound as exc:
                 exc.param = "previous_response_id"
                 raise
-            messages += [chat_message(item.data) for item in history]
+            earlier = [item.data for item in history]
         response_id = new_id("resp")
         # Sorted, so ids grow with position: the input_items cursor is an item id.
         ids = sorted(new_id("msg") for _ in request.items)
@@ -98,7 +101,8 @@ class ResponsesService:
             )
             for position, (item_id, item) in enumerate(zip(ids, request.items, strict=True))
         ]
-        messages += [chat_message(item) for item in request.items]
+        check_call_ids(earlier, request.items)
+        messages += chat_messages([*earlier, *request.items])
         payload: dict[str, Any] = {"model": request.model, "messages": messages}
         payload.update(request.upstream)
         if request.stream:

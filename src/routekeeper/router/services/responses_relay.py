@@ -29,6 +29,7 @@ from routekeeper.contract.responses import (
     ResponseStatus,
 )
 from routekeeper.router.services.chat import ChatPlan
+from routekeeper.router.services.responses_calls import StreamedCalls, answered_calls
 from routekeeper.router.services.trace import RequestTrace, token_count
 from routekeeper.storage.responses_store import ResponsesStore
 from routekeeper.storage.types import utcnow
@@ -80,7 +81,7 @@ def response_object(record: ResponseRecord, output: list[dict[str, Any]]) -> dic
         "top_p": echo.get("top_p"),
         "top_logprobs": None,
         "tool_choice": echo.get("tool_choice", "auto"),
-        "tools": [],
+        "tools": echo.get("tools", []),
         "text": echo.get("text", {"format": {"type": "text"}}),
         "reasoning": echo.get("reasoning", {"effort": None, "summary": None}),
         "truncation": echo.get("truncation", "disabled"),
@@ -139,6 +140,12 @@ class ResponseRelay:
         self.inputs = inputs
         self.message_id = new_id("msg")
         self.text: list[str] = []
+        # Output items by output index: the message (when there is text, or nothing else)
+        # and the model's function calls; a stream places each when its first delta comes.
+        self.message_index: int | None = None
+        self.streamed = StreamedCalls()
+        self.calls = self.streamed.calls
+        self.next_output = 0
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
         self.sequence = 0
@@ -180,6 +187,12 @@ class ResponseRelay:
             "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
         }
 
+    def _output(self, status: str) -> list[dict[str, Any]]:
+        placed = [(call.output_index, call.item(status)) for call in self.calls]
+        if self.message_index is not None:
+            placed.append((self.message_index, self._message(status)))
+        return [item for _, item in sorted(placed, key=lambda p: p[0])]
+
     async def _finish(
         self,
         status: ResponseStatus,
@@ -195,7 +208,7 @@ class ResponseRelay:
         if status is ResponseStatus.INCOMPLETE:
             incomplete = {"reason": INCOMPLETE_REASONS.get(self.finish_reason or "")}
         message_status = "completed" if status is ResponseStatus.COMPLETED else "incomplete"
-        output = [self._message(message_status)] if with_output else []
+        output = self._output(message_status) if with_output else []
         self.record = replace(
             self.record,
             status=status,
@@ -253,6 +266,9 @@ class ResponseRelay:
         message = choice.get("message") if isinstance(choice, dict) else None
         content = message.get("content") if isinstance(message, dict) else None
         self.text = [unicode_text(content)] if isinstance(content, str) else []
+        self.calls[:] = answered_calls(message, 1 if "".join(self.text) else 0)
+        if "".join(self.text) or not self.calls:
+            self.message_index = 0
         reason = choice.get("finish_reason") if isinstance(choice, dict) else None
         self.finish_reason = reason if isinstance(reason, str) else None
         usage = data.get("usage")
@@ -290,14 +306,43 @@ class ResponseRelay:
 
     def opened(self) -> list[sse.Data]:
         snapshot = response_object(self.record, [])
-        where = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
-        item = {**self._message("in_progress"), "content": []}
         return [
             self._event("response.created", response=snapshot),
             self._event("response.in_progress", response=snapshot),
-            self._event("response.output_item.added", output_index=0, item=item),
-            self._event("response.content_part.added", part=self._part(), **where),
         ]
+
+    def _place_message(self) -> None:
+        self.message_index = self.next_output
+        self.next_output += 1
+
+    def _message_added(self) -> list[sse.Data]:
+        where = {"item_id": self.message_id, "output_index": self.message_index}
+        item = {**self._message("in_progress"), "content": []}
+        return [
+            self._event("response.output_item.added", output_index=self.message_index, item=item),
+            self._event("response.content_part.added", part=self._part(), content_index=0, **where),
+        ]
+
+    def _call_events(self, fragments: list[Any]) -> list[sse.Data]:
+        events = []
+        for fragment in fragments:
+            call, started, piece = self.streamed.fragment(fragment, self.next_output)
+            if call is None:
+                continue
+            where = {"item_id": call.item_id, "output_index": call.output_index}
+            if started:
+                self.next_output += 1
+                item = {**call.item("in_progress"), "arguments": ""}
+                events.append(
+                    self._event(
+                        "response.output_item.added", output_index=call.output_index, item=item
+                    )
+                )
+            if piece:
+                events.append(
+                    self._event("response.function_call_arguments.delta", delta=piece, **where)
+                )
+        return events
 
     def chunk(self, payload: str, data: dict[str, Any], keep_usage: bool) -> list[sse.Data]:
         usage = data.get("usage")
@@ -311,53 +356,82 @@ class ResponseRelay:
             text = delta.get("content") if isinstance(delta, dict) else None
             if isinstance(text, str) and text:
                 text = unicode_text(text)
+                if self.message_index is None:
+                    self._place_message()
+                    events += self._message_added()
                 self.text.append(text)
                 events.append(
                     self._event(
                         "response.output_text.delta",
                         item_id=self.message_id,
-                        output_index=0,
+                        output_index=self.message_index,
                         content_index=0,
                         delta=text,
                         logprobs=[],
                     )
                 )
+            fragments = delta.get("tool_calls") if isinstance(delta, dict) else None
+            if isinstance(fragments, list):
+                events += self._call_events(fragments)
             if isinstance(choice.get("finish_reason"), str):
                 self.finish_reason = choice["finish_reason"]
         return events
 
     async def finished(self) -> list[sse.Data]:
         status = self._status_of_answer()
+        unplaced = self.message_index is None and not self.calls
+        if unplaced:  # no text and no call: the output is one empty message
+            self._place_message()
         output = await self._finish(status)
         if self.record.status is not status:  # failed by recovery meanwhile: what is stored
             return [self._event("response.failed", response=response_object(self.record, output))]
-        where = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
+        events = self._message_added() if unplaced else []
+        for index, item in enumerate(output):
+            where = {"item_id": item["id"], "output_index": index}
+            if item["type"] == "function_call":
+                events.append(
+                    self._event(
+                        "response.function_call_arguments.done",
+                        arguments=item["arguments"],
+                        **where,
+                    )
+                )
+            else:
+                text = "".join(self.text)
+                events += [
+                    self._event(
+                        "response.output_text.done",
+                        text=text,
+                        logprobs=[],
+                        content_index=0,
+                        **where,
+                    ),
+                    self._event(
+                        "response.content_part.done", part=self._part(), content_index=0, **where
+                    ),
+                ]
+            events.append(self._event("response.output_item.done", output_index=index, item=item))
         terminal = (
             "response.completed" if status is ResponseStatus.COMPLETED else "response.incomplete"
         )
-        return [
-            self._event("response.output_text.done", text="".join(self.text), logprobs=[], **where),
-            self._event("response.content_part.done", part=self._part(), **where),
-            self._event("response.output_item.done", output_index=0, item=output[0]),
-            self._event(terminal, response=response_object(self.record, output)),
-        ]
+        return [*events, self._event(terminal, response=response_object(self.record, output))]
 
     async def failed(self, message: str, code: str) -> list[sse.Data]:
         error = _error(message, code)
         try:
             output = await self._finish(
-                ResponseStatus.FAILED, error=error, with_output=bool(self.text)
+                ResponseStatus.FAILED, error=error, with_output=bool(self.text or self.calls)
             )
         except StorageError:
             log.exception("response %s: its failure could not be stored", self.record.id)
-            output = [self._message("incomplete")] if self.text else []
+            output = self._output("incomplete")
         return [self._event("response.failed", response=response_object(self.record, output))]
 
     async def cancelled(self) -> None:
         if self.done:
             return
         try:
-            await self._finish(ResponseStatus.CANCELLED, with_output=bool(self.text))
+            await self._finish(ResponseStatus.CANCELLED, with_output=bool(self.text or self.calls))
         except StorageError:
             log.exception("response %s: its cancellation could not be stored", self.record.id)
 

@@ -16,6 +16,9 @@ from typing import Any
 
 from routekeeper.contract.errors import InvalidRequest
 from routekeeper.contract.strict_json import json_kind
+from routekeeper.router.services.responses_chat import chat_message as chat_message
+from routekeeper.router.services.responses_chat import chat_messages as chat_messages
+from routekeeper.router.services.responses_tools import tool_fields, tool_item, tool_schemas
 from routekeeper.storage.types import INT32_MAX
 
 
@@ -30,8 +33,8 @@ CREATE_FIELDS: dict[str, tuple[Handling, str]] = {
     "model": (Handling.HONOURED, "a configured model, or an auto name that routes like chat"),
     "input": (
         Handling.HONOURED,
-        "a string, or message items (input_text, input_image URL or "
-        "data URL, assistant output_text)",
+        "a string, or items: messages (input_text, input_image URL or data URL, assistant "
+        "output_text), function_call and function_call_output",
     ),
     "instructions": (Handling.HONOURED, "a system message first; not carried over"),
     "previous_response_id": (Handling.HONOURED, "the whole stored chain is the context"),
@@ -39,6 +42,16 @@ CREATE_FIELDS: dict[str, tuple[Handling, str]] = {
     "stream": (Handling.HONOURED, "the Responses event stream"),
     "metadata": (Handling.HONOURED, "stored and echoed (16 keys, 64/512 characters)"),
     "max_output_tokens": (Handling.HONOURED, "sent as max_completion_tokens"),
+    "tools": (
+        Handling.HONOURED,
+        "function tools sent as chat tools; the model's calls are function_call items; "
+        "hosted tools are refused",
+    ),
+    "tool_choice": (
+        Handling.HONOURED,
+        "`auto`, `none`, `required` or a function of tools, sent as chat's tool_choice",
+    ),
+    "parallel_tool_calls": (Handling.HONOURED, "sent as is with tools; echoed (default true)"),
     "temperature": (Handling.HONOURED, "sent as is"),
     "top_p": (Handling.HONOURED, "sent as is"),
     "text": (Handling.HONOURED, "text.format sent as response_format, verbosity as is"),
@@ -53,8 +66,6 @@ CREATE_FIELDS: dict[str, tuple[Handling, str]] = {
     ),
     "background": (Handling.REFUSED, "true is refused (no background responses); false is fine"),
     "conversation": (Handling.REFUSED, "no conversations yet"),
-    "tools": (Handling.REFUSED, "no tools yet; an empty list is fine"),
-    "tool_choice": (Handling.REFUSED, "only `auto` and `none` (there are no tools)"),
     "prompt": (Handling.REFUSED, "no stored prompt templates"),
     "include": (Handling.REFUSED, "no extra output data; an empty list is fine"),
     "top_logprobs": (Handling.REFUSED, "no log probabilities"),
@@ -72,8 +83,11 @@ CREATE_FIELDS: dict[str, tuple[Handling, str]] = {
     "safety_identifier": (Handling.FORWARDED, "sent as is, echoed as sent"),
     "prompt_cache_key": (Handling.FORWARDED, "sent as is, echoed as sent"),
     "prompt_cache_retention": (Handling.FORWARDED, "sent as is, echoed as sent"),
-    "parallel_tool_calls": (Handling.IGNORED, "echoed; there are no tools"),
-    "max_tool_calls": (Handling.IGNORED, "echoed; there are no tools"),
+    "max_tool_calls": (
+        Handling.IGNORED,
+        "echoed; it bounds calls of hosted tools, and there are none (function calls are "
+        "returned to the client, never run here)",
+    ),
     "stream_options": (Handling.IGNORED, "include_obfuscation: no obfuscation is added"),
 }
 
@@ -225,7 +239,7 @@ def parse_request(body: Any) -> ResponseRequest:
             _object(stream_options, "stream_options").get("include_obfuscation"),
             "stream_options.include_obfuscation",
         )
-    echo["tool_choice"] = given.get("tool_choice", "auto")
+    tool_fields(given, echo, upstream)
     echo["store"] = request.store
     return request
 
@@ -234,11 +248,7 @@ def _harmless(name: str, value: Any) -> bool:
     """A refused field whose value asks for nothing routekeeper cannot do."""
     if name == "background":
         return value is False
-    if name in ("tools", "include"):
-        return value == []
-    if name == "tool_choice":
-        return value in ("auto", "none")
-    return False
+    return name == "include" and value == []
 
 
 def _metadata(metadata: Any) -> dict[str, str]:
@@ -332,8 +342,10 @@ def _message(role: str, content: list[dict[str, Any]]) -> dict[str, Any]:
 def _item(item: Any, at: str) -> dict[str, Any]:
     item = _object(item, at)
     kind = item.get("type", "message")
+    if kind in ("function_call", "function_call_output"):
+        return tool_item(item, at)
     if kind != "message":
-        raise _refused(f"{at}.type", f"only message items, got {kind!r}")
+        raise _refused(f"{at}.type", f"only message and function tool items, got {kind!r}")
     for key in item:
         if key not in ITEM_KEYS:
             raise _fail(f"{at}.{key}", "unknown parameter")
@@ -376,29 +388,6 @@ def _part(part: Any, at: str, role: str) -> dict[str, Any]:
     return {"type": "input_image", "image_url": url, "detail": detail, "file_id": None}
 
 
-def chat_message(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored message item as a chat message: text parts as text, an image as an
-    ``image_url`` part (then the content is a list of parts)."""
-    role = item.get("role", "user")
-    parts: list[dict[str, Any]] = []
-    for part in item.get("content") or []:
-        kind = part.get("type")
-        if kind == "input_image":
-            parts.append(
-                {
-                    "type": "image_url",
-                    "image_url": {"url": part["image_url"], "detail": part.get("detail", "auto")},
-                }
-            )
-        elif kind == "refusal":
-            parts.append({"type": "text", "text": part.get("refusal", "")})
-        else:
-            parts.append({"type": "text", "text": part.get("text", "")})
-    if any(p["type"] == "image_url" for p in parts):
-        return {"role": role, "content": parts}
-    return {"role": role, "content": "".join(p["text"] for p in parts)}
-
-
 def responses_request_schema() -> dict[str, Any]:
     """The JSON schema published for the create body (OpenAPI)."""
     text_part = {
@@ -437,6 +426,7 @@ def responses_request_schema() -> dict[str, Any]:
             },
         },
     }
+    tools = tool_schemas()
     string = {"type": ["string", "null"]}
     number = {"type": ["number", "null"]}
     boolean = {"type": ["boolean", "null"]}
@@ -444,7 +434,19 @@ def responses_request_schema() -> dict[str, Any]:
     properties.update(
         {
             "model": {"type": "string", "minLength": 1, "maxLength": MODEL_MAX},
-            "input": {"anyOf": [{"type": "string"}, {"type": "array", "items": item}]},
+            "input": {
+                "anyOf": [
+                    {"type": "string"},
+                    {
+                        "type": "array",
+                        "items": {
+                            "anyOf": [item, tools["function_call"], tools["function_call_output"]]
+                        },
+                    },
+                ]
+            },
+            "tools": tools["tools"],
+            "tool_choice": tools["tool_choice"],
             "instructions": string,
             "previous_response_id": string,
             "store": boolean,
