@@ -18,6 +18,7 @@ from routekeeper.contract.responses import (
     ResponseRecord,
     ResponseStatus,
 )
+from routekeeper.router.services.conversations import ConversationsService, turn_conversation
 from routekeeper.router.services.exchange import ChatExchanges, Exchange
 from routekeeper.router.services.responses_relay import ResponseRelay, response_object
 from routekeeper.router.services.responses_request import chat_message, parse_request
@@ -40,6 +41,7 @@ class ResponsesService:
         self, storage: StateStorage, exchanges: ChatExchanges, *, retention_days: int
     ) -> None:
         self.store = storage.store(ResponsesStore)
+        self.conversations = ConversationsService(storage)
         self.exchanges = exchanges
         self.retention = timedelta(days=retention_days)
 
@@ -66,12 +68,17 @@ class ResponsesService:
     ) -> Exchange:
         """Check the request, build the turn's context (this turn's instructions, every
         earlier turn's input and output in order, then the new input) and run it through the
-        chat exchange. Raises InvalidRequest (400), NotFound (an unknown, deleted, expired or
-        unstored previous response, or one its chain reaches: 404)."""
+        chat exchange. With ``conversation``, the conversation's items as committed now take
+        the place of the chain, and the finished turn is appended to it. Raises
+        InvalidRequest (400), NotFound (an unknown, deleted, expired or unstored previous
+        response, or one its chain reaches; an unknown or deleted conversation: 404)."""
         request = parse_request(body)
+        conversation = turn_conversation(body)
         messages: list[dict[str, Any]] = []
         if request.instructions is not None:
             messages.append({"role": "system", "content": request.instructions})
+        if conversation is not None:
+            messages += [chat_message(i) for i in await self.conversations.history(conversation)]
         previous = request.previous_response_id
         if previous is not None:
             if not has_prefix(previous, "resp"):
@@ -112,6 +119,7 @@ class ResponsesService:
             request={**request.echo, "instructions": request.instructions},
             tenant_id=TENANT,
             previous_response_id=previous,
+            conversation_id=conversation,
         )
         relay = ResponseRelay(self.store if request.store else None, record, inputs)
         return await self.exchanges.run(
