@@ -81,7 +81,9 @@ def test_create_retrieve_update_delete(sdk):
         lambda: sdk.conversations.delete(created.id),
         lambda: sdk.conversations.update(created.id, metadata={}),
         lambda: sdk.conversations.items.list(created.id),
-        lambda: sdk.conversations.items.create(created.id, items=[{"role": "user", "content": "x"}]),
+        lambda: sdk.conversations.items.create(
+            created.id, items=[{"role": "user", "content": "x"}]
+        ),
     ):
         with pytest.raises(openai.NotFoundError):
             call()
@@ -204,7 +206,11 @@ def test_bad_input_is_a_4xx_naming_the_field(sdk, client):
     bad = {"role": "user", "content": [{"type": "input_text", "text": 3}]}
     for path, body, param in (
         ("/v1/conversations", {"items": [good, good, good, bad]}, "items[3].content[0].text"),
-        (f"/v1/conversations/{conversation.id}/items", {"items": [bad]}, "items[0].content[0].text"),
+        (
+            f"/v1/conversations/{conversation.id}/items",
+            {"items": [bad]},
+            "items[0].content[0].text",
+        ),
         (f"/v1/conversations/{conversation.id}/items", {"items": []}, "items"),
         (f"/v1/conversations/{conversation.id}/items", {"items": "hi"}, "items"),
         (f"/v1/conversations/{conversation.id}/items", {}, "items"),
