@@ -280,3 +280,27 @@ def test_concurrent_turns_stay_contiguous_and_none_is_lost(state_settings):
         assert items[3 + 3 * group].id == answers[int(k)].output[0].id  # type: ignore[attr-defined]
         order.append(int(k))
     assert sorted(order) == list(range(turns))
+
+
+def test_the_management_list_pages_and_filters(sdk, client):
+    made = [sdk.conversations.create(metadata={"n": str(n)}).id for n in range(5)]
+    first = client.get("/api/conversations", params={"limit": 2}).json()
+    assert [c["id"] for c in first["data"]] == made[::-1][:2] and first["has_more"]
+    rest = client.get("/api/conversations", params={"limit": 10, "after": first["last_id"]})
+    assert [c["id"] for c in rest.json()["data"]] == made[::-1][2:]
+    assert not rest.json()["has_more"]
+    ascending = client.get("/api/conversations", params={"order": "asc"}).json()
+    assert [c["id"] for c in ascending["data"]] == made
+    assert ascending["data"][0]["metadata"] == {"n": "0"}
+    future = client.get("/api/conversations", params={"since": "2999-01-01T00:00:00"}).json()
+    assert future["data"] == []
+    for params, param in (
+        ({"since": "2030-01-01T00:00:00", "until": "2020-01-01T00:00:00"}, "since"),
+        ({"after": "resp_x"}, "after"),
+        ({"bogus": "1"}, "bogus"),
+    ):
+        answer = client.get("/api/conversations", params=params)
+        assert answer.status_code == 400, answer.json()
+        assert param in answer.json()["error"]["message"]
+    bad = client.get("/api/responses", params={"conversation": "nope"})
+    assert bad.status_code == 400
