@@ -1,7 +1,7 @@
 """schemathesis against the real server's OpenAPI: no 5xx from the routing proxy, the
-Responses API, the models list, routing explain or the status API, whatever the input (the
-echo backend stands in for the upstream, so no 5xx here is a genuine upstream failure), and
-every /api 400 names the parameter it refuses."""
+Responses and Conversations APIs, the models list, routing explain or the status API, whatever
+the input (the echo backend stands in for the upstream, so no 5xx here is a genuine upstream
+failure), and every /api 400 names the parameter it refuses."""
 
 import itertools
 from pathlib import Path
@@ -29,6 +29,8 @@ OPERATIONS = (
     r"^/(v1/chat/completions|v1/models|v1/models/[^/]+|api/routing/explain|api/status|api/replicas"
     r"|api/runtime/events|api/replay|api/replay/aggregate|api/replay/[^/]+|api/replay/sessions/[^/]+"
     r"|v1/responses|v1/responses/[^/]+|v1/responses/[^/]+/input_items|api/responses"
+    r"|v1/conversations|v1/conversations/[^/]+|v1/conversations/[^/]+/items"
+    r"|v1/conversations/[^/]+/items/[^/]+|api/conversations"
     r"|readyz|livez)$"
 )
 
@@ -91,6 +93,11 @@ def test_no_server_errors(server):
         "/v1/responses/{response_id}",
         "/v1/responses/{response_id}/input_items",
         "/api/responses",
+        "/v1/conversations",
+        "/v1/conversations/{conversation_id}",
+        "/v1/conversations/{conversation_id}/items",
+        "/v1/conversations/{conversation_id}/items/{item_id}",
+        "/api/conversations",
     }
     calls: dict[str, int] = {}
     for operation, mode in itertools.product(operations, list(GenerationMode)):
@@ -100,5 +107,6 @@ def test_no_server_errors(server):
         "POST /v1/chat/completions",
         "POST /api/routing/explain",
         "POST /v1/responses",
+        "POST /v1/conversations",
     ):
         assert calls[f"{label} positive"] >= 30 and calls[f"{label} negative"] >= 30, calls

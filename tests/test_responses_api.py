@@ -250,7 +250,10 @@ def test_every_stream_event_has_an_event_line_naming_its_type(app_client):
         ({"input": "x"}, "model"),
         ({"model": "scribe"}, "input"),
         ({"model": "scribe", "input": "x", "background": True}, "background"),
-        ({"model": "scribe", "input": "x", "conversation": "conv_1"}, "conversation"),
+        (
+            {"model": "scribe", "input": "x", "conversation": "conv_1", "store": False},
+            "conversation",
+        ),
         ({"model": "scribe", "input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"model": "scribe", "input": "x", "prompt": {"id": "p"}}, "prompt"),
         ({"model": "scribe", "input": "x", "bogus": 1}, "bogus"),

@@ -74,6 +74,7 @@ class ResponseRecord:
     usage: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     incomplete_details: dict[str, Any] | None = None
+    conversation_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class ResponseFilters:
     status: ResponseStatus | None = None
     since: datetime | None = None
     until: datetime | None = None
+    conversation_id: str | None = None
 
 
 RESPONSES = Surface(

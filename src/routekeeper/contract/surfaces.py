@@ -5,6 +5,7 @@ surfaces that exist in the code are registered. ``docs/state-inventory.md`` and
 
 from __future__ import annotations
 
+from routekeeper.contract.conversations import CONVERSATION_ITEMS, CONVERSATIONS
 from routekeeper.contract.replay import ROUTER_REPLAY
 from routekeeper.contract.responses import RESPONSE_ITEMS, RESPONSES
 from routekeeper.contract.runtime import RUNTIME_EVENTS, RUNTIME_STATUS
@@ -17,5 +18,7 @@ SURFACES = SurfaceRegistry(
         ROUTER_REPLAY,
         RESPONSES,
         RESPONSE_ITEMS,
+        CONVERSATIONS,
+        CONVERSATION_ITEMS,
     )
 )

@@ -13,17 +13,21 @@ from fastapi import FastAPI
 
 from routekeeper import __version__
 from routekeeper.compose import Replica, build_replica
+from routekeeper.dashboard.routes import conversations as conversations_api_routes
 from routekeeper.dashboard.routes import replay as replay_routes
 from routekeeper.dashboard.routes import responses as responses_api_routes
 from routekeeper.dashboard.routes import routing as routing_routes
 from routekeeper.dashboard.routes import status as status_routes
+from routekeeper.dashboard.services.conversations import ConversationQueries
 from routekeeper.dashboard.services.replay import ReplayQueries
 from routekeeper.dashboard.services.responses import ResponseQueries
 from routekeeper.dashboard.services.status import StatusQueries
 from routekeeper.http.errors import install_error_handlers
 from routekeeper.http.limits import BodySizeLimit
+from routekeeper.router.routes import conversations as conversations_routes
 from routekeeper.router.routes import responses as responses_routes
 from routekeeper.router.routes import v1 as v1_routes
+from routekeeper.router.services.conversations import ConversationsService
 from routekeeper.server import ops
 from routekeeper.settings import Settings
 
@@ -93,7 +97,9 @@ def include_routes(app: FastAPI, replica: Replica) -> None:
     app.include_router(ops.router(replica.runtime, replica.metrics))
     app.include_router(v1_routes.router(replica.exchanges))
     app.include_router(responses_routes.router(replica.responses))
+    app.include_router(conversations_routes.router(ConversationsService(replica.storage)))
     app.include_router(status_routes.router(StatusQueries(replica.runtime)))
     app.include_router(routing_routes.router(replica.engine))
     app.include_router(replay_routes.router(ReplayQueries(replica.storage)))
     app.include_router(responses_api_routes.router(ResponseQueries(replica.storage)))
+    app.include_router(conversations_api_routes.router(ConversationQueries(replica.storage)))

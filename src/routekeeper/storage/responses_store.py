@@ -36,6 +36,7 @@ from routekeeper.contract.responses import (
     ResponseRecord,
     ResponseStatus,
 )
+from routekeeper.storage.conversations_store import append_turn
 from routekeeper.storage.database import Database
 from routekeeper.storage.dialect import Dialect
 from routekeeper.storage.records import from_row, to_row
@@ -277,21 +278,25 @@ class ResponsesStore(SurfaceStore):
         error: dict[str, Any] | None = None,
         incomplete_details: dict[str, Any] | None = None,
         completed_at: datetime | None = None,
+        conversation_id: str | None = None,
     ) -> ResponseRecord:
         """Move a response (one this replica started) from ``in_progress`` to ``status`` and
         add its output items, atomically (NotFound when it was deleted meanwhile,
         InvalidTransition when it was finished already, e.g. by recovery). When its start is
         still queued (it finished before a flush took it), start and finish become one write
-        of the final response."""
+        of the final response. ``conversation_id``: the same transaction appends the turn
+        (every item of the response, input then output) to that conversation
+        (``conversations_store.append_turn``; nothing when it was deleted meanwhile)."""
         values = {
             "usage": usage,
             "error": error,
             "incomplete_details": incomplete_details,
             "completed_at": completed_at or utcnow(),
         }
+        append_to = None if conversation_id is None else (self.db.dialect, conversation_id)
         queued = self._starts.pop(response_id, None)
         if queued is not None:
-            return await self._finish_queued(queued, response_id, status, items, values)
+            return await self._finish_queued(queued, response_id, status, items, values, append_to)
 
         def write(conn: Connection) -> ResponseRecord:
             _, row = self._transition_in(
@@ -307,6 +312,8 @@ class ResponsesStore(SurfaceStore):
             )
             if items:
                 conn.execute(insert(response_items), [to_row(i) for i in items])
+            if append_to is not None:
+                append_turn(conn, *append_to, response_id=response_id, tenant_id=row.tenant_id)
             return _response(row)
 
         result = await self._grouped(write)
@@ -321,12 +328,13 @@ class ResponsesStore(SurfaceStore):
         status: ResponseStatus,
         items: Sequence[ResponseItemRecord],
         values: dict[str, Any],
+        append_to: tuple[Dialect, str] | None,
     ) -> ResponseRecord:
         started = queued.write
         assert isinstance(started, Inserting)
         RESPONSE_LIFECYCLE.check(response_id, started.record.status, status)
         final = replace(started.record, status=status, **values)
-        queued.write = inserting(final, [*started.items, *items])
+        queued.write = inserting(final, [*started.items, *items], append_to)
         if self._deferred.pop(response_id, None) is not None:
             self._queue.append(queued)  # a finish is waited for: no more waiting
             self._kick()
@@ -481,4 +489,6 @@ def apply_filters(filters: ResponseFilters, query: Any, dialect: Dialect) -> Any
         query = query.where(c.created_at >= filters.since)
     if filters.until is not None:
         query = query.where(c.created_at < filters.until)
+    if filters.conversation_id is not None:
+        query = query.where(c.conversation_id == filters.conversation_id)
     return query

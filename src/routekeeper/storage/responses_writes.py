@@ -13,6 +13,8 @@ from sqlalchemy.engine import Connection
 
 from routekeeper.contract.errors import InvalidTransition, NotFound
 from routekeeper.contract.responses import ResponseItemRecord, ResponseRecord
+from routekeeper.storage.conversations_store import append_turn
+from routekeeper.storage.dialect import Dialect
 from routekeeper.storage.records import to_row
 from routekeeper.storage.schema.responses import response_items, responses
 
@@ -37,19 +39,29 @@ class Queued:
 
 @dataclass
 class Inserting:
-    """A write inserting a response and its items (a start, or a start and its finish)."""
+    """A write inserting a response and its items (a start, or a start and its finish);
+    ``append_to`` (a finish) appends the turn to that conversation in the same transaction."""
 
     record: ResponseRecord
     items: Sequence[ResponseItemRecord]
+    append_to: tuple[Dialect, str] | None = None
 
     def __call__(self, conn: Connection) -> None:
         conn.execute(insert(responses), to_row(self.record))
         if self.items:
             conn.execute(insert(response_items), [to_row(i) for i in self.items])
+        if self.append_to is not None:
+            append_turn(
+                conn, *self.append_to, response_id=self.record.id, tenant_id=self.record.tenant_id
+            )
 
 
-def inserting(record: ResponseRecord, items: Sequence[ResponseItemRecord]) -> Inserting:
-    return Inserting(record, list(items))
+def inserting(
+    record: ResponseRecord,
+    items: Sequence[ResponseItemRecord],
+    append_to: tuple[Dialect, str] | None = None,
+) -> Inserting:
+    return Inserting(record, list(items), append_to)
 
 
 def settle(done: asyncio.Future[Any], result: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData, Table
 
+from routekeeper.storage.conversations_store import ConversationsStore
 from routekeeper.storage.replay_store import ReplayStore
 from routekeeper.storage.responses_store import ResponsesStore
 from routekeeper.storage.runtime_store import RuntimeStore
@@ -16,6 +17,7 @@ STORES: tuple[type[SurfaceStore], ...] = (
     RuntimeStore,
     ReplayStore,
     ResponsesStore,
+    ConversationsStore,
 )
 
 

@@ -32,6 +32,7 @@ class ResponseSummaryOut(BaseModel):
     model: str
     selected_model: str | None
     previous_response_id: str | None
+    conversation_id: str | None
     replay_id: str | None
     created_at: datetime
     completed_at: datetime | None
@@ -49,6 +50,7 @@ class ResponseSummaryOut(BaseModel):
             model=record.model,
             selected_model=record.selected_model,
             previous_response_id=record.previous_response_id,
+            conversation_id=record.conversation_id,
             replay_id=record.replay_id,
             created_at=record.created_at,
             completed_at=record.completed_at,
@@ -65,10 +67,16 @@ def response_filters(
     status: ResponseStatus | None = None,
     since: Annotated[datetime | None, Query(description="Created at or after (ISO).")] = None,
     until: Annotated[datetime | None, Query(description="Created before (ISO).")] = None,
+    conversation: Annotated[
+        str | None,
+        Query(pattern=id_pattern("conv"), description="The conversation of its turn."),
+    ] = None,
 ) -> ResponseFilters:
     """Times without a zone are UTC; ``since`` after ``until`` is a 400."""
     since, until = time_window(since, until)
-    return ResponseFilters(model=model, status=status, since=since, until=until)
+    return ResponseFilters(
+        model=model, status=status, since=since, until=until, conversation_id=conversation
+    )
 
 
 def router(queries: ResponseQueries) -> APIRouter:
@@ -82,7 +90,8 @@ def router(queries: ResponseQueries) -> APIRouter:
         after: ResponseCursor = None,
         before: ResponseCursor = None,
     ) -> ListPage[ResponseSummaryOut]:
-        """Stored responses, newest first; filters by model, status and creation time."""
+        """Stored responses, newest first; filters by model, status, creation time and the
+        conversation of the turn."""
         page = await queries.list(filters, limit=limit, order=order, after=after, before=before)
         return ListPage.of(page, ResponseSummaryOut.of)
 

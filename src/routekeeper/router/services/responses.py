@@ -18,6 +18,7 @@ from routekeeper.contract.responses import (
     ResponseRecord,
     ResponseStatus,
 )
+from routekeeper.router.services.conversations import ConversationsService, turn_conversation
 from routekeeper.router.services.exchange import ChatExchanges, Exchange
 from routekeeper.router.services.responses_chat import chat_messages
 from routekeeper.router.services.responses_relay import ResponseRelay, response_object
@@ -42,6 +43,7 @@ class ResponsesService:
         self, storage: StateStorage, exchanges: ChatExchanges, *, retention_days: int
     ) -> None:
         self.store = storage.store(ResponsesStore)
+        self.conversations = ConversationsService(storage)
         self.exchanges = exchanges
         self.retention = timedelta(days=retention_days)
 
@@ -68,14 +70,19 @@ class ResponsesService:
     ) -> Exchange:
         """Check the request, build the turn's context (this turn's instructions, every
         earlier turn's input and output in order, then the new input) and run it through the
-        chat exchange. Raises InvalidRequest (400), NotFound (an unknown, deleted, expired or
-        unstored previous response, or one its chain reaches: 404)."""
+        chat exchange. With ``conversation``, the conversation's items as committed now take
+        the place of the chain, and the finished turn is appended to it. Raises
+        InvalidRequest (400), NotFound (an unknown, deleted, expired or unstored previous
+        response, or one its chain reaches; an unknown or deleted conversation: 404)."""
         request = parse_request(body)
+        conversation = turn_conversation(body)
         messages: list[dict[str, Any]] = []
         if request.instructions is not None:
             messages.append({"role": "system", "content": request.instructions})
         previous = request.previous_response_id
         earlier: list[dict[str, Any]] = []
+        if conversation is not None:
+            earlier = list(await self.conversations.history(conversation))
         if previous is not None:
             if not has_prefix(previous, "resp"):
                 raise _previous_not_found(previous)
@@ -116,6 +123,7 @@ class ResponsesService:
             request={**request.echo, "instructions": request.instructions},
             tenant_id=TENANT,
             previous_response_id=previous,
+            conversation_id=conversation,
         )
         relay = ResponseRelay(self.store if request.store else None, record, inputs)
         return await self.exchanges.run(

@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 # Response error codes OpenAI's schema allows; everything else is a server_error.
 ERROR_CODES = ("rate_limit_exceeded",)
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
+APPENDED_TO_CONVERSATION = (ResponseStatus.COMPLETED, ResponseStatus.INCOMPLETE)
+"""The outcomes whose turn is appended to its conversation: a turn the client received in
+full (or cut by a limit). A failed or cancelled turn stays in its stored response only, so a
+conversation never holds an answer that broke off."""
 
 
 # A lone UTF-16 surrogate: what an upstream's JSON can carry (``"\\ud800"``) but no UTF-8
@@ -72,7 +76,7 @@ def response_object(record: ResponseRecord, output: list[dict[str, Any]]) -> dic
         "output": output,
         "parallel_tool_calls": echo.get("parallel_tool_calls", True),
         "previous_response_id": record.previous_response_id,
-        "conversation": None,
+        "conversation": None if record.conversation_id is None else {"id": record.conversation_id},
         "background": False,
         "metadata": echo.get("metadata", {}),
         "max_output_tokens": echo.get("max_output_tokens"),
@@ -239,6 +243,10 @@ class ResponseRelay:
                 error=error,
                 incomplete_details=incomplete,
                 completed_at=self.record.completed_at,
+                # A conversation holds finished turns only: completed and incomplete ones.
+                conversation_id=(
+                    self.record.conversation_id if status in APPENDED_TO_CONVERSATION else None
+                ),
             )
         except NotFound:
             await self._started()  # never stored: its own error (storage unavailable)

@@ -65,7 +65,11 @@ CREATE_FIELDS: dict[str, tuple[Handling, str]] = {
         "context limit applies",
     ),
     "background": (Handling.REFUSED, "true is refused (no background responses); false is fine"),
-    "conversation": (Handling.REFUSED, "no conversations yet"),
+    "conversation": (
+        Handling.HONOURED,
+        "an id or {id}: its items come first, the finished turn is appended; not with "
+        "previous_response_id or store: false",
+    ),
     "prompt": (Handling.REFUSED, "no stored prompt templates"),
     "include": (Handling.REFUSED, "no extra output data; an empty list is fine"),
     "top_logprobs": (Handling.REFUSED, "no log probabilities"),
@@ -251,6 +255,11 @@ def _harmless(name: str, value: Any) -> bool:
     return name == "include" and value == []
 
 
+def metadata_of(metadata: Any) -> dict[str, str]:
+    """``metadata`` as OpenAI allows it (16 keys, 64/512 characters): a 400 naming it."""
+    return _metadata(metadata)
+
+
 def _metadata(metadata: Any) -> dict[str, str]:
     if metadata is None:
         return {}
@@ -326,13 +335,14 @@ def _reasoning(reasoning: Any, upstream: dict[str, Any]) -> dict[str, Any]:
     return {"effort": effort, "summary": None}
 
 
-def input_items(value: Any) -> list[dict[str, Any]]:
-    """The input as message items in OpenAI's stored shape (without ids)."""
+def input_items(value: Any, param: str = "input") -> list[dict[str, Any]]:
+    """The input as message items in OpenAI's stored shape (without ids); errors name
+    ``param`` (``input[2].content[0].text``; ``items[...]`` for a conversation's items)."""
     if isinstance(value, str):
         return [_message("user", [{"type": "input_text", "text": value}])]
     if not isinstance(value, list) or not value:
-        raise _fail("input", f"must be a string or a non-empty array, got {json_kind(value)}")
-    return [_item(item, f"input[{i}]") for i, item in enumerate(value)]
+        raise _fail(param, f"must be a string or a non-empty array, got {json_kind(value)}")
+    return [_item(item, f"{param}[{i}]") for i, item in enumerate(value)]
 
 
 def _message(role: str, content: list[dict[str, Any]]) -> dict[str, Any]:
@@ -449,6 +459,7 @@ def responses_request_schema() -> dict[str, Any]:
             "tool_choice": tools["tool_choice"],
             "instructions": string,
             "previous_response_id": string,
+            "conversation": {"anyOf": [{"type": ["string", "null"]}, {"type": "object"}]},
             "store": boolean,
             "stream": boolean,
             "background": boolean,

@@ -24,10 +24,12 @@ responses = Table(
     Column("usage", JSON, nullable=True),
     Column("error", JSON, nullable=True),
     Column("incomplete_details", JSON, nullable=True),
+    Column("conversation_id", ClientString(40), nullable=True),
     Index("ix_responses_tenant_id_id", "tenant_id", "id"),
     Index("ix_responses_model_id", "model", "id"),
     Index("ix_responses_status_id", "status", "id"),
     Index("ix_responses_created_at", "created_at"),
+    Index("ix_responses_conversation_id_id", "conversation_id", "id"),
     # Recovery finds what a dead replica left in flight without scanning finished responses.
     Index(
         "ix_responses_in_progress",
