@@ -462,3 +462,45 @@ def test_sigkill_keeps_function_calls_and_their_outputs(server_factory, up):
     client.close()
     roles = [m["role"] for m in _sent(up)["messages"]]
     assert roles == ["user", "assistant", "tool", "tool", "assistant", "user"]
+
+
+def test_a_function_tool_round_trip_on_a_conversation(sdk, up):
+    """The call is in the conversation's items, so the next turn's output for it is accepted
+    and reaches the model after the assistant's tool call; the conversation holds both turns."""
+    conversation = sdk.conversations.create()
+    up.configure(tool_calls=[{"name": "get_weather", "arguments": PARIS}])
+    first = sdk.responses.create(
+        model="tooled", input="Weather in Paris?", tools=[WEATHER], conversation=conversation.id
+    )
+    [call] = first.output
+    assert call.type == "function_call"
+
+    up.configure(tool_calls=None, reply="22C.")
+    second = sdk.responses.create(
+        model="tooled",
+        input=[_output_of(call.call_id, '{"temperature": 22}')],
+        conversation={"id": conversation.id},
+        tools=[WEATHER],
+    )
+    assert second.output_text == "22C." and second.conversation.id == conversation.id
+    assert [m["role"] for m in _sent(up)["messages"]] == ["user", "assistant", "tool"]
+    assert _sent(up)["messages"][1]["tool_calls"][0]["id"] == call.call_id
+
+    items = list(sdk.conversations.items.list(conversation.id, order="asc"))
+    assert [i.type for i in items] == [
+        "message",
+        "function_call",
+        "function_call_output",
+        "message",
+    ]
+    assert items[1].call_id == items[2].call_id == call.call_id
+
+    # An output for a call the conversation does not hold is refused, naming the item.
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.create(
+            model="tooled",
+            input=[_output_of("call_unknown", "{}")],
+            conversation=conversation.id,
+            tools=[WEATHER],
+        )
+    assert refused.value.body["param"] == "input[0].call_id"
