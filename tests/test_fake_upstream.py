@@ -302,17 +302,13 @@ def test_latency_delays_the_response(up):
     body = {"model": "m", "messages": USER}
     with httpx.Client() as client:
         client.get(f"{up.base_url}/models")  # connect first
-        started = time.monotonic()
-        client.post(chat_url(up), json=body)
-        fast = time.monotonic() - started
-
         up.latency_ms = 400
         started = time.monotonic()
         resp = client.post(chat_url(up), json=body)
         slow = time.monotonic() - started
+    # A lower bound only: the delay is a sleep, while an upper bound on a loaded machine is not.
     assert resp.json()["choices"][0]["message"]["content"] == "fake:m:hello there"
     assert slow >= 0.4
-    assert fast < 0.2
 
 
 def test_client_leaving_during_latency_is_a_disconnect(up):
