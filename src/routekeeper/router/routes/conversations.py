@@ -16,7 +16,10 @@ from routekeeper.http.body import decode_json_body
 from routekeeper.http.errors import ensure_json_safe
 from routekeeper.router.services.conversations import MAX_ITEMS, ConversationsService
 
-ItemCursor = Annotated[str | None, Query(pattern=id_pattern("msg"), description="An item id.")]
+# A conversation's items are messages (``msg_``) and the model's function calls (``fc_``):
+# a page may end on either, and its ``last_id`` is the next page's ``after``.
+ITEM_ID_PATTERN = "|".join(id_pattern(prefix) for prefix in ("msg", "fc"))
+ItemCursor = Annotated[str | None, Query(pattern=ITEM_ID_PATTERN, description="An item id.")]
 Include = Annotated[list[str] | None, Query(alias="include[]")]
 
 _ITEMS = {"type": "array", "maxItems": MAX_ITEMS, "items": {"type": "object"}}

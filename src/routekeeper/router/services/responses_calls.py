@@ -5,14 +5,26 @@ its ``index``, ``id`` and ``function.name``; the ones after it pieces of
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from routekeeper.contract.ids import new_id
 
+# A lone UTF-16 surrogate: what an upstream's JSON can carry (``"\\ud800"``) but no UTF-8
+# body, stream event or retrieval can (JSON decoding joins a valid pair into one code point).
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_text(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, so the output it becomes can be
+    sent and stored."""
+    return LONE_SURROGATE.sub("\ufffd", text)
+
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+    """A string of the upstream's call (its id, name or arguments) as output can carry it."""
+    return unicode_text(value) if isinstance(value, str) else ""
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -29,7 +28,11 @@ from routekeeper.contract.responses import (
     ResponseStatus,
 )
 from routekeeper.router.services.chat import ChatPlan
-from routekeeper.router.services.responses_calls import StreamedCalls, answered_calls
+from routekeeper.router.services.responses_calls import (
+    StreamedCalls,
+    answered_calls,
+    unicode_text,
+)
 from routekeeper.router.services.trace import RequestTrace, token_count
 from routekeeper.storage.responses_store import ResponsesStore
 from routekeeper.storage.types import utcnow
@@ -43,17 +46,6 @@ APPENDED_TO_CONVERSATION = (ResponseStatus.COMPLETED, ResponseStatus.INCOMPLETE)
 """The outcomes whose turn is appended to its conversation: a turn the client received in
 full (or cut by a limit). A failed or cancelled turn stays in its stored response only, so a
 conversation never holds an answer that broke off."""
-
-
-# A lone UTF-16 surrogate: what an upstream's JSON can carry (``"\\ud800"``) but no UTF-8
-# body, stream event or retrieval can (JSON decoding joins a valid pair into one code point).
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def unicode_text(text: str) -> str:
-    """``text`` with every lone surrogate replaced by U+FFFD, so the output it becomes can be
-    sent and stored."""
-    return LONE_SURROGATE.sub("\ufffd", text)
 
 
 def _seconds(at: datetime | None) -> int | None:

@@ -394,7 +394,8 @@ def _part(part: Any, at: str, role: str) -> dict[str, Any]:
     url = _string(part.get("image_url"), f"{at}.image_url")
     if not url.startswith(("http://", "https://", "data:")):
         raise _fail(f"{at}.image_url", "must be an http(s) URL or a data URL")
-    detail = _choice(part.get("detail") or "auto", f"{at}.detail", IMAGE_DETAILS)
+    detail = part.get("detail")
+    detail = _choice("auto" if detail is None else detail, f"{at}.detail", IMAGE_DETAILS)
     return {"type": "input_image", "image_url": url, "detail": detail, "file_id": None}
 
 
