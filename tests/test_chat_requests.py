@@ -211,6 +211,7 @@ def test_valid_shapes_and_unknown_fields_pass_through(server, upstreams):
         (gzip.compress(b"{}", mtime=0), {"content-encoding": "gzip"}, "content-encoding: gzip"),
         (gzip.compress(b"{}", mtime=0), {}, "gzip-compressed"),
         (b"[" * 100_000 + b"]" * 100_000, {}, "nested too deeply"),
+        (b'{"model": "auto", "n": 1' + b"0" * 5000 + b"}", {}, "more than 4300 digits"),
         (
             b'{"model": "auto", "messages": [{"role": "user", "content": NaN}]}',
             {},

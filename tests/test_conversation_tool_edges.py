@@ -242,3 +242,19 @@ def test_an_image_detail_that_is_not_a_detail_is_a_400(http):
             answer = http.post(path, json=body)
             assert answer.status_code == 400, (detail, answer.text)
             assert answer.json()["error"]["param"] == param
+
+
+def test_an_integer_too_long_to_convert_is_a_400_anywhere_in_a_body(http):
+    huge = "9" * 5000
+    for path, raw in (
+        ("/v1/conversations", '{"metadata": {"k": %s}}' % huge),
+        ("/v1/conversations", '{"items": [{"role": "user", "content": "x", "z": -%s}]}' % huge),
+        (
+            "/v1/responses",
+            '{"model": "tooled", "input": "x", "tools": [{"type": "function", "name": "f", '
+            '"parameters": {"maximum": %s}}]}' % huge,
+        ),
+    ):
+        answer = http.post(path, content=raw, headers={"content-type": "application/json"})
+        assert answer.status_code == 400, answer.text
+        assert "more than 4300 digits" in answer.json()["error"]["message"]

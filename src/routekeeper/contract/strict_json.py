@@ -4,6 +4,7 @@ Infinity, which no other JSON consumer takes back; both are refused here."""
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 
@@ -13,7 +14,8 @@ class JSONRefused(ValueError):
 
 def loads_strict(text: str | bytes) -> Any:
     """Parse standard JSON. Raises JSONRefused (a ValueError) for invalid JSON, NaN or
-    Infinity, and nesting deeper than the parser can follow."""
+    Infinity, nesting deeper than the parser can follow, and an integer with more digits
+    than Python converts (``sys.get_int_max_str_digits()``, 4300 by default)."""
     try:
         return json.loads(text, parse_constant=_refuse_constant)
     except JSONRefused:
@@ -23,6 +25,11 @@ def loads_strict(text: str | bytes) -> Any:
         raise JSONRefused(f"{message} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:
         raise JSONRefused("it is nested too deeply") from None
+    except ValueError:
+        # The only other ValueError the parser raises: the integer conversion limit.
+        raise JSONRefused(
+            f"it has an integer of more than {sys.get_int_max_str_digits()} digits"
+        ) from None
 
 
 def _refuse_constant(name: str) -> Any:
