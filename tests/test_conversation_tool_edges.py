@@ -246,15 +246,16 @@ def test_an_image_detail_that_is_not_a_detail_is_a_400(http):
 
 def test_an_integer_too_long_to_convert_is_a_400_anywhere_in_a_body(http):
     huge = "9" * 5000
-    for path, raw in (
-        ("/v1/conversations", '{"metadata": {"k": %s}}' % huge),
-        ("/v1/conversations", '{"items": [{"role": "user", "content": "x", "z": -%s}]}' % huge),
+    for path, template in (
+        ("/v1/conversations", '{"metadata": {"k": HUGE}}'),
+        ("/v1/conversations", '{"items": [{"role": "user", "content": "x", "z": -HUGE}]}'),
         (
             "/v1/responses",
             '{"model": "tooled", "input": "x", "tools": [{"type": "function", "name": "f", '
-            '"parameters": {"maximum": %s}}]}' % huge,
+            '"parameters": {"maximum": HUGE}}]}',
         ),
     ):
+        raw = template.replace("HUGE", huge)
         answer = http.post(path, content=raw, headers={"content-type": "application/json"})
         assert answer.status_code == 400, answer.text
         assert "more than 4300 digits" in answer.json()["error"]["message"]
