@@ -294,10 +294,13 @@ class ReplayRecorder:
         self._pending = merged
 
     async def _write(self, items: list[tuple[str, _Pending]]) -> int:
-        """Write ``items`` in one transaction; when the database refuses the batch for a
-        reason tied to a record, split it until that record is alone."""
+        """Write ``items``, oldest first, in transactions of at most FLUSH_BATCH records;
+        when the database refuses one for a reason tied to a record, split it until that
+        record is alone."""
         stored = 0
-        parts = [items]
+        # A backlog (a burst, a database that was away) is written in bounded transactions:
+        # each holds the write lock, and keeps its waiters waiting, for a bounded time.
+        parts = [items[i : i + FLUSH_BATCH] for i in range(0, len(items), FLUSH_BATCH)][::-1]
         while parts:
             part = parts.pop()
             try:
