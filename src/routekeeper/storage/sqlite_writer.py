@@ -33,6 +33,8 @@ class _Queued:
     fn: WriteFn
     done: asyncio.Future[tuple[Any, list[Callable[[], object]]]]
     callbacks: list[Callable[[], object]] = field(default_factory=list)
+    writer: asyncio.Task[Any] | None = None
+    """The task that queued it (the replay writer, the responses store's group commit...)."""
     result: Any = None
     error: BaseException | None = None
 
@@ -58,7 +60,9 @@ class SQLiteWriter:
         """``fn``'s result and the callbacks it registered, once its transaction committed;
         raises what ``fn`` raised (its writes rolled back) or what failed the transaction.
         A caller cancelled meanwhile does not take the others' write with it."""
-        queued = _Queued(fn, asyncio.get_running_loop().create_future())
+        queued = _Queued(
+            fn, asyncio.get_running_loop().create_future(), writer=asyncio.current_task()
+        )
         self._queue.append(queued)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush())
@@ -90,8 +94,14 @@ class SQLiteWriter:
             # The writers whose batch just committed (the replay writer, the responses store:
             # each keeps one batch in flight) queue their next one a few loop rounds later.
             # Waiting for them makes one transaction of their batches: otherwise they take
-            # turns, one commit each, and a stored response waits for two.
+            # turns, one commit each, and a stored response waits for two. Once they are all
+            # back there is no one left to wait for: under full load a loop round is long, and
+            # the replay writer's backlog (one bounded transaction after the other) would wait
+            # SETTLE_ROUNDS of them between every two transactions.
+            writers = {queued.writer for queued in batch}
             for _ in range(SETTLE_ROUNDS):
+                if writers <= {queued.writer for queued in self._queue}:
+                    break
                 await asyncio.sleep(0)
 
     def _transaction(self, batch: list[_Queued]) -> None:
