@@ -27,8 +27,8 @@ from routekeeper.contract.replay import (
 from routekeeper.storage.database import Database
 from routekeeper.storage.dialect import Dialect
 from routekeeper.storage.records import from_row, plain, to_row
-from routekeeper.storage.replay_writes import write_rows
 from routekeeper.storage.recovery import RecoveryContext, RecoveryReport, RecoveryStep
+from routekeeper.storage.replay_writes import write_rows
 from routekeeper.storage.schema.replay import router_replay
 from routekeeper.storage.surface_store import RetentionRule, SurfaceStore
 from routekeeper.storage.types import utcnow

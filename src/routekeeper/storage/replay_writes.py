@@ -71,17 +71,20 @@ def largest_chunk(conn: Connection, variables_per_row: int) -> int:
 
 
 @functools.cache
-def _processors(dialect: Dialect, columns: tuple[str, ...]) -> list[Any]:
-    return [
-        router_replay.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+def _processors(dialect: Dialect, columns: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
+    """Each column with its bind processor (None when it has none)."""
+    return tuple(
+        (name, router_replay.c[name].type.dialect_impl(dialect).bind_processor(dialect))
         for name in columns
+    )
+
+
+def _bound(dialect: Dialect, columns: tuple[str, ...], row: dict[str, Any]) -> list[Any]:
+    """``row``'s values of ``columns`` as the driver takes them."""
+    return [
+        row[name] if process is None else process(row[name])
+        for name, process in _processors(dialect, columns)
     ]
-
-
-def _bound(dialect: Dialect, columns: tuple[str, ...], row: dict[str, Any]) -> Iterator[Any]:
-    for name, process in zip(columns, _processors(dialect, columns), strict=True):
-        value = row[name]
-        yield process(value) if process is not None else value
 
 
 @functools.cache
@@ -127,13 +130,13 @@ def update_rows(conn: Connection, columns: tuple[str, ...], rows: Sequence[dict[
     """Apply ``rows`` (``{"_id": record id, column: value, ...}``, each with exactly
     ``columns``); an id that matches no record changes nothing."""
     dialect = conn.dialect
-    (process_id,) = _processors(dialect, ("id",))
+    ((_, process_id),) = _processors(dialect, ("id",))
     start = 0
     # Each id is a variable in the IN list and once in every column's CASE.
     for size in chunk_sizes(len(rows), largest_chunk(conn, 1 + 2 * len(columns))):
         chunk = rows[start : start + size]
-        ids = [process_id(row["_id"]) if process_id else row["_id"] for row in chunk]
-        values = [list(_bound(dialect, columns, row)) for row in chunk]
+        ids = [row["_id"] if process_id is None else process_id(row["_id"]) for row in chunk]
+        values = [_bound(dialect, columns, row) for row in chunk]
         params = [
             v for j in range(len(columns)) for i, id_ in enumerate(ids) for v in (id_, values[i][j])
         ]
