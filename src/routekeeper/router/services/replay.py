@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -251,21 +252,41 @@ class ReplayRecorder:
                 log.exception("replay flush failed")
 
     async def flush(self) -> int:
-        """Write everything queued so far; returns how many records it stored."""
+        """Write everything queued so far, oldest first, in transactions of at most
+        FLUSH_BATCH records; returns how many records it stored. Records queued meanwhile
+        wait for the next flush; a write that fails because the database is unreachable ends
+        it (its records are queued again)."""
         async with self._flush_lock:
-            if not self._pending:
-                return 0
+            stored = 0
+            for _ in range(-(-len(self._pending) // FLUSH_BATCH)):
+                if not self._pending:
+                    break
+                stored += await self._flush_one()
+                if self.degraded is not None:
+                    break
+            return stored
+
+    async def _flush_one(self) -> int:
+        """Write the FLUSH_BATCH oldest queued records in one transaction. Taking no more
+        keeps a backlog (a burst, a database that was away) from becoming one long
+        transaction, and leaves the newer records in the map, where their finishes still
+        merge into them (one insert of the final record rather than an insert and an update)."""
+        if len(self._pending) <= FLUSH_BATCH:
             batch, self._pending = self._pending, {}
-            self._writing = len(batch)
-            try:
-                return await self._write(list(batch.items()))
-            except asyncio.CancelledError:
-                # Cancelled mid-batch (the caller's deadline): put it back for whoever
-                # flushes next rather than lose it silently.
-                self._requeue(batch)
-                raise
-            finally:
-                self._writing = 0
+        else:
+            batch = dict(itertools.islice(self._pending.items(), FLUSH_BATCH))
+            for record_id in batch:
+                del self._pending[record_id]
+        self._writing = len(batch)
+        try:
+            return await self._write(list(batch.items()))
+        except asyncio.CancelledError:
+            # Cancelled mid-batch (the caller's deadline): put it back for whoever flushes
+            # next rather than lose it silently.
+            self._requeue(batch)
+            raise
+        finally:
+            self._writing = 0
 
     def _requeue(self, batch: dict[str, _Pending]) -> None:
         """Put an unwritten batch back in front of what arrived since, merging updates.
@@ -294,13 +315,10 @@ class ReplayRecorder:
         self._pending = merged
 
     async def _write(self, items: list[tuple[str, _Pending]]) -> int:
-        """Write ``items``, oldest first, in transactions of at most FLUSH_BATCH records;
-        when the database refuses one for a reason tied to a record, split it until that
-        record is alone."""
+        """Write ``items`` in one transaction; when the database refuses the batch for a
+        reason tied to a record, split it until that record is alone."""
         stored = 0
-        # A backlog (a burst, a database that was away) is written in bounded transactions:
-        # each holds the write lock, and keeps its waiters waiting, for a bounded time.
-        parts = [items[i : i + FLUSH_BATCH] for i in range(0, len(items), FLUSH_BATCH)][::-1]
+        parts = [items]
         while parts:
             part = parts.pop()
             try:
