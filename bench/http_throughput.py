@@ -1,5 +1,5 @@
 """Added latency, throughput and CPU per request of ``routekeeper serve`` over HTTP, with wrk,
-against the fake upstream called directly in the same run.
+against the fake upstream (in a process of its own) called directly in the same run.
 
     .venv/bin/python bench/http_throughput.py [--rounds 3] [--seconds 5] [--durable-seconds 60]
         [--workers 2] [--serve-arg=--some-flag ...]
@@ -20,16 +20,26 @@ round, so machine noise hits them alike):
   script's own HTTP/1.1 client (wrk measures whole responses), and ``added_p50_ms``.
 - ``c32``: wrk, 32 connections: req/s per target, ``throughput_ratio`` against the baseline,
   and ``cpu_ms_per_request``: utime + stime of the serve process and all its descendants
-  (``/proc/<pid>/stat``) over the measured interval, divided by the requests wrk completed.
+  (``/proc/<pid>/stat``) over the measured interval, divided by the requests wrk completed
+  (``serve_cores_busy``: the same CPU over the interval's seconds). Over the same interval,
+  ``upstream_cpu_ms_per_request`` (the fake upstream, a process of its own) and
+  ``wrk_cpu_ms_per_request``; ``ceiling_rps`` is the machine's cores over the three together
+  (what no run on these cores can exceed at those costs) and ``share_of_ceiling`` the rate
+  reached against it.
 - ``durable``: one ``--durable-seconds`` run at 32 connections per mode, then the replay rows
   that run added to the database (after the writer has flushed) against wrk's count.
+- ``replay`` in every figure of a server: what its runs added to the replay writer's counters
+  on ``/api/status`` (summed over workers): ``written``, ``batches``, ``dropped`` by reason
+  and ``dropped_total``, ``ack_timeout``, and the records still queued when the load stopped.
 - ``setup``: the busy % of ``/proc/stat`` over 2 s before the run (the idle baseline; every
   figure also carries the busy % during its measurement: other load makes them noisy), and
   ``sqlite_commit_p50_ms``, one small write transaction on a SQLite file configured like the
   example's (WAL, ``synchronous: FULL``), and ``replay_ack_p50_ms``, one record through the
   replay recorder in ``acknowledged`` mode on the example's storage (start, finish, wait for
   the commit), without HTTP: together, what an acknowledged answer waits for beyond ``batch``.
-- ``targets``: the figures the targets name, with the target and whether it was met.
+- ``targets``: the figures the targets name, with the target and whether it was met;
+  ``c32_N_workers_ratio`` adds ``ceiling_ratio``, the N-worker run's ``ceiling_rps`` against
+  one worker's measured rate: below the target, the target was out of reach on this machine.
 
 wrk comes from ``apt-get install -y wrk`` when it is missing; if that fails, only the c=1 and
 TTFB figures are measured, with this script's own client, and the JSON says so.
