@@ -7,7 +7,8 @@ share the next one (group commit: the replay writer's batch, a stored response's
 other caller commit with one ``fsync``), each in a savepoint of its own when there are several,
 so that one that raises (a refused value) is rolled back alone and the others commit. After a
 commit the writer lets the loop run a few rounds before the next transaction, so that the
-writers just answered queue their next batch in time for it. Each caller learns its own
+writers just answered queue their next batch in time for it (no longer than until they all
+have). Each caller learns its own
 outcome only once the commit carrying its write has returned. The in-process write lock is
 held for the whole transaction, so ``Database.write()`` and this writer never write at
 once."""

@@ -10,7 +10,8 @@ When is a batch written? Start records wait for the next flush (every
 ``replay.flush_interval_ms``, sooner when many are queued). A finish in ``acknowledged`` mode
 wakes the writer at once and returns a future that resolves when its record is committed
 (group commit: whatever else is pending goes into the same transaction, so concurrent
-requests share one fsync). ``batch`` mode flushes finishes on the timer too.
+requests share one fsync). ``batch`` mode flushes finishes on the timer too. A flush writes
+the FLUSH_BATCH oldest records per transaction until what was queued when it began is written.
 
 What is never lost silently:
 - A failed write because the database is unreachable keeps its records queued and retries;
