@@ -61,7 +61,7 @@ def waited_children_cpu_seconds() -> float:
 
 
 def ceiling(
-    cores: int, rps: float, cpu_ms_per_request: dict[str, float | None]
+    cores: float, rps: float, cpu_ms_per_request: dict[str, float | None]
 ) -> dict[str, float | None]:
     """The rate ``cores`` allow at these per-request costs (milliseconds of CPU per request
     of each process), and the share of it ``rps`` reached."""

@@ -71,6 +71,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cpu_accounting import (
+    CLK_TCK,
     ceiling,
     process_cpu_seconds,
     tree_cpu_seconds,
@@ -244,6 +245,8 @@ class Run:
     """The fake upstream process's."""
     wrk_cpu_seconds: float | None = None
     busy_percent: float | None = None
+    machine_cpu_seconds: float | None = None
+    """The busy CPU time of the whole machine (``/proc/stat``), every process counted."""
     replay: dict[str, Any] | None = None
     """What the run added to the server's replay counters (``replay_counters.added``)."""
 
@@ -295,7 +298,8 @@ def wrk(
             text=True,
             check=True,
         ).stdout
-        machine = busy_percent(machine_before, cpu_times())
+        machine_after = cpu_times()
+        machine = busy_percent(machine_before, machine_after)
         cpu = tree_cpu_seconds(pid) - cpu_before if pid and cpu_before is not None else None
         upstream_cpu = (
             process_cpu_seconds(upstream_pid) - upstream_before
@@ -319,6 +323,7 @@ def wrk(
         upstream_cpu_seconds=upstream_cpu,
         wrk_cpu_seconds=wrk_cpu,
         busy_percent=machine,
+        machine_cpu_seconds=(machine_after[0] - machine_before[0]) / CLK_TCK,
     )
 
 
@@ -540,10 +545,26 @@ def cpu_ceiling(runs: list[Run], out: dict[str, Any]) -> dict[str, Any]:
     }
     if "cpu_ms_per_request" not in out:  # the baseline: wrk against the fake upstream
         del costs["serve"]
+    # What else kept the cores busy meanwhile (other load on a shared machine): the cores it
+    # left are the ceiling that applied to this run.
+    other = med(
+        [
+            (r.machine_cpu_seconds - sum(c for c in ours if c is not None)) / r.seconds
+            for r in runs
+            if r.machine_cpu_seconds is not None and r.seconds
+            for ours in [(r.cpu_seconds, r.upstream_cpu_seconds, r.wrk_cpu_seconds)]
+        ]
+    )
+    cores = os.cpu_count() or 1
+    left = max(0.0, cores - other) if other is not None else None
     return {
         "upstream_cpu_ms_per_request": costs["upstream"],
         "wrk_cpu_ms_per_request": costs["wrk"],
-        **ceiling(os.cpu_count() or 1, out["rps"] or 0.0, costs),
+        **ceiling(cores, out["rps"] or 0.0, costs),
+        "other_load_cores": other,
+        "ceiling_rps_cores_left": (ceiling(left, out["rps"] or 0.0, costs)["ceiling_rps"])
+        if left
+        else None,
     }
 
 
@@ -790,6 +811,7 @@ def workers_ratio(one: Target, many: Target | None) -> dict[str, Any] | None:
     ratio = multi["rps"] / single["rps"]
     top = multi.get("ceiling_rps")
     ceiling_ratio = round(top / single["rps"], 3) if top else None
+    left = multi.get("ceiling_rps_cores_left")
     return {
         "value": round(ratio, 3),
         "target": WORKERS_RATIO_TARGET,
@@ -800,6 +822,9 @@ def workers_ratio(one: Target, many: Target | None) -> dict[str, Any] | None:
         "target_possible_here": None
         if ceiling_ratio is None
         else ceiling_ratio >= WORKERS_RATIO_TARGET,
+        # the same with the cores other load left to the run (a shared machine)
+        "ceiling_rps_cores_left": left,
+        "ceiling_ratio_cores_left": round(left / single["rps"], 3) if left else None,
     }
 
 
