@@ -54,9 +54,9 @@ async def run(args: argparse.Namespace, workspace: Path) -> dict[str, object]:
         sizes: list[int] = []
         write_batch = storage.replay.write_batch
 
-        async def counted(inserts, updates):  # type: ignore[no-untyped-def]
+        async def counted(inserts, updates, **kw):  # type: ignore[no-untyped-def]
             sizes.append(len(inserts) + len(updates))
-            return await write_batch(inserts, updates)
+            return await write_batch(inserts, updates, **kw)
 
         storage.replay.write_batch = counted  # type: ignore[method-assign]
         recorder.begin()

@@ -28,9 +28,9 @@ def watch_batches(store) -> list[int]:
     sizes: list[int] = []
     write_batch = store.write_batch
 
-    async def counted(inserts, updates):
+    async def counted(inserts, updates, **kw):
         sizes.append(len(inserts) + len(updates))
-        return await write_batch(inserts, updates)
+        return await write_batch(inserts, updates, **kw)
 
     store.write_batch = counted
     return sizes

@@ -80,13 +80,18 @@ class ReplayStore(SurfaceStore):
         return RecoveryReport("router_replay", {"aborted": aborted}, False)
 
     async def write_batch(
-        self, inserts: Sequence[ReplayRecord], updates: Sequence[tuple[str, dict[str, Any]]]
+        self,
+        inserts: Sequence[ReplayRecord],
+        updates: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        backlog: bool = False,
     ) -> set[str]:
         """Insert new records and apply finished records' changes, in one transaction (one
         call on SQLite's writer thread: ``Database.run_write``). Updates are grouped by the
         set of columns they change (one executemany each; on SQLite, a few multi-row
         statements: ``replay_writes``). Returns the ids of updates that found no record
-        (pruned, or never stored)."""
+        (pruned, or never stored). ``backlog``: more batches are waiting behind this one, so
+        its transaction starts without waiting for other writers to join it."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for record_id, changes in updates:
             values = plain(changes)
@@ -111,7 +116,7 @@ class ReplayStore(SurfaceStore):
                 conn.execute(statement, rows)
             return missing
 
-        return await self.db.run_write(write)
+        return await self.db.run_write(write, settle=not backlog)
 
     async def get(self, record_id: str, *, tenant_id: str = "default") -> ReplayRecord:
         return await self._one(

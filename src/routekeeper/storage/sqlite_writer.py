@@ -7,8 +7,7 @@ share the next one (group commit: the replay writer's batch, a stored response's
 other caller commit with one ``fsync``), each in a savepoint of its own when there are several,
 so that one that raises (a refused value) is rolled back alone and the others commit. After a
 commit the writer lets the loop run a few rounds before the next transaction, so that the
-writers just answered queue their next batch in time for it (no longer than until they all
-have). Each caller learns its own
+writers just answered queue their next batch in time for it. Each caller learns its own
 outcome only once the commit carrying its write has returned. The in-process write lock is
 held for the whole transaction, so ``Database.write()`` and this writer never write at
 once."""
@@ -34,8 +33,7 @@ class _Queued:
     fn: WriteFn
     done: asyncio.Future[tuple[Any, list[Callable[[], object]]]]
     callbacks: list[Callable[[], object]] = field(default_factory=list)
-    writer: asyncio.Task[Any] | None = None
-    """The task that queued it (the replay writer, the responses store's group commit...)."""
+    settle: bool = True
     result: Any = None
     error: BaseException | None = None
 
@@ -57,13 +55,15 @@ class SQLiteWriter:
     def engine(self) -> Engine:
         return self._engine
 
-    async def run(self, fn: WriteFn) -> tuple[Any, list[Callable[[], object]]]:
+    async def run(
+        self, fn: WriteFn, *, settle: bool = True
+    ) -> tuple[Any, list[Callable[[], object]]]:
         """``fn``'s result and the callbacks it registered, once its transaction committed;
         raises what ``fn`` raised (its writes rolled back) or what failed the transaction.
-        A caller cancelled meanwhile does not take the others' write with it."""
-        queued = _Queued(
-            fn, asyncio.get_running_loop().create_future(), writer=asyncio.current_task()
-        )
+        A caller cancelled meanwhile does not take the others' write with it. ``settle=False``:
+        a write that should not wait for others to join it after a commit (one of a backlog
+        written in bounded transactions, one after the other)."""
+        queued = _Queued(fn, asyncio.get_running_loop().create_future(), settle=settle)
         self._queue.append(queued)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush())
@@ -95,13 +95,11 @@ class SQLiteWriter:
             # The writers whose batch just committed (the replay writer, the responses store:
             # each keeps one batch in flight) queue their next one a few loop rounds later.
             # Waiting for them makes one transaction of their batches: otherwise they take
-            # turns, one commit each, and a stored response waits for two. Once they are all
-            # back there is no one left to wait for: under full load a loop round is long, and
-            # the replay writer's backlog (one bounded transaction after the other) would wait
-            # SETTLE_ROUNDS of them between every two transactions.
-            writers = {queued.writer for queued in batch}
+            # turns, one commit each, and a stored response waits for two. A write queued
+            # with settle=False ends the wait: under full load a loop round is long, and a
+            # backlog of bounded transactions would wait those rounds between every two.
             for _ in range(SETTLE_ROUNDS):
-                if writers <= {queued.writer for queued in self._queue}:
+                if any(not queued.settle for queued in self._queue):
                     break
                 await asyncio.sleep(0)
 

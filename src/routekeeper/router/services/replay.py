@@ -345,7 +345,9 @@ class ReplayRecorder:
         """One transaction; returns the ids of updates that found no record."""
         inserts = [p.record for _, p in part if p.record is not None]
         updates = [(rid, p.changes) for rid, p in part if p.record is None]
-        return await self.store.write_batch(inserts, updates)
+        # Behind this batch a full one waits already: no point waiting for others to join.
+        backlog = len(self._pending) >= FLUSH_BATCH
+        return await self.store.write_batch(inserts, updates, backlog=backlog)
 
     def _committed(self, part: list[tuple[str, _Pending]], missing: set[str]) -> int:
         if self.degraded is not None:
