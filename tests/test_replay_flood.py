@@ -14,6 +14,7 @@ from routekeeper.contract.replay import LifecycleState, ReplayFilters, TerminalR
 from routekeeper.router.services.replay import FLUSH_BATCH, ReplayRecorder
 from routekeeper.storage.replay_writes import MAX_CHUNK_ROWS, chunk_sizes
 from routekeeper.storage.schema.replay import router_replay
+from routekeeper.storage.sqlite_writer import SETTLE_ROUNDS
 from routekeeper.storage.types import utcnow
 from test_replay_store import record
 
@@ -123,3 +124,34 @@ def test_chunk_sizes_cover_the_rows_in_powers_of_two(rows):
     assert sum(sizes) == rows
     assert all(s <= MAX_CHUNK_ROWS and s & (s - 1) == 0 for s in sizes)
     assert sizes == sorted(sizes, reverse=True)
+
+
+@pytest.mark.parametrize("backend_kind", ["sqlite"], indirect=True)
+async def test_a_write_marked_settle_false_starts_without_the_post_commit_wait(state_storage):
+    """After a commit the SQLite writer waits up to SETTLE_ROUNDS loop rounds for other
+    writers to join the next transaction; a backlog batch (``settle=False``) is taken at once.
+    Counted in loop rounds spent in the writer's queue (all on the loop's thread), not in
+    time."""
+    writer = state_storage.database_for("router_replay")._sqlite_writer
+    queued_rounds = 0
+    ticking = True
+
+    async def tick():
+        nonlocal queued_rounds
+        while ticking:
+            queued_rounds += bool(writer._queue)
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    waited: dict[bool, int] = {}
+    try:
+        for settle in (True, False):
+            await writer.run(lambda conn: None)
+            queued_rounds = 0
+            await writer.run(lambda conn: None, settle=settle)
+            waited[settle] = queued_rounds
+    finally:
+        ticking = False
+        await ticker
+    assert waited[True] >= SETTLE_ROUNDS // 2, waited
+    assert waited[False] <= 1, waited
