@@ -1,5 +1,5 @@
 """Added latency, throughput and CPU per request of ``routekeeper serve`` over HTTP, with wrk,
-against the fake upstream called directly in the same run.
+against the fake upstream (in a process of its own) called directly in the same run.
 
     .venv/bin/python bench/http_throughput.py [--rounds 3] [--seconds 5] [--durable-seconds 60]
         [--workers 2] [--serve-arg=--some-flag ...]
@@ -20,16 +20,26 @@ round, so machine noise hits them alike):
   script's own HTTP/1.1 client (wrk measures whole responses), and ``added_p50_ms``.
 - ``c32``: wrk, 32 connections: req/s per target, ``throughput_ratio`` against the baseline,
   and ``cpu_ms_per_request``: utime + stime of the serve process and all its descendants
-  (``/proc/<pid>/stat``) over the measured interval, divided by the requests wrk completed.
+  (``/proc/<pid>/stat``) over the measured interval, divided by the requests wrk completed
+  (``serve_cores_busy``: the same CPU over the interval's seconds). Over the same interval,
+  ``upstream_cpu_ms_per_request`` (the fake upstream, a process of its own) and
+  ``wrk_cpu_ms_per_request``; ``ceiling_rps`` is the machine's cores over the three together
+  (what no run on these cores can exceed at those costs) and ``share_of_ceiling`` the rate
+  reached against it.
 - ``durable``: one ``--durable-seconds`` run at 32 connections per mode, then the replay rows
   that run added to the database (after the writer has flushed) against wrk's count.
+- ``replay`` in every figure of a server: what its runs added to the replay writer's counters
+  on ``/api/status`` (summed over workers): ``written``, ``batches``, ``dropped`` by reason
+  and ``dropped_total``, ``ack_timeout``, and the records still queued when the load stopped.
 - ``setup``: the busy % of ``/proc/stat`` over 2 s before the run (the idle baseline; every
   figure also carries the busy % during its measurement: other load makes them noisy), and
   ``sqlite_commit_p50_ms``, one small write transaction on a SQLite file configured like the
   example's (WAL, ``synchronous: FULL``), and ``replay_ack_p50_ms``, one record through the
   replay recorder in ``acknowledged`` mode on the example's storage (start, finish, wait for
   the commit), without HTTP: together, what an acknowledged answer waits for beyond ``batch``.
-- ``targets``: the figures the targets name, with the target and whether it was met.
+- ``targets``: the figures the targets name, with the target and whether it was met;
+  ``c32_N_workers_ratio`` adds ``ceiling_ratio``, the N-worker run's ``ceiling_rps`` against
+  one worker's measured rate: below the target, the target was out of reach on this machine.
 
 wrk comes from ``apt-get install -y wrk`` when it is missing; if that fails, only the c=1 and
 TTFB figures are measured, with this script's own client, and the JSON says so.
@@ -40,6 +50,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -59,7 +70,16 @@ from urllib.parse import urlsplit
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cpu_accounting import (
+    CLK_TCK,
+    ceiling,
+    process_cpu_seconds,
+    tree_cpu_seconds,
+    waited_children_cpu_seconds,
+)
 from http_load import run as python_load
+from replay_counters import added, replay_counters, settled_counters, summed
+from upstream_process import UpstreamProcess
 
 from routekeeper.contract.ids import new_id
 from routekeeper.contract.replay import LifecycleState, ReplayRecord, TerminalReason
@@ -67,14 +87,14 @@ from routekeeper.router.services.replay import ReplayRecorder
 from routekeeper.settings import load_settings
 from routekeeper.storage.state import StateStorage
 from routekeeper.storage.types import utcnow
-from routekeeper.testing import FakeUpstream, ServerProcess
+from routekeeper.testing import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "routekeeper.yaml"
 MODES = ("acknowledged", "batch")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 MESSAGES = [{"role": "user", "content": "benchmark me"}]
 TTFB_REQUESTS = 300
+WORKERS_RATIO_TARGET = 1.4
 TARGETS = {
     "cpu_ms_per_request_c32_1_worker": 1.2,
     "added_p50_ms_c1_acknowledged": 1.5,
@@ -180,30 +200,6 @@ def replay_ack_ms(directory: Path, records: int = 200) -> float:
     return asyncio.run(_replay_ack_ms(directory / "ws", records))
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` and every live descendant."""
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        rest = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces
-        parents[int(entry)] = int(rest[1])
-        ticks[int(entry)] = int(rest[11]) + int(rest[12])  # utime, stime
-    tree, frontier = {pid}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [p for p, pp in parents.items() if pp == parent and p not in tree]
-        tree.update(children)
-        frontier += children
-    return sum(ticks.get(p, 0) for p in tree) / CLK_TCK
-
-
 # -- wrk ------------------------------------------------------------------------------------
 
 WRK_SCRIPT = """
@@ -244,7 +240,15 @@ class Run:
     p99_ms: float
     errors: int
     cpu_seconds: float | None = None
+    """The serve process tree's."""
+    upstream_cpu_seconds: float | None = None
+    """The fake upstream process's."""
+    wrk_cpu_seconds: float | None = None
     busy_percent: float | None = None
+    machine_cpu_seconds: float | None = None
+    """The busy CPU time of the whole machine (``/proc/stat``), every process counted."""
+    replay: dict[str, Any] | None = None
+    """What the run added to the server's replay counters (``replay_counters.added``)."""
 
     @property
     def rps(self) -> float:
@@ -252,18 +256,31 @@ class Run:
 
     @property
     def cpu_ms_per_request(self) -> float | None:
-        if self.cpu_seconds is None or not self.requests:
+        return self.per_request(self.cpu_seconds)
+
+    def per_request(self, cpu_seconds: float | None) -> float | None:
+        if cpu_seconds is None or not self.requests:
             return None
-        return 1000 * self.cpu_seconds / self.requests
+        return 1000 * cpu_seconds / self.requests
 
 
 def wrk(
-    url: str, body: dict[str, Any], *, connections: int, seconds: float, pid: int | None
+    url: str,
+    body: dict[str, Any],
+    *,
+    connections: int,
+    seconds: float,
+    pid: int | None,
+    upstream_pid: int | None = None,
 ) -> Run:
+    """wrk's figures with the CPU the serve tree (``pid``), the fake upstream process and
+    wrk itself spent over the run."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % json.dumps(body))
     try:
         cpu_before = tree_cpu_seconds(pid) if pid else None
+        upstream_before = process_cpu_seconds(upstream_pid) if upstream_pid else None
+        wrk_before = waited_children_cpu_seconds()
         machine_before = cpu_times()
         out = subprocess.run(
             [
@@ -281,8 +298,15 @@ def wrk(
             text=True,
             check=True,
         ).stdout
-        machine = busy_percent(machine_before, cpu_times())
+        machine_after = cpu_times()
+        machine = busy_percent(machine_before, machine_after)
         cpu = tree_cpu_seconds(pid) - cpu_before if pid and cpu_before is not None else None
+        upstream_cpu = (
+            process_cpu_seconds(upstream_pid) - upstream_before
+            if upstream_pid and upstream_before is not None
+            else None
+        )
+        wrk_cpu = waited_children_cpu_seconds() - wrk_before
     finally:
         os.unlink(script.name)
     match = re.search(r"^WRKJSON (.*)$", out, re.MULTILINE)
@@ -296,7 +320,10 @@ def wrk(
         p99_ms=data["p99_us"] / 1000,
         errors=data["errors"],
         cpu_seconds=cpu,
+        upstream_cpu_seconds=upstream_cpu,
+        wrk_cpu_seconds=wrk_cpu,
         busy_percent=machine,
+        machine_cpu_seconds=(machine_after[0] - machine_before[0]) / CLK_TCK,
     )
 
 
@@ -405,7 +432,7 @@ class Target:
         return {"model": self.model, "stream": stream, "messages": MESSAGES}
 
 
-def example_config(upstream: FakeUpstream, mode: str) -> dict[str, Any]:
+def example_config(upstream: UpstreamProcess, mode: str) -> dict[str, Any]:
     """The example's signals, decisions and storage; its models on the fake upstream."""
     config: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
     config["models"] = [
@@ -434,7 +461,7 @@ def workers_option() -> str | None:
 
 def start_server(
     stack: contextlib.ExitStack,
-    upstream: FakeUpstream,
+    upstream: UpstreamProcess,
     *,
     name: str,
     mode: str,
@@ -495,12 +522,62 @@ def summary(runs: list[Run], baseline: list[Run] | None = None) -> dict[str, Any
     }
     if any(r.cpu_seconds is not None for r in runs):
         out["cpu_ms_per_request"] = med([r.cpu_ms_per_request for r in runs])
+        out["serve_cores_busy"] = med([r.cpu_seconds / r.seconds for r in runs if r.seconds])
+    if any(r.upstream_cpu_seconds is not None for r in runs):
+        out.update(cpu_ceiling(runs, out))
+    if any(r.replay is not None for r in runs):
+        out["replay"] = summed([r.replay for r in runs if r.replay is not None])
     if baseline:
         pairs = list(zip(runs, baseline, strict=True))
         out["added_p50_ms"] = med([r.p50_ms - b.p50_ms for r, b in pairs])
         out["added_p99_ms"] = med([r.p99_ms - b.p99_ms for r, b in pairs])
         out["throughput_ratio"] = med([r.rps / b.rps if b.rps else None for r, b in pairs])
     return out
+
+
+def cpu_ceiling(runs: list[Run], out: dict[str, Any]) -> dict[str, Any]:
+    """CPU per request of the fake upstream and of wrk next to the server's, and the rate the
+    machine's cores allow at those costs (``cpu_accounting.ceiling``)."""
+    costs = {
+        "serve": out.get("cpu_ms_per_request"),
+        "upstream": med([r.per_request(r.upstream_cpu_seconds) for r in runs]),
+        "wrk": med([r.per_request(r.wrk_cpu_seconds) for r in runs]),
+    }
+    if "cpu_ms_per_request" not in out:  # the baseline: wrk against the fake upstream
+        del costs["serve"]
+    # What else kept the cores busy meanwhile (other load on a shared machine): the cores it
+    # left are the ceiling that applied to this run.
+    other = med(
+        [
+            (r.machine_cpu_seconds - sum(c for c in ours if c is not None)) / r.seconds
+            for r in runs
+            if r.machine_cpu_seconds is not None and r.seconds
+            for ours in [(r.cpu_seconds, r.upstream_cpu_seconds, r.wrk_cpu_seconds)]
+        ]
+    )
+    cores = os.cpu_count() or 1
+    left = max(0.0, cores - other) if other is not None else None
+    return {
+        "upstream_cpu_ms_per_request": costs["upstream"],
+        "wrk_cpu_ms_per_request": costs["wrk"],
+        **ceiling(cores, out["rps"] or 0.0, costs),
+        "other_load_cores": other,
+        "ceiling_rps_cores_left": (ceiling(left, out["rps"] or 0.0, costs)["ceiling_rps"])
+        if left
+        else None,
+    }
+
+
+def counted(target: Target, measure: Callable[[], Run]) -> Run:
+    """``measure()`` with what it added to the server's replay counters (settled before and
+    after, so that each run is charged its own records) in ``Run.replay``."""
+    if target.server is None:
+        return measure()
+    before = settled_counters(target.server)
+    run = measure()
+    queued_at_end = replay_counters(target.server)["queued"]
+    run.replay = added(before, settled_counters(target.server), queued_at_end)
+    return run
 
 
 def rotate(items: list[Target], i: int) -> list[Target]:
@@ -519,7 +596,7 @@ def emit(line: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def servers(
-    args: argparse.Namespace, upstream: FakeUpstream, workers_missing: str | None
+    args: argparse.Namespace, upstream: UpstreamProcess, workers_missing: str | None
 ) -> Iterator[list[Target]]:
     with contextlib.ExitStack() as stack:
         targets = [
@@ -575,7 +652,8 @@ def main() -> None:
         }
     )
     with contextlib.ExitStack() as stack:
-        upstream = stack.enter_context(FakeUpstream(models=["small", "large"], stream_chunks=8))
+        # Its own process: its CPU is counted apart from wrk's and the server's.
+        upstream = stack.enter_context(UpstreamProcess(models=["small", "large"], stream_chunks=8))
         baseline = Target("baseline", f"{upstream.base_url}/chat/completions", "small")
         modes = stack.enter_context(servers(args, upstream, workers_missing))
         one_worker = [t for t in modes if t.name in MODES]
@@ -584,19 +662,32 @@ def main() -> None:
         def c1(target: Target) -> None:
             body = target.body(stream=False)
             if wrk_missing:
-                target.c1.append(python_c1(target.url, body, args.seconds))
+                run = counted(target, lambda: python_c1(target.url, body, args.seconds))
             else:
-                target.c1.append(
-                    wrk(target.url, body, connections=1, seconds=args.seconds, pid=None)
+                run = counted(
+                    target,
+                    lambda: wrk(target.url, body, connections=1, seconds=args.seconds, pid=None),
                 )
+            target.c1.append(run)
 
         def stream(target: Target) -> None:
-            target.stream.append(ttfb(target.url, target.body(stream=True), TTFB_REQUESTS))
+            body = target.body(stream=True)
+            target.stream.append(counted(target, lambda: ttfb(target.url, body, TTFB_REQUESTS)))
 
         def c32(target: Target) -> None:
             body = target.body(stream=False)
             target.c32.append(
-                wrk(target.url, body, connections=32, seconds=args.seconds, pid=target.pid)
+                counted(
+                    target,
+                    lambda: wrk(
+                        target.url,
+                        body,
+                        connections=32,
+                        seconds=args.seconds,
+                        pid=target.pid,
+                        upstream_pid=upstream.pid,
+                    ),
+                )
             )
 
         # Warm-up: connections, caches, the SQLite file.
@@ -646,27 +737,38 @@ def main() -> None:
                 assert target.server is not None and target.database is not None
                 target.server.wait_flushed(timeout=30)
                 before = replay_rows(target.database)
-                run = wrk(
-                    target.url,
-                    target.body(stream=False),
-                    connections=32,
-                    seconds=args.durable_seconds,
-                    pid=target.pid,
+                run = counted(
+                    target,
+                    functools.partial(
+                        wrk,
+                        target.url,
+                        target.body(stream=False),
+                        connections=32,
+                        seconds=args.durable_seconds,
+                        pid=target.pid,
+                        upstream_pid=upstream.pid,
+                    ),
                 )
                 after = settled_rows(target)
-                added = {k: v - before.get(k, 0) for k, v in after.items()}
-                rows = sum(added.values())
+                new_rows = {k: v - before.get(k, 0) for k, v in after.items()}
+                rows = sum(new_rows.values())
                 durable[target.name] = {
                     "wrk_requests": run.requests,
                     "wrk_errors": run.errors,
                     "rps": round(run.rps, 1),
                     "replay_rows_added": rows,
-                    "by_state": added,
+                    "by_state": new_rows,
                     "recorded_share": round(rows / run.requests, 4) if run.requests else None,
-                    "completed_share": round(added.get("completed", 0) / run.requests, 4)
+                    "completed_share": round(new_rows.get("completed", 0) / run.requests, 4)
                     if run.requests
                     else None,
                     "machine_busy_percent": run.busy_percent,
+                    "replay": run.replay,
+                    **{
+                        k: v
+                        for k, v in (summary([run]) or {}).items()
+                        if "cpu" in k or "ceiling" in k or "cores" in k
+                    },
                 }
         emit(durable)
 
@@ -690,9 +792,40 @@ def main() -> None:
                     }
                     for name, value in figures.items()
                 },
+                f"c32_{args.workers}_workers_ratio": workers_ratio(
+                    one_worker[0], next((t for t in modes if t.name == multi), None)
+                ),
                 "idle_busy_percent": idle,
             }
         )
+
+
+def workers_ratio(one: Target, many: Target | None) -> dict[str, Any] | None:
+    """c=32 req/s of the multi-worker server against one worker's (both ``acknowledged``),
+    and whether the machine allowed the target at all: ``ceiling_ratio`` is the multi-worker
+    run's ceiling (the cores over the CPU per request of serve, the fake upstream and wrk in
+    that run) against one worker's measured rate."""
+    single, multi = summary(one.c32), summary(many.c32) if many else None
+    if not single or not multi or not single["rps"] or not multi["rps"]:
+        return None
+    ratio = multi["rps"] / single["rps"]
+    top = multi.get("ceiling_rps")
+    ceiling_ratio = round(top / single["rps"], 3) if top else None
+    left = multi.get("ceiling_rps_cores_left")
+    return {
+        "value": round(ratio, 3),
+        "target": WORKERS_RATIO_TARGET,
+        "met": ratio >= WORKERS_RATIO_TARGET,
+        "ceiling_rps": top,
+        "share_of_ceiling": multi.get("share_of_ceiling"),
+        "ceiling_ratio": ceiling_ratio,
+        "target_possible_here": None
+        if ceiling_ratio is None
+        else ceiling_ratio >= WORKERS_RATIO_TARGET,
+        # the same with the cores other load left to the run (a shared machine)
+        "ceiling_rps_cores_left": left,
+        "ceiling_ratio_cores_left": round(left / single["rps"], 3) if left else None,
+    }
 
 
 if __name__ == "__main__":

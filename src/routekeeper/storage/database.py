@@ -266,7 +266,7 @@ class Database:
                 self._raise(exc, "write")
         await _run_callbacks(callbacks)
 
-    async def run_write(self, fn: Callable[[Connection], T]) -> T:
+    async def run_write(self, fn: Callable[[Connection], T], *, settle: bool = True) -> T:
         """``fn`` as one write transaction, committed before this returns; returns what ``fn``
         returns. ``fn`` runs Core statements on a synchronous connection and must not do I/O
         of its own; ``after_commit`` works on its connection as in :meth:`write`.
@@ -274,13 +274,14 @@ class Database:
         On a SQLite file the whole transaction (``BEGIN IMMEDIATE``, ``fn``, ``COMMIT``) runs
         on the writer thread in one call instead of a round trip per statement, shared with
         the other ``run_write`` calls queued meanwhile, each in a savepoint (``fn`` raising
-        rolls back its own writes only): see ``storage.sqlite_writer``. Elsewhere ``fn`` runs
-        inside :meth:`write`. Raises like :meth:`write`."""
+        rolls back its own writes only): see ``storage.sqlite_writer`` (and ``settle``, for a
+        backlog written in bounded transactions). Elsewhere ``fn`` runs inside :meth:`write`.
+        Raises like :meth:`write`."""
         if self._sqlite_writer is None:
             async with self.write() as conn:
                 return await conn.run_sync(fn)
         try:
-            result, callbacks = await self._sqlite_writer.run(fn)
+            result, callbacks = await self._sqlite_writer.run(fn, settle=settle)
         except BaseException as exc:
             self._raise(exc, "write")
             raise

@@ -16,12 +16,24 @@ R = TypeVar("R")
 def to_row(record: Any, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """The record's fields as column values (enums as their values)."""
     row = {}
-    for f in dataclasses.fields(record):
-        if f.name in exclude:
+    for name in _names(type(record)):
+        if name in exclude:
             continue
-        value = getattr(record, f.name)
-        row[f.name] = value.value if isinstance(value, enum.Enum) else value
+        value = getattr(record, name)
+        row[name] = value.value if isinstance(value, enum.Enum) else value
     return row
+
+
+_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _names(cls: type[Any]) -> tuple[str, ...]:
+    """The field names of a record class, computed once (``dataclasses.fields`` is slow for
+    a call per row)."""
+    found = _NAMES.get(cls)
+    if found is None:
+        found = _NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return found
 
 
 def plain(values: Mapping[str, Any]) -> dict[str, Any]:

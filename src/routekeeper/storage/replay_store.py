@@ -28,6 +28,7 @@ from routekeeper.storage.database import Database
 from routekeeper.storage.dialect import Dialect
 from routekeeper.storage.records import from_row, plain, to_row
 from routekeeper.storage.recovery import RecoveryContext, RecoveryReport, RecoveryStep
+from routekeeper.storage.replay_writes import write_rows
 from routekeeper.storage.schema.replay import router_replay
 from routekeeper.storage.surface_store import RetentionRule, SurfaceStore
 from routekeeper.storage.types import utcnow
@@ -50,6 +51,9 @@ class ReplayStore(SurfaceStore):
         # Inserts are idempotent: a batch whose commit outcome was lost with the connection is
         # written again, and then its records replace themselves with their newer state.
         self._upsert = db.dialect.upsert(router_replay)
+        # On SQLite, multi-row statements: a statement step per row is slow under load there
+        # (replay_writes says why).
+        self._multi_row = not db.dialect.postgres
 
     def recovery_steps(self) -> Sequence[RecoveryStep]:
         return (
@@ -76,18 +80,26 @@ class ReplayStore(SurfaceStore):
         return RecoveryReport("router_replay", {"aborted": aborted}, False)
 
     async def write_batch(
-        self, inserts: Sequence[ReplayRecord], updates: Sequence[tuple[str, dict[str, Any]]]
+        self,
+        inserts: Sequence[ReplayRecord],
+        updates: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        backlog: bool = False,
     ) -> set[str]:
         """Insert new records and apply finished records' changes, in one transaction (one
-        call on SQLite's writer thread: ``Database.run_write``).
-        Updates are grouped by the set of columns they change (one executemany each).
-        Returns the ids of updates that found no record (pruned, or never stored)."""
+        call on SQLite's writer thread: ``Database.run_write``). Updates are grouped by the
+        set of columns they change (one executemany each; on SQLite, a few multi-row
+        statements: ``replay_writes``). Returns the ids of updates that found no record
+        (pruned, or never stored). ``backlog``: more batches are waiting behind this one, so
+        its transaction starts without waiting for other writers to join it."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for record_id, changes in updates:
             values = plain(changes)
             groups.setdefault(tuple(sorted(values)), []).append({"_id": record_id, **values})
 
         def write(conn: Connection) -> set[str]:
+            if self._multi_row:
+                return write_rows(conn, [to_row(r) for r in inserts], groups)
             missing: set[str] = set()
             if inserts:
                 conn.execute(self._upsert, [to_row(r) for r in inserts])
@@ -104,7 +116,7 @@ class ReplayStore(SurfaceStore):
                 conn.execute(statement, rows)
             return missing
 
-        return await self.db.run_write(write)
+        return await self.db.run_write(write, settle=not backlog)
 
     async def get(self, record_id: str, *, tenant_id: str = "default") -> ReplayRecord:
         return await self._one(

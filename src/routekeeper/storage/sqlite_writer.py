@@ -33,6 +33,7 @@ class _Queued:
     fn: WriteFn
     done: asyncio.Future[tuple[Any, list[Callable[[], object]]]]
     callbacks: list[Callable[[], object]] = field(default_factory=list)
+    settle: bool = True
     result: Any = None
     error: BaseException | None = None
 
@@ -54,11 +55,15 @@ class SQLiteWriter:
     def engine(self) -> Engine:
         return self._engine
 
-    async def run(self, fn: WriteFn) -> tuple[Any, list[Callable[[], object]]]:
+    async def run(
+        self, fn: WriteFn, *, settle: bool = True
+    ) -> tuple[Any, list[Callable[[], object]]]:
         """``fn``'s result and the callbacks it registered, once its transaction committed;
         raises what ``fn`` raised (its writes rolled back) or what failed the transaction.
-        A caller cancelled meanwhile does not take the others' write with it."""
-        queued = _Queued(fn, asyncio.get_running_loop().create_future())
+        A caller cancelled meanwhile does not take the others' write with it. ``settle=False``:
+        a write that should not wait for others to join it after a commit (one of a backlog
+        written in bounded transactions, one after the other)."""
+        queued = _Queued(fn, asyncio.get_running_loop().create_future(), settle=settle)
         self._queue.append(queued)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush())
@@ -90,8 +95,12 @@ class SQLiteWriter:
             # The writers whose batch just committed (the replay writer, the responses store:
             # each keeps one batch in flight) queue their next one a few loop rounds later.
             # Waiting for them makes one transaction of their batches: otherwise they take
-            # turns, one commit each, and a stored response waits for two.
+            # turns, one commit each, and a stored response waits for two. A write queued
+            # with settle=False ends the wait: under full load a loop round is long, and a
+            # backlog of bounded transactions would wait those rounds between every two.
             for _ in range(SETTLE_ROUNDS):
+                if any(not queued.settle for queued in self._queue):
+                    break
                 await asyncio.sleep(0)
 
     def _transaction(self, batch: list[_Queued]) -> None:

@@ -10,7 +10,8 @@ When is a batch written? Start records wait for the next flush (every
 ``replay.flush_interval_ms``, sooner when many are queued). A finish in ``acknowledged`` mode
 wakes the writer at once and returns a future that resolves when its record is committed
 (group commit: whatever else is pending goes into the same transaction, so concurrent
-requests share one fsync). ``batch`` mode flushes finishes on the timer too.
+requests share one fsync). ``batch`` mode flushes finishes on the timer too. A flush writes
+the FLUSH_BATCH oldest records per transaction until what was queued when it began is written.
 
 What is never lost silently:
 - A failed write because the database is unreachable keeps its records queued and retries;
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -251,21 +253,41 @@ class ReplayRecorder:
                 log.exception("replay flush failed")
 
     async def flush(self) -> int:
-        """Write everything queued so far; returns how many records it stored."""
+        """Write everything queued so far, oldest first, in transactions of at most
+        FLUSH_BATCH records; returns how many records it stored. Records queued meanwhile
+        wait for the next flush; a write that fails because the database is unreachable ends
+        it (its records are queued again)."""
         async with self._flush_lock:
-            if not self._pending:
-                return 0
+            stored = 0
+            for _ in range(-(-len(self._pending) // FLUSH_BATCH)):
+                if not self._pending:
+                    break
+                stored += await self._flush_one()
+                if self.degraded is not None:
+                    break
+            return stored
+
+    async def _flush_one(self) -> int:
+        """Write the FLUSH_BATCH oldest queued records in one transaction. Taking no more
+        keeps a backlog (a burst, a database that was away) from becoming one long
+        transaction, and leaves the newer records in the map, where their finishes still
+        merge into them (one insert of the final record rather than an insert and an update)."""
+        if len(self._pending) <= FLUSH_BATCH:
             batch, self._pending = self._pending, {}
-            self._writing = len(batch)
-            try:
-                return await self._write(list(batch.items()))
-            except asyncio.CancelledError:
-                # Cancelled mid-batch (the caller's deadline): put it back for whoever
-                # flushes next rather than lose it silently.
-                self._requeue(batch)
-                raise
-            finally:
-                self._writing = 0
+        else:
+            batch = dict(itertools.islice(self._pending.items(), FLUSH_BATCH))
+            for record_id in batch:
+                del self._pending[record_id]
+        self._writing = len(batch)
+        try:
+            return await self._write(list(batch.items()))
+        except asyncio.CancelledError:
+            # Cancelled mid-batch (the caller's deadline): put it back for whoever flushes
+            # next rather than lose it silently.
+            self._requeue(batch)
+            raise
+        finally:
+            self._writing = 0
 
     def _requeue(self, batch: dict[str, _Pending]) -> None:
         """Put an unwritten batch back in front of what arrived since, merging updates.
@@ -323,7 +345,9 @@ class ReplayRecorder:
         """One transaction; returns the ids of updates that found no record."""
         inserts = [p.record for _, p in part if p.record is not None]
         updates = [(rid, p.changes) for rid, p in part if p.record is None]
-        return await self.store.write_batch(inserts, updates)
+        # Behind this batch a full one waits already: no point waiting for others to join.
+        backlog = len(self._pending) >= FLUSH_BATCH
+        return await self.store.write_batch(inserts, updates, backlog=backlog)
 
     def _committed(self, part: list[tuple[str, _Pending]], missing: set[str]) -> int:
         if self.degraded is not None:
