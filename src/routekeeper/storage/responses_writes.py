@@ -22,9 +22,6 @@ Write = Callable[[Connection], Any]
 # What one write may raise without touching the transaction (it raises before writing).
 ALONE = (NotFound, InvalidTransition)
 
-ITEM_COLUMNS = tuple(response_items.c.keys())
-
-
 @dataclass
 class Queued:
     write: Write

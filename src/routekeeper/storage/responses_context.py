@@ -1,0 +1,195 @@
+"""A turn's context: the items of a response and of every response it continues, oldest turn
+first. Read from the database in one recursive statement whatever the chain's depth, or taken
+from a bounded per-replica memo of finished responses' items (:class:`ContextMemo`) and then
+checked by one statement that walks the same chain without its items.
+
+The memo is working memory of one replica, never a copy of record: it holds items this replica
+committed (a response it finished) or read (a chain of finished responses), and every use of
+it is checked against the database first. That check walks the chain the way the full read
+does (each response visible: same tenant, not expired) and counts the responses it reaches;
+fewer than the memo holds means a link was deleted (on any replica) or has expired, and the
+full read then names it (the 404). A finished response's items never change (they are
+inserted with its start and its finish and deleted only with it, and ids are never reused),
+so a chain whose every response is there has exactly the items the memo holds."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, literal, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from routekeeper.contract.errors import NotFound
+from routekeeper.contract.responses import ItemKind, ResponseItemRecord, ResponseStatus
+from routekeeper.storage.schema.responses import response_items, responses
+
+# The memo's bounds: this many responses, holding this many items in all (about 2 items, a
+# message in and one out, per turn of a conversation). The oldest used is dropped first.
+MEMO_RESPONSES = 4096
+MEMO_ITEMS = 32768
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One finished response's place in a chain and its items, in position order."""
+
+    response_id: str
+    previous_response_id: str | None
+    tenant_id: str
+    items: tuple[ResponseItemRecord, ...]
+
+
+class ContextMemo:
+    """Finished responses' turns by id, least recently used dropped first (bounded by
+    :data:`MEMO_RESPONSES` turns and :data:`MEMO_ITEMS` items)."""
+
+    def __init__(self, *, max_responses: int = MEMO_RESPONSES, max_items: int = MEMO_ITEMS):
+        self.max_responses = max_responses
+        self.max_items = max_items
+        self._turns: OrderedDict[str, Turn] = OrderedDict()
+        self._items = 0
+
+    def __len__(self) -> int:
+        return len(self._turns)
+
+    def __contains__(self, response_id: object) -> bool:
+        return response_id in self._turns
+
+    def chain(self, response_id: str, tenant_id: str) -> list[Turn] | None:
+        """The turns from ``response_id`` back to the chain's first response (newest first),
+        or None unless the memo holds every one of them."""
+        turns: list[Turn] = []
+        at: str | None = response_id
+        while at is not None:
+            turn = self._turns.get(at)
+            if turn is None or turn.tenant_id != tenant_id:
+                return None
+            turns.append(turn)
+            at = turn.previous_response_id
+        for turn in reversed(turns):  # used: the tip is the last to go
+            self._turns.move_to_end(turn.response_id)
+        return turns
+
+    def add(self, turn: Turn) -> None:
+        if len(turn.items) > self.max_items:
+            return
+        old = self._turns.pop(turn.response_id, None)
+        if old is not None:
+            self._items -= len(old.items)
+        self._turns[turn.response_id] = turn
+        self._items += len(turn.items)
+        while len(self._turns) > self.max_responses or self._items > self.max_items:
+            _, dropped = self._turns.popitem(last=False)
+            self._items -= len(dropped.items)
+
+    def finished(
+        self,
+        response_id: str,
+        previous_response_id: str | None,
+        tenant_id: str,
+        items: Sequence[ResponseItemRecord],
+    ) -> None:
+        """A response this replica finished (committed): remembered when the memo can give
+        its whole chain (it starts one, or its previous response is there)."""
+        if previous_response_id is None or previous_response_id in self._turns:
+            ordered = tuple(sorted(items, key=lambda i: i.position))
+            self.add(Turn(response_id, previous_response_id, tenant_id, ordered))
+
+    def forget(self, response_id: str) -> None:
+        turn = self._turns.pop(response_id, None)
+        if turn is not None:
+            self._items -= len(turn.items)
+
+
+def _walk(response_id: str, tenant_id: str, not_before: datetime) -> Any:
+    """The recursive walk up ``previous_response_id`` from ``response_id`` over visible
+    responses (the tenant's, not expired): id, previous id, status and depth (0: the tip)."""
+    c = responses.c
+    visible = (c.tenant_id == tenant_id) & (c.created_at >= not_before)
+    walk = (
+        select(c.id, c.previous_response_id, c.status, literal(0).label("depth"))
+        .where(c.id == response_id)
+        .where(visible)
+        .cte("chain", recursive=True)
+    )
+    return walk.union_all(
+        select(c.id, c.previous_response_id, c.status, (walk.c.depth + 1).label("depth"))
+        .join(walk, c.id == walk.c.previous_response_id)
+        .where(visible)
+    )
+
+
+async def chain_length(
+    conn: AsyncConnection, response_id: str, *, tenant_id: str, not_before: datetime
+) -> int:
+    """How many responses the walk from ``response_id`` reaches (one statement, no items)."""
+    walk = _walk(response_id, tenant_id, not_before)
+    return int((await conn.execute(select(func.count()).select_from(walk))).scalar_one())
+
+
+async def read_chain(
+    conn: AsyncConnection, response_id: str, *, tenant_id: str, not_before: datetime
+) -> tuple[list[ResponseItemRecord], list[Turn] | None]:
+    """Every item of the chain ending at ``response_id``, oldest turn first, in one statement;
+    with the chain's turns (newest first) when every response of it is finished (None while
+    one is in progress: its items may still grow). NotFound naming the first response of the
+    chain that is missing (never stored, deleted, or expired)."""
+    walk = _walk(response_id, tenant_id, not_before)
+    i = response_items.c
+    query = (
+        select(
+            walk.c.id.label("chain_id"),
+            walk.c.previous_response_id.label("chain_previous"),
+            walk.c.status.label("chain_status"),
+            walk.c.depth.label("chain_depth"),
+            i.id,
+            i.response_id,
+            i.position,
+            i.kind,
+            i.data,
+            i.tenant_id,
+        )
+        .select_from(walk.outerjoin(response_items, i.response_id == walk.c.id))
+        .order_by(walk.c.depth.desc(), i.position)
+    )
+    rows = (await conn.execute(query)).all()
+    if not rows:
+        raise NotFound(f"Previous response with id '{response_id}' not found.")
+    oldest = rows[0]
+    if oldest.chain_previous is not None:
+        raise NotFound(
+            f"Previous response with id '{oldest.chain_previous}' not found "
+            f"(response '{response_id}' continues it)."
+        )
+    items: list[ResponseItemRecord] = []
+    chain: list[tuple[str, str | None, list[ResponseItemRecord]]] = []  # oldest first
+    finished = True
+    for row in rows:
+        if not chain or chain[-1][0] != row.chain_id:
+            finished = finished and row.chain_status != ResponseStatus.IN_PROGRESS.value
+            chain.append((row.chain_id, row.chain_previous, []))
+        if row.id is None:  # a response without items
+            continue
+        item = ResponseItemRecord(
+            id=row.id,
+            response_id=row.response_id,
+            position=row.position,
+            kind=ItemKind(row.kind),
+            data=row.data,
+            tenant_id=row.tenant_id,
+        )
+        items.append(item)
+        chain[-1][2].append(item)
+    if not finished:
+        return items, None
+    return items, [Turn(r, p, tenant_id, tuple(own)) for r, p, own in reversed(chain)]
+
+
+def items_of(turns: Sequence[Turn]) -> list[ResponseItemRecord]:
+    """The items of ``turns`` (newest first, as :meth:`ContextMemo.chain` gives them), oldest
+    turn first."""
+    return [item for turn in reversed(turns) for item in turn.items]
