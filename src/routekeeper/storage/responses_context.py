@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, literal, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import bindparam, func, literal, select
+from sqlalchemy.engine import Connection
 
 from routekeeper.contract.errors import NotFound
 from routekeeper.contract.responses import ItemKind, ResponseItemRecord, ResponseStatus
+from routekeeper.storage.database import Database
 from routekeeper.storage.schema.responses import response_items, responses
 
 # The memo's bounds: this many responses, holding this many items in all (about 2 items, a
@@ -74,6 +75,37 @@ class ContextMemo:
             self._turns.move_to_end(turn.response_id)
         return turns
 
+    async def context(
+        self, db: Database, response_id: str, *, tenant_id: str, not_before: datetime
+    ) -> list[ResponseItemRecord]:
+        """The chain's items, oldest turn first, in one statement on ``db`` whatever the depth:
+        as the memo holds them once the walk (:func:`chain_length`) reaches every response of
+        the chain, else read with it (:func:`read_chain`; a chain of finished responses is
+        remembered). NotFound naming the first response of the chain that is missing."""
+        turns = self.chain(response_id, tenant_id)
+
+        def read(conn: Connection) -> tuple[list[ResponseItemRecord], list[Turn] | None] | None:
+            if turns is not None:
+                reached = chain_length(
+                    conn, response_id, tenant_id=tenant_id, not_before=not_before
+                )
+                if reached == len(turns):
+                    return None  # every response of the chain is there: the memo has its items
+            return read_chain(conn, response_id, tenant_id=tenant_id, not_before=not_before)
+
+        try:
+            found = await db.run_read(read)
+        except NotFound:
+            self.forget(response_id)
+            raise
+        if found is None:
+            assert turns is not None
+            return items_of(turns)
+        items, finished = found
+        for turn in reversed(finished or ()):
+            self.add(turn)
+        return items
+
     def add(self, turn: Turn) -> None:
         if len(turn.items) > self.max_items:
             return
@@ -105,14 +137,15 @@ class ContextMemo:
             self._items -= len(turn.items)
 
 
-def _walk(response_id: str, tenant_id: str, not_before: datetime) -> Any:
-    """The recursive walk up ``previous_response_id`` from ``response_id`` over visible
-    responses (the tenant's, not expired): id, previous id, status and depth (0: the tip)."""
+def _walk() -> Any:
+    """The recursive walk up ``previous_response_id`` from the response ``:response_id`` over
+    visible responses (tenant ``:tenant_id``, created at or after ``:not_before``): id,
+    previous id, status and depth (0: the tip)."""
     c = responses.c
-    visible = (c.tenant_id == tenant_id) & (c.created_at >= not_before)
+    visible = (c.tenant_id == bindparam("tenant_id")) & (c.created_at >= bindparam("not_before"))
     walk = (
         select(c.id, c.previous_response_id, c.status, literal(0).label("depth"))
-        .where(c.id == response_id)
+        .where(c.id == bindparam("response_id"))
         .where(visible)
         .cte("chain", recursive=True)
     )
@@ -123,40 +156,44 @@ def _walk(response_id: str, tenant_id: str, not_before: datetime) -> Any:
     )
 
 
-async def chain_length(
-    conn: AsyncConnection, response_id: str, *, tenant_id: str, not_before: datetime
+# Built once: executing the same statement objects skips building them and their cache keys.
+_WALK = _walk()
+CHAIN_LENGTH = select(func.count()).select_from(_WALK)
+CHAIN_ITEMS = (
+    select(
+        _WALK.c.id.label("chain_id"),
+        _WALK.c.previous_response_id.label("chain_previous"),
+        _WALK.c.status.label("chain_status"),
+        _WALK.c.depth.label("chain_depth"),
+        response_items.c.id,
+        response_items.c.response_id,
+        response_items.c.position,
+        response_items.c.kind,
+        response_items.c.data,
+        response_items.c.tenant_id,
+    )
+    .select_from(_WALK.outerjoin(response_items, response_items.c.response_id == _WALK.c.id))
+    .order_by(_WALK.c.depth.desc(), response_items.c.position)
+)
+
+
+def chain_length(
+    conn: Connection, response_id: str, *, tenant_id: str, not_before: datetime
 ) -> int:
     """How many responses the walk from ``response_id`` reaches (one statement, no items)."""
-    walk = _walk(response_id, tenant_id, not_before)
-    return int((await conn.execute(select(func.count()).select_from(walk))).scalar_one())
+    params = {"response_id": response_id, "tenant_id": tenant_id, "not_before": not_before}
+    return int(conn.execute(CHAIN_LENGTH, params).scalar_one())
 
 
-async def read_chain(
-    conn: AsyncConnection, response_id: str, *, tenant_id: str, not_before: datetime
+def read_chain(
+    conn: Connection, response_id: str, *, tenant_id: str, not_before: datetime
 ) -> tuple[list[ResponseItemRecord], list[Turn] | None]:
     """Every item of the chain ending at ``response_id``, oldest turn first, in one statement;
     with the chain's turns (newest first) when every response of it is finished (None while
     one is in progress: its items may still grow). NotFound naming the first response of the
     chain that is missing (never stored, deleted, or expired)."""
-    walk = _walk(response_id, tenant_id, not_before)
-    i = response_items.c
-    query = (
-        select(
-            walk.c.id.label("chain_id"),
-            walk.c.previous_response_id.label("chain_previous"),
-            walk.c.status.label("chain_status"),
-            walk.c.depth.label("chain_depth"),
-            i.id,
-            i.response_id,
-            i.position,
-            i.kind,
-            i.data,
-            i.tenant_id,
-        )
-        .select_from(walk.outerjoin(response_items, i.response_id == walk.c.id))
-        .order_by(walk.c.depth.desc(), i.position)
-    )
-    rows = (await conn.execute(query)).all()
+    params = {"response_id": response_id, "tenant_id": tenant_id, "not_before": not_before}
+    rows = conn.execute(CHAIN_ITEMS, params).all()
     if not rows:
         raise NotFound(f"Previous response with id '{response_id}' not found.")
     oldest = rows[0]

@@ -41,13 +41,7 @@ from routekeeper.storage.database import Database
 from routekeeper.storage.dialect import Dialect
 from routekeeper.storage.records import from_row, to_row
 from routekeeper.storage.recovery import RecoveryContext, RecoveryReport, RecoveryStep
-from routekeeper.storage.responses_context import (
-    MEMO_RESPONSES,
-    ContextMemo,
-    chain_length,
-    items_of,
-    read_chain,
-)
+from routekeeper.storage.responses_context import MEMO_RESPONSES, ContextMemo
 from routekeeper.storage.responses_writes import (
     ALONE,
     Inserting,
@@ -410,21 +404,9 @@ class ResponsesStore(SurfaceStore):
         them once a walk of the chain (without items) finds every response of it there, or
         else the walk joined with the items (``responses_context``). NotFound naming the first
         response of the chain that is missing (never stored, deleted, or expired)."""
-        turns = self._memo.chain(response_id, tenant_id)
-        async with self.db.read() as conn:
-            if turns is not None:
-                reached = await chain_length(
-                    conn, response_id, tenant_id=tenant_id, not_before=not_before
-                )
-                if reached == len(turns):
-                    return items_of(turns)
-                self._memo.forget(response_id)  # a link is gone: the full read names it
-            items, finished = await read_chain(
-                conn, response_id, tenant_id=tenant_id, not_before=not_before
-            )
-        for turn in reversed(finished or ()):
-            self._memo.add(turn)
-        return items
+        return await self._memo.context(
+            self.db, response_id, tenant_id=tenant_id, not_before=not_before
+        )
 
     async def input_items(
         self,

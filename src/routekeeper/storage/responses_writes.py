@@ -22,6 +22,7 @@ Write = Callable[[Connection], Any]
 # What one write may raise without touching the transaction (it raises before writing).
 ALONE = (NotFound, InvalidTransition)
 
+
 @dataclass
 class Queued:
     write: Write
