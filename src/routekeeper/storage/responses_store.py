@@ -43,11 +43,11 @@ from routekeeper.storage.records import from_row, to_row
 from routekeeper.storage.recovery import RecoveryContext, RecoveryReport, RecoveryStep
 from routekeeper.storage.responses_context import MEMO_RESPONSES, ContextMemo
 from routekeeper.storage.responses_writes import (
-    ALONE,
     Inserting,
     Queued,
     Write,
     inserting,
+    run_batch,
     settle,
 )
 from routekeeper.storage.schema.responses import response_items, responses
@@ -186,16 +186,8 @@ class ResponsesStore(SurfaceStore):
         return row is not None and row.replica_id == record.replica_id
 
     async def _run(self, batch: list[Queued]) -> list[Any]:
-        def run(conn: Connection) -> list[Any]:
-            results: list[Any] = []
-            for queued in batch:
-                try:
-                    results.append(queued.write(conn))
-                except ALONE as exc:  # raised before it wrote anything: the others commit
-                    results.append(exc)
-            return results
-
-        return await self.db.run_write(run)
+        writes = [queued.write for queued in batch]
+        return await self.db.run_write(lambda conn: run_batch(conn, writes))
 
     def recovery_steps(self) -> Sequence[RecoveryStep]:
         return (

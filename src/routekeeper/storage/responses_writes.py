@@ -1,5 +1,6 @@
 """The writes the responses store queues for its group commit: a queued write and its waiter,
-the insert of a response with its items, and how a write's outcome settles its waiter."""
+the insert of a response with its items, a flush's batch of them (the inserts in two
+statements) and how a write's outcome settles its waiter."""
 
 from __future__ import annotations
 
@@ -41,9 +42,35 @@ class Inserting:
     items: Sequence[ResponseItemRecord]
 
     def __call__(self, conn: Connection) -> None:
-        conn.execute(insert(responses), to_row(self.record))
-        if self.items:
-            conn.execute(insert(response_items), [to_row(i) for i in self.items])
+        run_batch(conn, [self])
+
+
+# Built once: executing the same statement objects skips building them and their cache keys.
+INSERT_RESPONSES = insert(responses)
+INSERT_ITEMS = insert(response_items)
+
+
+def run_batch(conn: Connection, writes: Sequence[Write]) -> list[Any]:
+    """The writes of one flush, each one's result in order. The inserts of responses go first
+    and together: one statement for the responses, one for all their items (a finish queued
+    after its response's start still runs after it). What a write raises of :data:`ALONE` is
+    its result (it wrote nothing); anything else spoils the batch (each is then run alone)."""
+    inserts = [w for w in writes if isinstance(w, Inserting)]
+    if inserts:
+        conn.execute(INSERT_RESPONSES, [to_row(w.record) for w in inserts])
+        items = [to_row(i) for w in inserts for i in w.items]
+        if items:
+            conn.execute(INSERT_ITEMS, items)
+    results: list[Any] = []
+    for write in writes:
+        if isinstance(write, Inserting):
+            results.append(None)
+            continue
+        try:
+            results.append(write(conn))
+        except ALONE as exc:
+            results.append(exc)
+    return results
 
 
 def inserting(record: ResponseRecord, items: Sequence[ResponseItemRecord]) -> Inserting:
