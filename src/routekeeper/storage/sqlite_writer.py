@@ -26,6 +26,7 @@ WriteFn = Callable[[Connection], Any]
 # Loop rounds between a commit and the next transaction (see ``_flush``); a caller already has
 # its answer by then, so this delays no one who waits alone.
 SETTLE_ROUNDS = 8
+_SAVEPOINT = "routekeeper_write"
 
 
 @dataclass
@@ -101,12 +102,16 @@ class SQLiteWriter:
                 self._call(conn, batch[0])
                 return
             for queued in batch:
+                # Savepoints by plain SQL under one name: SQLAlchemy's begin_nested() names
+                # each one anew, which compiles two statements per write every time.
+                conn.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
                 try:
-                    with conn.begin_nested():
-                        self._call(conn, queued)
+                    self._call(conn, queued)
                 except Exception as exc:  # rolled back to its savepoint; the others go on
+                    conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
                     queued.error = exc
                     queued.callbacks.clear()
+                conn.exec_driver_sql(f"RELEASE SAVEPOINT {_SAVEPOINT}")
 
     def _call(self, conn: Connection, queued: _Queued) -> None:
         conn.info[self._callbacks_key] = queued.callbacks
