@@ -7,7 +7,9 @@ share the next one (group commit: the replay writer's batch, a stored response's
 other caller commit with one ``fsync``), each in a savepoint of its own when there are several,
 so that one that raises (a refused value) is rolled back alone and the others commit. After a
 commit the writer lets the loop run a few rounds before the next transaction, so that the
-writers just answered queue their next batch in time for it. Each caller learns its own
+writers just answered queue their next batch in time for it, and so it does before the first
+one when a write wakes it from idle, so that the other writes of the same request (a stored
+response's rows after its replay record) share it. Each caller learns its own
 outcome only once the commit carrying its write has returned. The in-process write lock is
 held for the whole transaction, so ``Database.write()`` and this writer never write at
 once."""
@@ -67,6 +69,9 @@ class SQLiteWriter:
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
+        # Woken from idle by one write: the others of the same requests (a stored response's
+        # rows, queued a loop round or two after its replay record) join its transaction.
+        await _settle()
         while self._queue:
             batch, self._queue = self._queue, []
             async with self._lock:
@@ -92,8 +97,7 @@ class SQLiteWriter:
             # each keeps one batch in flight) queue their next one a few loop rounds later.
             # Waiting for them makes one transaction of their batches: otherwise they take
             # turns, one commit each, and a stored response waits for two.
-            for _ in range(SETTLE_ROUNDS):
-                await asyncio.sleep(0)
+            await _settle()
 
     def _transaction(self, batch: list[_Queued]) -> None:
         """On the writer thread: one transaction for the batch."""
@@ -127,3 +131,9 @@ class SQLiteWriter:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._engine.dispose)
         self._thread.shutdown()
+
+
+async def _settle() -> None:
+    """Let the loop run :data:`SETTLE_ROUNDS` rounds."""
+    for _ in range(SETTLE_ROUNDS):
+        await asyncio.sleep(0)
