@@ -360,6 +360,7 @@ class ResponsesStore(SurfaceStore):
                 .where(responses.c.tenant_id == tenant_id)
                 .where(responses.c.created_at >= not_before)
             )
+        self._memo.forget(response_id)
         if result.rowcount == 0:
             raise NotFound(f"No response found with id '{response_id}'.")
 
