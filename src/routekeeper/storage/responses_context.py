@@ -15,8 +15,8 @@ so a chain whose every response is there has exactly the items the memo holds.""
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,14 +34,26 @@ MEMO_RESPONSES = 4096
 MEMO_ITEMS = 32768
 
 
+# What a caller makes of a turn's items (e.g. chat messages): a pure function of them.
+Convert = Callable[[Sequence[ResponseItemRecord]], list[Any]]
+
+
 @dataclass(frozen=True)
 class Turn:
-    """One finished response's place in a chain and its items, in position order."""
+    """One finished response's place in a chain and its items, in position order; ``made``
+    keeps what each :data:`Convert` made of them (computed once, dropped with the turn)."""
 
     response_id: str
     previous_response_id: str | None
     tenant_id: str
     items: tuple[ResponseItemRecord, ...]
+    made: dict[Convert, list[Any]] = field(default_factory=dict, compare=False, repr=False)
+
+    def converted(self, convert: Convert) -> list[Any]:
+        made = self.made.get(convert)
+        if made is None:
+            made = self.made[convert] = convert(self.items)
+        return made
 
 
 class ContextMemo:
@@ -76,12 +88,19 @@ class ContextMemo:
         return turns
 
     async def context(
-        self, db: Database, response_id: str, *, tenant_id: str, not_before: datetime
-    ) -> list[ResponseItemRecord]:
-        """The chain's items, oldest turn first, in one statement on ``db`` whatever the depth:
-        as the memo holds them once the walk (:func:`chain_length`) reaches every response of
-        the chain, else read with it (:func:`read_chain`; a chain of finished responses is
-        remembered). NotFound naming the first response of the chain that is missing."""
+        self,
+        db: Database,
+        response_id: str,
+        convert: Convert,
+        *,
+        tenant_id: str,
+        not_before: datetime,
+    ) -> list[Any]:
+        """The chain's items, oldest turn first, as ``convert`` makes them turn by turn, in
+        one statement on ``db`` whatever the depth: as the memo holds them (each turn converted
+        once) when the walk (:func:`chain_length`) reaches every response of the chain, else
+        read with it (:func:`read_chain`; a chain of finished responses is remembered).
+        NotFound naming the first response of the chain that is missing."""
         turns = self.chain(response_id, tenant_id)
 
         def read(conn: Connection) -> tuple[list[ResponseItemRecord], list[Turn] | None] | None:
@@ -100,11 +119,13 @@ class ContextMemo:
             raise
         if found is None:
             assert turns is not None
-            return items_of(turns)
+            return converted(turns, convert)
         items, finished = found
-        for turn in reversed(finished or ()):
+        if finished is None:
+            return convert(items)
+        for turn in reversed(finished):
             self.add(turn)
-        return items
+        return converted(finished, convert)
 
     def add(self, turn: Turn) -> None:
         if len(turn.items) > self.max_items:
@@ -226,7 +247,10 @@ def read_chain(
     return items, [Turn(r, p, tenant_id, tuple(own)) for r, p, own in reversed(chain)]
 
 
-def items_of(turns: Sequence[Turn]) -> list[ResponseItemRecord]:
-    """The items of ``turns`` (newest first, as :meth:`ContextMemo.chain` gives them), oldest
-    turn first."""
-    return [item for turn in reversed(turns) for item in turn.items]
+def converted(turns: Sequence[Turn], convert: Convert) -> list[Any]:
+    """What ``convert`` makes of the items of ``turns`` (newest first, as
+    :meth:`ContextMemo.chain` gives them), oldest turn first."""
+    made: list[Any] = []
+    for turn in reversed(turns):
+        made += turn.converted(convert)
+    return made

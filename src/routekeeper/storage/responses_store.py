@@ -41,7 +41,7 @@ from routekeeper.storage.database import Database
 from routekeeper.storage.dialect import Dialect
 from routekeeper.storage.records import from_row, to_row
 from routekeeper.storage.recovery import RecoveryContext, RecoveryReport, RecoveryStep
-from routekeeper.storage.responses_context import MEMO_RESPONSES, ContextMemo
+from routekeeper.storage.responses_context import MEMO_RESPONSES, ContextMemo, Convert
 from routekeeper.storage.responses_writes import (
     Inserting,
     Queued,
@@ -390,15 +390,21 @@ class ResponsesStore(SurfaceStore):
             return _response(row), [_item(i) for i in items]
 
     async def context(
-        self, response_id: str, *, tenant_id: str, not_before: datetime
-    ) -> list[ResponseItemRecord]:
-        """Every item of ``response_id`` and of the responses it continues, oldest turn first,
-        in one statement whatever the depth: the chain's items as this replica's memo holds
-        them once a walk of the chain (without items) finds every response of it there, or
-        else the walk joined with the items (``responses_context``). NotFound naming the first
-        response of the chain that is missing (never stored, deleted, or expired)."""
+        self,
+        response_id: str,
+        *,
+        tenant_id: str,
+        not_before: datetime,
+        convert: Convert = list,
+    ) -> list[Any]:
+        """Every item of ``response_id`` and of the responses it continues, oldest turn first
+        (as ``convert`` makes them, turn by turn: a pure function of the items), in one
+        statement whatever the depth: the chain's items as this replica's memo holds them once
+        a walk of the chain (without items) finds every response of it there, or else the walk
+        joined with the items (``responses_context``). NotFound naming the first response of
+        the chain that is missing (never stored, deleted, or expired)."""
         return await self._memo.context(
-            self.db, response_id, tenant_id=tenant_id, not_before=not_before
+            self.db, response_id, convert, tenant_id=tenant_id, not_before=not_before
         )
 
     async def input_items(

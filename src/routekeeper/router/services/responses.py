@@ -5,7 +5,7 @@ them. Every response belongs to the tenant ``default`` until API keys exist."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,6 +33,12 @@ def _previous_not_found(response_id: str) -> NotFound:
     error = NotFound(f"Previous response with id '{response_id}' not found.")
     error.param = "previous_response_id"
     return error
+
+
+def _chat_messages(items: Sequence[ResponseItemRecord]) -> list[dict[str, Any]]:
+    """A turn's items as chat messages. The store keeps them with a remembered turn, so the
+    same message objects go into every later turn's payload: nothing may change them."""
+    return [chat_message(item.data) for item in items]
 
 
 class ResponsesService:
@@ -77,13 +83,15 @@ class ResponsesService:
             if not has_prefix(previous, "resp"):
                 raise _previous_not_found(previous)
             try:
-                history = await self.store.context(
-                    previous, tenant_id=TENANT, not_before=self._not_before()
+                messages += await self.store.context(
+                    previous,
+                    tenant_id=TENANT,
+                    not_before=self._not_before(),
+                    convert=_chat_messages,
                 )
             except NotFound as exc:
                 exc.param = "previous_response_id"
                 raise
-            messages += [chat_message(item.data) for item in history]
         response_id = new_id("resp")
         # Sorted, so ids grow with position: the input_items cursor is an item id.
         ids = sorted(new_id("msg") for _ in request.items)
