@@ -177,3 +177,15 @@ def test_the_memo_keeps_within_its_bounds_and_drops_the_least_used():
     assert memo.chain(b, "default") is None  # a chain with a link missing is not given
     memo.add(_turn_of(new_id("resp"), size=5))  # more items than the memo holds: not kept
     assert len(memo) == 2
+
+
+async def test_a_chain_is_read_on_every_backend_kind(any_state_storage):
+    store = any_state_storage.store(ResponsesStore)
+    a = await _turn(store, "a")
+    b = await _turn(store, "b", a)
+    fresh = ResponsesStore(store.db)  # nothing remembered: the full read
+    for reader in (fresh, fresh, store):
+        context = await reader.context(b, tenant_id="default", not_before=LONG_AGO)
+        assert _texts(context) == ["a", "re a", "b", "re b"]
+    texts = await store.context(b, tenant_id="default", not_before=LONG_AGO, convert=_texts)
+    assert texts == ["a", "re a", "b", "re b"]  # converted turn by turn
