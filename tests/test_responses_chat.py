@@ -63,9 +63,9 @@ def test_calls_after_a_user_message_start_their_own_assistant_message():
 
 
 def test_an_output_needs_an_earlier_call():
-    check_call_ids([_call("a")], [_result("a", "x"), _call("b"), _result("b", "y")])
+    check_call_ids({"a"}, [_result("a", "x"), _call("b"), _result("b", "y")])
     with pytest.raises(InvalidRequest) as refused:
-        check_call_ids([_call("a")], [_result("b", "y"), _call("b")])
+        check_call_ids({"a"}, [_result("b", "y"), _call("b")])
     assert refused.value.param == "input[0].call_id"
 
 

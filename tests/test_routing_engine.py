@@ -235,3 +235,18 @@ async def test_candidates_are_embedded_once_per_load_not_per_request(tmp_path):
     assert embedder.calls[1:] == [["give me my money"], ["hello"]]  # one query each, no candidates
     signal = next(s for s in first.signals if s.family == "embeddings")
     assert signal.score == 1.0 and signal.detail["closest"] == "refund please"
+
+
+async def test_the_token_estimate_is_made_only_when_something_needs_it(settings, tmp_path):
+    from routekeeper.routing.explain import explain
+
+    long_talk = routing_input({"messages": [{"role": "user", "content": "word " * 200}]})
+    assert (await RoutingEngine(settings).route(long_talk)).tokens == estimate_tokens("word " * 200)
+    path = tmp_path / "no-length.yaml"
+    config = yaml.safe_load(CONFIG)
+    del config["signals"]["context_length"]
+    path.write_text(yaml.safe_dump(config))
+    engine = RoutingEngine(load_settings(path, workspace=tmp_path))
+    result = await engine.route(long_talk)
+    assert result.tokens is None and result.decision.name == "default"
+    assert (await explain(engine, long_talk))["tokens"] == estimate_tokens("word " * 200)

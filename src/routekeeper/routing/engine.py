@@ -44,7 +44,9 @@ class RoutingResult:
     signals: list[SignalMatch]
     decisions: list[DecisionOutcome]
     reason: str
-    tokens: int
+    tokens: int | None
+    """The estimated tokens of all messages; None when nothing asked for them (no
+    ``context_length`` signal is configured and the route was not explained)."""
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -89,11 +91,18 @@ class RoutingEngine:
         if self.embedder is not None:
             await self.embedder.aclose()
 
-    async def evaluate_signals(self, inp: RoutingInput) -> tuple[list[SignalMatch], int]:
-        tokens = estimate_tokens(inp.all_text)
+    async def evaluate_signals(
+        self, inp: RoutingInput, *, count_tokens: bool = False
+    ) -> tuple[list[SignalMatch], int | None]:
+        # Estimating walks the text of every message (a long conversation's too): only when
+        # a context_length signal, or the caller (explain), needs it.
+        tokens = None
+        if self._context or count_tokens:
+            tokens = estimate_tokens(inp.all_text)
         out: list[SignalMatch] = [e.evaluate(inp) for e in self._keywords]
         out += [e.evaluate(inp) for e in self._regex]
-        out += [e.evaluate(inp, tokens) for e in self._context]
+        if tokens is not None:
+            out += [e.evaluate(inp, tokens) for e in self._context]
         out += [e.evaluate(inp) for e in self._metadata]
         if self._embeddings:
             if not self._prepared:
@@ -103,11 +112,12 @@ class RoutingEngine:
             out += [e.evaluate(np.asarray(query)) for e in self._embeddings]
         return out, tokens
 
-    async def route(self, inp: RoutingInput) -> RoutingResult:
-        """The decision for ``inp``. Raises LookupError when no default decision exists."""
+    async def route(self, inp: RoutingInput, *, count_tokens: bool = False) -> RoutingResult:
+        """The decision for ``inp``. Raises LookupError when no default decision exists.
+        ``count_tokens``: estimate the tokens even when no signal needs them."""
         if self._default is None:
             raise LookupError("no decisions are configured")
-        signals, tokens = await self.evaluate_signals(inp)
+        signals, tokens = await self.evaluate_signals(inp, count_tokens=count_tokens)
         matched = {s.ref for s in signals if s.matched}
         outcomes = [
             DecisionOutcome(

@@ -9,7 +9,7 @@ from routekeeper.routing.request import RoutingInput
 
 
 async def explain(engine: RoutingEngine, inp: RoutingInput) -> dict[str, Any]:
-    result = await engine.route(inp)
+    result = await engine.route(inp, count_tokens=True)
     return {
         "decision": result.decision.name,
         "model": result.model.name,

@@ -85,12 +85,19 @@ def _without_native_telemetry() -> dict[str, Any]:
 
 
 def include_routes(app: FastAPI, replica: Replica) -> None:
-    """The route list: each router factory gets the services its routes use. The hot path,
-    ``POST /v1/chat/completions``, comes first as a plain route (matched before any router,
-    no dependency resolution); its API route in ``v1`` describes it in /openapi.json."""
+    """The route list: each router factory gets the services its routes use. The hot paths,
+    ``POST /v1/chat/completions`` and ``POST /v1/responses``, come first as plain routes
+    (matched before any router, no dependency resolution); their API routes in ``v1`` and
+    ``responses`` describe them in /openapi.json."""
     app.add_route(
         "/v1/chat/completions",
         v1_routes.chat_completion_endpoint(replica.exchanges),
+        methods=["POST"],
+        include_in_schema=False,
+    )
+    app.add_route(
+        "/v1/responses",
+        responses_routes.create_response_endpoint(replica.responses),
         methods=["POST"],
         include_in_schema=False,
     )

@@ -43,6 +43,7 @@ import inspect
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -98,8 +99,11 @@ class Database:
         self._reader: AsyncEngine | None = None
         self._upkeep: AsyncEngine | None = None
         self._sessions: AsyncEngine | None = None
-        # SQLite file: run_write()'s connection, on a thread of its own.
+        # SQLite file: run_write()'s connection, on a thread of its own, and run_read()'s
+        # connections, on reader threads.
         self._sqlite_writer: SQLiteWriter | None = None
+        self._sqlite_reader: Engine | None = None
+        self._read_threads: ThreadPoolExecutor | None = None
         # SQLite has one writer; memory has one connection for everything.
         self._write_lock = asyncio.Lock() if self.kind is not BackendKind.POSTGRES else None
         self._read_lock = self._write_lock if self.kind is BackendKind.MEMORY else None
@@ -154,6 +158,22 @@ class Database:
             )
             assert self._write_lock is not None
             self._sqlite_writer = SQLiteWriter(sync_writer, self._write_lock, _AFTER_COMMIT)
+            readers = self.backend.read_pool_size
+            self._sqlite_reader = create_engine(
+                f"sqlite:///{self.sqlite_path}",
+                pool_size=readers,
+                max_overflow=0,
+                pool_timeout=self.backend.pool_timeout_seconds,
+                # Pooled connections serve whichever reader thread checks them out.
+                connect_args={"check_same_thread": False},
+            )
+            sqlite_pragmas(
+                self._sqlite_reader,
+                begin="BEGIN",
+                synchronous=self.backend.synchronous,
+                busy_ms=self.backend.busy_timeout_ms,
+            )
+            self._read_threads = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
             try:
                 # The writer's connect hook switches the file to WAL (a no-op once it is).
                 async with self._writer.connect():
@@ -230,6 +250,8 @@ class Database:
                 found.append(engine.sync_engine)
         if self._sqlite_writer is not None:
             found.append(self._sqlite_writer.engine)
+        if self._sqlite_reader is not None:
+            found.append(self._sqlite_reader)
         return found
 
     async def _dispose(self) -> None:
@@ -238,6 +260,12 @@ class Database:
         sqlite_writer, self._sqlite_writer = self._sqlite_writer, None
         if sqlite_writer is not None:
             await sqlite_writer.close()
+        reader, self._sqlite_reader = self._sqlite_reader, None
+        threads, self._read_threads = self._read_threads, None
+        if threads is not None:
+            await asyncio.to_thread(threads.shutdown)  # the reads under way end first
+        if reader is not None:
+            reader.dispose()
         disposed: list[AsyncEngine] = []
         for engine in engines:
             if engine is not None and all(engine is not e for e in disposed):
@@ -287,6 +315,24 @@ class Database:
             raise
         await _run_callbacks(callbacks)
         return result  # type: ignore[no-any-return]
+
+    async def run_read(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` in a read-only snapshot transaction (rolled back at the end); returns what
+        ``fn`` returns. ``fn`` runs Core statements on a synchronous connection and must not do
+        I/O of its own. On a SQLite file the whole transaction runs in one call on a reader
+        thread (one hop instead of a round trip per statement, ``BEGIN`` and rollback: the
+        hot reads, such as a turn's context); elsewhere ``fn`` runs inside :meth:`read`.
+        Raises like :meth:`read`."""
+        if self._sqlite_reader is None or self._read_threads is None:
+            async with self.read() as conn:
+                return await conn.run_sync(fn)
+        reader = self._sqlite_reader
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._read_threads, _read_call, reader, fn)
+        except BaseException as exc:
+            self._raise(exc, "read")
+            raise
 
     @asynccontextmanager
     async def read(self, *, upkeep: bool = False) -> AsyncIterator[AsyncConnection]:
@@ -400,6 +446,15 @@ def _no_space_left(directory: Path) -> bool:
     except OSError:
         return False
     return stats.f_bavail == 0 or (stats.f_files > 0 and stats.f_favail == 0)
+
+
+def _read_call(engine: Engine, fn: Callable[[Connection], T]) -> T:
+    """On a reader thread: ``fn`` in a snapshot transaction, rolled back."""
+    with engine.connect() as conn, conn.begin() as tx:
+        try:
+            return fn(conn)
+        finally:
+            tx.rollback()
 
 
 def _raise_translated(exc: BaseException) -> None:

@@ -13,12 +13,13 @@ Recovery fails the responses a dead replica left ``in_progress``."""
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, literal, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from routekeeper.contract.errors import (
@@ -41,13 +42,13 @@ from routekeeper.storage.database import Database
 from routekeeper.storage.dialect import Dialect
 from routekeeper.storage.records import from_row, to_row
 from routekeeper.storage.recovery import RecoveryContext, RecoveryReport, RecoveryStep
+from routekeeper.storage.responses_context import MEMO_RESPONSES, ContextMemo, Convert
 from routekeeper.storage.responses_writes import (
-    ALONE,
-    ITEM_COLUMNS,
     Inserting,
     Queued,
     Write,
     inserting,
+    run_batch,
     settle,
 )
 from routekeeper.storage.schema.responses import response_items, responses
@@ -86,6 +87,10 @@ class ResponsesStore(SurfaceStore):
         # Starts no flush took yet (deferred or queued), by response id: a finish arriving
         # now replaces the start with one write of the final response.
         self._starts: dict[str, Queued] = {}
+        # Finished responses' turns (a per-replica memo, checked before each use), and the
+        # starts of responses not finished yet, whose input a finish adds to the memo.
+        self._memo = ContextMemo()
+        self._open: OrderedDict[str, Inserting] = OrderedDict()
 
     async def _grouped(
         self, write: Write, *, start: str | None = None, deferred: bool = False
@@ -182,16 +187,8 @@ class ResponsesStore(SurfaceStore):
         return row is not None and row.replica_id == record.replica_id
 
     async def _run(self, batch: list[Queued]) -> list[Any]:
-        def run(conn: Connection) -> list[Any]:
-            results: list[Any] = []
-            for queued in batch:
-                try:
-                    results.append(queued.write(conn))
-                except ALONE as exc:  # raised before it wrote anything: the others commit
-                    results.append(exc)
-            return results
-
-        return await self.db.run_write(run)
+        writes = [queued.write for queued in batch]
+        return await self.db.run_write(lambda conn: run_batch(conn, writes))
 
     def recovery_steps(self) -> Sequence[RecoveryStep]:
         return (
@@ -266,7 +263,11 @@ class ResponsesStore(SurfaceStore):
         returns once committed. ``deferred`` (a start nobody waits for: the client learns the
         id from the finish): the start waits up to :data:`DEFERRED_START_SECONDS` for its
         finish, which then makes both one write of the final response."""
-        await self._grouped(inserting(record, items), start=record.id, deferred=deferred)
+        write = inserting(record, items)
+        self._open[record.id] = write
+        if len(self._open) > MEMO_RESPONSES:
+            self._open.popitem(last=False)
+        await self._grouped(write, start=record.id, deferred=deferred)
 
     async def finish(
         self,
@@ -294,9 +295,14 @@ class ResponsesStore(SurfaceStore):
             "completed_at": completed_at or utcnow(),
         }
         append_to = None if conversation_id is None else (self.db.dialect, conversation_id)
+        started = self._open.pop(response_id, None)
         queued = self._starts.pop(response_id, None)
         if queued is not None:
-            return await self._finish_queued(queued, response_id, status, items, values, append_to)
+            final = await self._finish_queued(
+                queued, response_id, status, items, values, append_to
+            )
+            self._remember(final, started, items)
+            return final
 
         def write(conn: Connection) -> ResponseRecord:
             _, row = self._transition_in(
@@ -319,7 +325,20 @@ class ResponsesStore(SurfaceStore):
         result = await self._grouped(write)
         if isinstance(result, Exception):
             raise result
+        self._remember(result, started, items)
         return result  # type: ignore[no-any-return]
+
+    def _remember(
+        self,
+        final: ResponseRecord,
+        started: Inserting | None,
+        items: Sequence[ResponseItemRecord],
+    ) -> None:
+        """A committed finish: the response's turn goes into the context memo."""
+        if started is not None:
+            self._memo.finished(
+                final.id, final.previous_response_id, final.tenant_id, [*started.items, *items]
+            )
 
     async def _finish_queued(
         self,
@@ -351,6 +370,7 @@ class ResponsesStore(SurfaceStore):
                 .where(responses.c.tenant_id == tenant_id)
                 .where(responses.c.created_at >= not_before)
             )
+        self._memo.forget(response_id)
         if result.rowcount == 0:
             raise NotFound(f"No response found with id '{response_id}'.")
 
@@ -380,50 +400,22 @@ class ResponsesStore(SurfaceStore):
             return _response(row), [_item(i) for i in items]
 
     async def context(
-        self, response_id: str, *, tenant_id: str, not_before: datetime
-    ) -> list[ResponseItemRecord]:
-        """Every item of ``response_id`` and of the responses it continues, oldest turn first,
-        in one statement whatever the depth: a recursive walk up ``previous_response_id``
-        joined with the items. NotFound naming the first response of the chain that is
-        missing (never stored, deleted, or expired)."""
-        c = responses.c
-        visible = (c.tenant_id == tenant_id) & (c.created_at >= not_before)
-        walk = (
-            select(c.id, c.previous_response_id, literal(0).label("depth"))
-            .where(c.id == response_id)
-            .where(visible)
-            .cte("chain", recursive=True)
+        self,
+        response_id: str,
+        *,
+        tenant_id: str,
+        not_before: datetime,
+        convert: Convert = list,
+    ) -> list[Any]:
+        """Every item of ``response_id`` and of the responses it continues, oldest turn first
+        (as ``convert`` makes them, turn by turn: a pure function of the items), in one
+        statement whatever the depth: the chain's items as this replica's memo holds them once
+        a walk of the chain (without items) finds every response of it there, or else the walk
+        joined with the items (``responses_context``). NotFound naming the first response of
+        the chain that is missing (never stored, deleted, or expired)."""
+        return await self._memo.context(
+            self.db, response_id, convert, tenant_id=tenant_id, not_before=not_before
         )
-        walk = walk.union_all(
-            select(c.id, c.previous_response_id, (walk.c.depth + 1).label("depth"))
-            .join(walk, c.id == walk.c.previous_response_id)
-            .where(visible)
-        )
-        i = response_items.c
-        query = (
-            select(
-                walk.c.previous_response_id.label("chain_previous"),
-                walk.c.depth.label("chain_depth"),
-                *response_items.c,
-            )
-            .select_from(walk.outerjoin(response_items, i.response_id == walk.c.id))
-            .order_by(walk.c.depth.desc(), i.position)
-        )
-        async with self.db.read() as conn:
-            rows = (await conn.execute(query)).all()
-        if not rows:
-            raise NotFound(f"Previous response with id '{response_id}' not found.")
-        oldest = rows[0]
-        if oldest.chain_previous is not None:
-            raise NotFound(
-                f"Previous response with id '{oldest.chain_previous}' not found "
-                f"(response '{response_id}' continues it)."
-            )
-        return [
-            from_row(ResponseItemRecord, {k: r._mapping[k] for k in ITEM_COLUMNS})
-            for r in rows
-            if r._mapping["id"] is not None
-        ]
 
     async def input_items(
         self,

@@ -1,5 +1,6 @@
 """The writes the responses store queues for its group commit: a queued write and its waiter,
-the insert of a response with its items, and how a write's outcome settles its waiter."""
+the insert of a response with its items, a flush's batch of them (the inserts in two
+statements) and how a write's outcome settles its waiter."""
 
 from __future__ import annotations
 
@@ -24,8 +25,6 @@ Write = Callable[[Connection], Any]
 # What one write may raise without touching the transaction (it raises before writing).
 ALONE = (NotFound, InvalidTransition)
 
-ITEM_COLUMNS = tuple(response_items.c.keys())
-
 
 @dataclass
 class Queued:
@@ -47,13 +46,41 @@ class Inserting:
     append_to: tuple[Dialect, str] | None = None
 
     def __call__(self, conn: Connection) -> None:
-        conn.execute(insert(responses), to_row(self.record))
-        if self.items:
-            conn.execute(insert(response_items), [to_row(i) for i in self.items])
-        if self.append_to is not None:
-            append_turn(
-                conn, *self.append_to, response_id=self.record.id, tenant_id=self.record.tenant_id
-            )
+        run_batch(conn, [self])
+
+
+# Built once: executing the same statement objects skips building them and their cache keys.
+INSERT_RESPONSES = insert(responses)
+INSERT_ITEMS = insert(response_items)
+
+
+def run_batch(conn: Connection, writes: Sequence[Write]) -> list[Any]:
+    """The writes of one flush, each one's result in order. The inserts of responses go first
+    and together: one statement for the responses, one for all their items (a finish queued
+    after its response's start still runs after it); then the turns of those that finish on a
+    conversation are appended to it. What a write raises of :data:`ALONE` is its result (it
+    wrote nothing); anything else spoils the batch (each is then run alone)."""
+    inserts = [w for w in writes if isinstance(w, Inserting)]
+    if inserts:
+        conn.execute(INSERT_RESPONSES, [to_row(w.record) for w in inserts])
+        items = [to_row(i) for w in inserts for i in w.items]
+        if items:
+            conn.execute(INSERT_ITEMS, items)
+        for w in inserts:
+            if w.append_to is not None:
+                append_turn(
+                    conn, *w.append_to, response_id=w.record.id, tenant_id=w.record.tenant_id
+                )
+    results: list[Any] = []
+    for write in writes:
+        if isinstance(write, Inserting):
+            results.append(None)
+            continue
+        try:
+            results.append(write(conn))
+        except ALONE as exc:
+            results.append(exc)
+    return results
 
 
 def inserting(

@@ -7,7 +7,9 @@ share the next one (group commit: the replay writer's batch, a stored response's
 other caller commit with one ``fsync``), each in a savepoint of its own when there are several,
 so that one that raises (a refused value) is rolled back alone and the others commit. After a
 commit the writer lets the loop run a few rounds before the next transaction, so that the
-writers just answered queue their next batch in time for it. Each caller learns its own
+writers just answered queue their next batch in time for it, and so it does before the first
+one when a write wakes it from idle, so that the other writes of the same request (a stored
+response's rows after its replay record) share it. Each caller learns its own
 outcome only once the commit carrying its write has returned. The in-process write lock is
 held for the whole transaction, so ``Database.write()`` and this writer never write at
 once."""
@@ -26,6 +28,7 @@ WriteFn = Callable[[Connection], Any]
 # Loop rounds between a commit and the next transaction (see ``_flush``); a caller already has
 # its answer by then, so this delays no one who waits alone.
 SETTLE_ROUNDS = 8
+_SAVEPOINT = "routekeeper_write"
 
 
 @dataclass
@@ -71,6 +74,9 @@ class SQLiteWriter:
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
+        # Woken from idle by one write: the others of the same requests (a stored response's
+        # rows, queued a loop round or two after its replay record) join its transaction.
+        await self._settle()
         while self._queue:
             batch, self._queue = self._queue, []
             async with self._lock:
@@ -98,10 +104,15 @@ class SQLiteWriter:
             # turns, one commit each, and a stored response waits for two. A write queued
             # with settle=False ends the wait: under full load a loop round is long, and a
             # backlog of bounded transactions would wait those rounds between every two.
-            for _ in range(SETTLE_ROUNDS):
-                if any(not queued.settle for queued in self._queue):
-                    break
-                await asyncio.sleep(0)
+            await self._settle()
+
+    async def _settle(self) -> None:
+        """Let the loop run :data:`SETTLE_ROUNDS` rounds, or fewer when a write that should
+        not wait (``settle=False``) is queued."""
+        for _ in range(SETTLE_ROUNDS):
+            if any(not queued.settle for queued in self._queue):
+                return
+            await asyncio.sleep(0)
 
     def _transaction(self, batch: list[_Queued]) -> None:
         """On the writer thread: one transaction for the batch."""
@@ -110,12 +121,16 @@ class SQLiteWriter:
                 self._call(conn, batch[0])
                 return
             for queued in batch:
+                # Savepoints by plain SQL under one name: SQLAlchemy's begin_nested() names
+                # each one anew, which compiles two statements per write every time.
+                conn.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
                 try:
-                    with conn.begin_nested():
-                        self._call(conn, queued)
+                    self._call(conn, queued)
                 except Exception as exc:  # rolled back to its savepoint; the others go on
+                    conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
                     queued.error = exc
                     queued.callbacks.clear()
+                conn.exec_driver_sql(f"RELEASE SAVEPOINT {_SAVEPOINT}")
 
     def _call(self, conn: Connection, queued: _Queued) -> None:
         conn.info[self._callbacks_key] = queued.callbacks

@@ -15,7 +15,12 @@ from routekeeper.contract.ids import id_pattern
 from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SortOrder
 from routekeeper.http.body import decode_json_body
 from routekeeper.http.errors import ensure_json_safe
-from routekeeper.router.routes.v1 import disconnect_waiter, encoded_exchange, session_id_header
+from routekeeper.router.routes.v1 import (
+    Endpoint,
+    disconnect_waiter,
+    encoded_exchange,
+    session_id_header,
+)
 from routekeeper.router.services.responses import ResponsesService
 from routekeeper.router.services.responses_request import responses_request_schema
 
@@ -24,20 +29,11 @@ ItemCursor = Annotated[
 ]
 
 
-def router(responses: ResponsesService) -> APIRouter:
-    routes = APIRouter(prefix="/v1", tags=["openai"])
+def create_response_endpoint(responses: ResponsesService) -> Endpoint:
+    """``POST /v1/responses``. Like chat completions, the app mounts it as a plain route ahead
+    of every router (no per-request dependency resolution); ``router()`` declares the same
+    endpoint for /openapi.json."""
 
-    @routes.post(
-        "/responses",
-        operation_id="create_response",
-        response_model=None,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": responses_request_schema()}},
-            }
-        },
-    )
     async def create_response(request: Request) -> Response:
         """Create a model response: routed like a chat completion, stored (``store``, default
         true) and chained (``previous_response_id``); ``stream`` sends the Responses events.
@@ -58,6 +54,25 @@ def router(responses: ResponsesService) -> APIRouter:
             disconnected=disconnect_waiter(request),
         )
         return encoded_exchange(request, exchange)
+
+    return create_response
+
+
+def router(responses: ResponsesService) -> APIRouter:
+    routes = APIRouter(prefix="/v1", tags=["openai"])
+    routes.add_api_route(
+        "/responses",
+        create_response_endpoint(responses),
+        methods=["POST"],
+        operation_id="create_response",
+        response_model=None,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": responses_request_schema()}},
+            }
+        },
+    )
 
     @routes.get("/responses/{response_id}", operation_id="retrieve_response")
     async def retrieve_response(

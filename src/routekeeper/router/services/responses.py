@@ -5,7 +5,7 @@ them. Every response belongs to the tenant ``default`` until API keys exist."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,7 +23,7 @@ from routekeeper.router.services.exchange import ChatExchanges, Exchange
 from routekeeper.router.services.responses_chat import chat_messages
 from routekeeper.router.services.responses_relay import ResponseRelay, response_object
 from routekeeper.router.services.responses_request import parse_request
-from routekeeper.router.services.responses_tools import check_call_ids
+from routekeeper.router.services.responses_tools import called_ids, check_call_ids
 from routekeeper.storage.responses_store import ResponsesStore
 from routekeeper.storage.state import StateStorage
 from routekeeper.storage.types import utcnow
@@ -36,6 +36,12 @@ def _previous_not_found(response_id: str) -> NotFound:
     error = NotFound(f"Previous response with id '{response_id}' not found.")
     error.param = "previous_response_id"
     return error
+
+
+def _chat_messages(items: Sequence[ResponseItemRecord]) -> list[dict[str, Any]]:
+    """A turn's items as chat messages. The store keeps them with a remembered turn, so the
+    same message objects go into every later turn's payload: nothing may change them."""
+    return chat_messages([item.data for item in items])
 
 
 class ResponsesService:
@@ -80,20 +86,22 @@ class ResponsesService:
         if request.instructions is not None:
             messages.append({"role": "system", "content": request.instructions})
         previous = request.previous_response_id
-        earlier: list[dict[str, Any]] = []
+        earlier: list[dict[str, Any]] = []  # the context's chat messages
         if conversation is not None:
-            earlier = list(await self.conversations.history(conversation))
+            earlier = chat_messages(await self.conversations.history(conversation))
         if previous is not None:
             if not has_prefix(previous, "resp"):
                 raise _previous_not_found(previous)
             try:
-                history = await self.store.context(
-                    previous, tenant_id=TENANT, not_before=self._not_before()
+                earlier = await self.store.context(
+                    previous,
+                    tenant_id=TENANT,
+                    not_before=self._not_before(),
+                    convert=_chat_messages,
                 )
             except NotFound as exc:
                 exc.param = "previous_response_id"
                 raise
-            earlier = [item.data for item in history]
         response_id = new_id("resp")
         # Sorted, so ids grow with position: the input_items cursor is an item id.
         ids = sorted(new_id("msg") for _ in request.items)
@@ -108,8 +116,9 @@ class ResponsesService:
             )
             for position, (item_id, item) in enumerate(zip(ids, request.items, strict=True))
         ]
-        check_call_ids(earlier, request.items)
-        messages += chat_messages([*earlier, *request.items])
+        check_call_ids(called_ids(earlier), request.items)
+        messages += earlier
+        messages += chat_messages(request.items)
         payload: dict[str, Any] = {"model": request.model, "messages": messages}
         payload.update(request.upstream)
         if request.stream:

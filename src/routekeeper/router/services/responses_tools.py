@@ -217,14 +217,20 @@ def _output(value: Any, at: str) -> str | list[dict[str, Any]]:
     return parts
 
 
-def check_call_ids(earlier: Iterable[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) -> None:
-    """Every ``function_call_output`` of the new input answers a ``function_call`` of the
-    context before it (a chat backend refuses a ``tool`` message that follows no call)."""
-    calls = {i["call_id"] for i in earlier if i.get("type") == "function_call"}
+def called_ids(messages: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The ids of the tool calls of a context's assistant messages."""
+    return {call["id"] for m in messages for call in m.get("tool_calls") or ()}
+
+
+def check_call_ids(calls: Iterable[str], new: Sequence[Mapping[str, Any]]) -> None:
+    """Every ``function_call_output`` of the new input answers a call of the context before
+    it (``calls``: their ids) or of the input before it (a chat backend refuses a ``tool``
+    message that follows no call)."""
+    known = set(calls)
     for n, item in enumerate(new):
         if item.get("type") == "function_call":
-            calls.add(item["call_id"])
-        elif item.get("type") == "function_call_output" and item["call_id"] not in calls:
+            known.add(item["call_id"])
+        elif item.get("type") == "function_call_output" and item["call_id"] not in known:
             raise _fail(
                 f"input[{n}].call_id",
                 f"no function_call with call_id {item['call_id']!r} comes before this output",
