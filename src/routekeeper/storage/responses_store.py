@@ -298,9 +298,7 @@ class ResponsesStore(SurfaceStore):
         started = self._open.pop(response_id, None)
         queued = self._starts.pop(response_id, None)
         if queued is not None:
-            final = await self._finish_queued(
-                queued, response_id, status, items, values, append_to
-            )
+            final = await self._finish_queued(queued, response_id, status, items, values, append_to)
             self._remember(final, started, items)
             return final
 
