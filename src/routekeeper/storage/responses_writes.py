@@ -1,6 +1,7 @@
 """The writes the responses store queues for its group commit: a queued write and its waiter,
 the insert of a response with its items, a flush's batch of them (the inserts in two
-statements) and how a write's outcome settles its waiter."""
+statements; on SQLite, ``sqlite_inserts.py``) and how a write's outcome settles its
+waiter."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from sqlalchemy.engine import Connection
 from routekeeper.contract.errors import InvalidTransition, NotFound
 from routekeeper.contract.responses import ResponseItemRecord, ResponseRecord
 from routekeeper.storage.conversations_store import append_turn
-from routekeeper.storage.dialect import Dialect
+from routekeeper.storage.dialect import SQLITE, Dialect
 from routekeeper.storage.records import to_row
 from routekeeper.storage.schema.responses import response_items, responses
+from routekeeper.storage.sqlite_inserts import insert_rows
 
 # A write: statements on the writer's connection, run with the others of its group in one call
 # (``Database.run_write``), so it is synchronous and does no I/O of its own.
@@ -62,10 +64,15 @@ def run_batch(conn: Connection, writes: Sequence[Write]) -> list[Any]:
     wrote nothing); anything else spoils the batch (each is then run alone)."""
     inserts = [w for w in writes if isinstance(w, Inserting)]
     if inserts:
-        conn.execute(INSERT_RESPONSES, [to_row(w.record) for w in inserts])
+        rows = [to_row(w.record) for w in inserts]
         items = [to_row(i) for w in inserts for i in w.items]
-        if items:
-            conn.execute(INSERT_ITEMS, items)
+        if conn.dialect.name == SQLITE.name:  # a few statement steps, not one per row
+            insert_rows(conn, responses, rows)
+            insert_rows(conn, response_items, items)
+        else:
+            conn.execute(INSERT_RESPONSES, rows)
+            if items:
+                conn.execute(INSERT_ITEMS, items)
         for w in inserts:
             if w.append_to is not None:
                 append_turn(
