@@ -9,7 +9,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event
 
-from routekeeper.contract.errors import InvalidTransition, NotFound, StorageError
+from routekeeper.contract.errors import (
+    InvalidTransition,
+    InvalidValue,
+    NotFound,
+    StorageError,
+)
 from routekeeper.contract.ids import new_id
 from routekeeper.contract.responses import (
     RESTART_ERROR,
@@ -146,6 +151,30 @@ async def test_concurrent_writes_share_commits_and_a_refused_one_fails_alone(sta
     for record in records:
         got, items = await store.get(record.id, tenant_id="default", not_before=LONG_AGO)
         assert got.status is ResponseStatus.COMPLETED and len(items) == 1
+
+
+async def test_values_a_column_refuses_fail_their_own_write_in_a_shared_insert(state_storage):
+    """The inserts of a flush go out together; a value a column type refuses (too long, a
+    lone surrogate) fails its own start only, and the others' text comes back exactly."""
+    store = state_storage.store(ResponsesStore)
+    texts = [f"nul \x00 esc \x10 astral \U0001f600 {i}" for i in range(12)]
+    records = [_response() for _ in texts]
+    too_long = replace(_response(), model="m" * 300)
+    surrogate = replace(_response(), model="m\ud800")
+    results = await asyncio.gather(
+        *(store.start(r, _items(r.id, [t])) for r, t in zip(records, texts, strict=True)),
+        store.start(too_long, []),
+        store.start(surrogate, _items(surrogate.id, ["x"])),
+        return_exceptions=True,
+    )
+    assert results[:12] == [None] * 12
+    assert isinstance(results[12], InvalidValue) and isinstance(results[13], InvalidValue)
+    for record, text in zip(records, texts, strict=True):
+        _, items = await store.get(record.id, tenant_id="default", not_before=LONG_AGO)
+        assert _texts(items) == [text]
+    for refused in (too_long, surrogate):
+        with pytest.raises(NotFound):
+            await store.get(refused.id, tenant_id="default", not_before=LONG_AGO)
 
 
 async def test_a_finish_that_overtakes_its_queued_start_is_one_write_of_the_final_response(
