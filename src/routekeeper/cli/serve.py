@@ -53,16 +53,12 @@ log = logging.getLogger("routekeeper.serve")
 SHUTDOWN_RESERVE_SECONDS = 1.0
 
 
-READY_POLL_SECONDS = 0.1
-
-
 async def freeze_when_ready(runtime: ReplicaRuntime) -> None:
     """Once the replica serves, move every object alive then (modules, the app, its
     settings: over a hundred thousand) out of the garbage collector's reach: otherwise each
     full collection under load walks them all again, for nothing (they live as long as the
     process). Objects made later are collected as before."""
-    while not runtime.accepting:
-        await asyncio.sleep(READY_POLL_SECONDS)
+    await runtime.became_ready.wait()
     gc.collect()
     gc.freeze()
 

@@ -81,6 +81,8 @@ class ReplicaRuntime:
         session and every heartbeat stored (None: not now). Judging others needs it."""
         self._lock_held = False
         self._deadline: float | None = None
+        self.became_ready = asyncio.Event()
+        """Set once the replica first turns ``ready`` (it serves from then on)."""
         self.shutting_down = asyncio.Event()
         """Set on SIGTERM, when ``shutdown_deadline`` is known (open requests watch it)."""
         self.stop_error: str | None = None
@@ -182,6 +184,7 @@ class ReplicaRuntime:
         if self.board is not None:
             self.board.begin()
         self._became_ready = True
+        self.became_ready.set()
         self._heartbeat = asyncio.create_task(self._beat(), name=f"heartbeat {self.id}")
         self._sweeper = asyncio.create_task(self._sweep_loop(), name=f"crash sweep {self.id}")
         self._pruner = asyncio.create_task(self._prune_loop(), name=f"retention {self.id}")
