@@ -1,3 +1,5 @@
+import pytest
+
 from routekeeper.contract import (
     SURFACES,
     Owner,
@@ -58,6 +60,17 @@ def test_ids_are_prefixed_and_time_ordered():
     assert a < b
     assert len({new_id("rep") for _ in range(1000)}) == 1000
     assert not has_prefix("rpl_" + a[4:], "rep")
+
+
+@pytest.mark.parametrize("random", [b"\x00" * 10, b"\xff" * 10, bytes(range(10))])
+@pytest.mark.parametrize("ms", [0, 1_765_000_000_123, (1 << 48) - 1])
+def test_an_id_is_its_48_bit_time_then_80_random_bits_in_crockford_base32(monkeypatch, random, ms):
+    monkeypatch.setattr("routekeeper.contract.ids.os.urandom", lambda n: random[:n])
+    value = ms << 80 | int.from_bytes(random, "big")
+    digits = "".join("0123456789ABCDEFGHJKMNPQRSTVWXYZ"[value >> 5 * k & 31] for k in range(26))
+    assert new_id("rep", now_ms=ms) == "rep_" + digits[::-1]
+    with pytest.raises(ValueError, match="2-8 lowercase letters"):
+        new_id("Rep", now_ms=ms)
 
 
 def test_replica_lifecycle_table():
