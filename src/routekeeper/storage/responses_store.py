@@ -99,6 +99,12 @@ class ResponsesStore(SurfaceStore):
         returns its result once committed. The flush runs in a task of its own, so a caller
         that is cancelled never takes the others' commit with it. A ``deferred`` start waits
         up to :data:`DEFERRED_START_SECONDS` before it is queued."""
+        return await asyncio.shield(self._queue_write(write, start=start, deferred=deferred))
+
+    def _queue_write(
+        self, write: Write, *, start: str | None = None, deferred: bool = False
+    ) -> asyncio.Future[Any]:
+        """Queue ``write`` (see :meth:`_grouped`): the future its commit settles."""
         loop = asyncio.get_running_loop()
         queued = Queued(write, loop.create_future(), start)
         if start is not None:
@@ -111,7 +117,7 @@ class ResponsesStore(SurfaceStore):
         else:
             self._queue.append(queued)
             self._kick()
-        return await asyncio.shield(queued.done)
+        return queued.done
 
     def _kick(self) -> None:
         if self._queue and (self._flusher is None or self._flusher.done()):
@@ -263,11 +269,17 @@ class ResponsesStore(SurfaceStore):
         returns once committed. ``deferred`` (a start nobody waits for: the client learns the
         id from the finish): the start waits up to :data:`DEFERRED_START_SECONDS` for its
         finish, which then makes both one write of the final response."""
+        await asyncio.shield(self.start_soon(record, items, deferred=deferred))
+
+    def start_soon(
+        self, record: ResponseRecord, items: Sequence[ResponseItemRecord], *, deferred: bool
+    ) -> asyncio.Future[Any]:
+        """:meth:`start` queued now, without a task: the future its commit settles."""
         write = inserting(record, items)
         self._open[record.id] = write
         if len(self._open) > MEMO_RESPONSES:
             self._open.popitem(last=False)
-        await self._grouped(write, start=record.id, deferred=deferred)
+        return self._queue_write(write, start=record.id, deferred=deferred)
 
     async def finish(
         self,

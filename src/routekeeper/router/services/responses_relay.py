@@ -160,13 +160,11 @@ class ResponseRelay:
         self.record = replace(self.record, selected_model=plan.model.name, replay_id=replay_id)
         if self.store is None:
             return
-        self._start = asyncio.ensure_future(
-            self.store.start(self.record, self.inputs, deferred=not plan.stream)
-        )
+        self._start = self.store.start_soon(self.record, self.inputs, deferred=not plan.stream)
         # Its error is read where it matters (the finish); never reported as unretrieved.
         self._start.add_done_callback(lambda f: f.cancelled() or f.exception())
         if plan.stream:
-            await self._start
+            await asyncio.shield(self._start)
 
     async def _started(self) -> None:
         """The ``in_progress`` commit, awaited (its error, e.g. storage unavailable)."""
