@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from routekeeper.contract.errors import InvalidRequest
 from routekeeper.contract.strict_json import json_kind
+from routekeeper.router.services.request_checks import an_object as _object
+from routekeeper.router.services.request_checks import fail as _fail
+from routekeeper.router.services.request_checks import refused as _refused
+from routekeeper.router.services.request_checks import string as _string
 from routekeeper.router.services.responses_chat import chat_message as chat_message
 from routekeeper.router.services.responses_chat import chat_messages as chat_messages
 from routekeeper.router.services.responses_tools import tool_fields, tool_item, tool_schemas
@@ -107,34 +110,10 @@ MODEL_MAX, METADATA_PAIRS, METADATA_KEY_MAX, METADATA_VALUE_MAX = 256, 16, 64, 5
 STRING_MAX = 512  # user, safety_identifier, prompt_cache_key
 
 
-def _fail(param: str, message: str) -> InvalidRequest:
-    return InvalidRequest(f"{param}: {message}", param=param)
-
-
-def _refused(param: str, why: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"{param}: not supported by routekeeper ({why})", param=param, code="unsupported_parameter"
-    )
-
-
-def _string(value: Any, param: str, *, max_len: int | None = None) -> str:
-    if not isinstance(value, str):
-        raise _fail(param, f"must be a string, got {json_kind(value)}")
-    if max_len is not None and len(value) > max_len:
-        raise _fail(param, f"must be at most {max_len} characters, got {len(value)}")
-    return value
-
-
 def _choice(value: Any, param: str, options: tuple[str, ...]) -> str:
     if value not in options:
         raise _fail(param, f"must be one of {', '.join(repr(o) for o in options)}, got {value!r}")
     return str(value)
-
-
-def _object(value: Any, param: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(param, f"must be an object, got {json_kind(value)}")
-    return value
 
 
 def _boolean(value: Any, param: str) -> bool | None:

@@ -13,8 +13,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from routekeeper.contract.errors import InvalidRequest
 from routekeeper.contract.strict_json import json_kind
+from routekeeper.router.services.request_checks import an_object as _object
+from routekeeper.router.services.request_checks import fail as _fail
+from routekeeper.router.services.request_checks import refused as _refused
+from routekeeper.router.services.request_checks import string as _string
 
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 TOOL_CHOICES = ("auto", "none", "required")
@@ -27,30 +30,6 @@ CALL_KEYS = ("type", "id", "call_id", "name", "arguments", "status")
 OUTPUT_KEYS = ("type", "id", "call_id", "output", "status")
 # Attribution fields of tool items that only OpenAI's hosted runtime fills in.
 HOSTED_ITEM_KEYS = ("namespace", "caller", "created_by", "async")
-
-
-def _fail(param: str, message: str) -> InvalidRequest:
-    return InvalidRequest(f"{param}: {message}", param=param)
-
-
-def _refused(param: str, why: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"{param}: not supported by routekeeper ({why})", param=param, code="unsupported_parameter"
-    )
-
-
-def _object(value: Any, param: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(param, f"must be an object, got {json_kind(value)}")
-    return value
-
-
-def _string(value: Any, param: str, *, max_len: int | None = None) -> str:
-    if not isinstance(value, str):
-        raise _fail(param, f"must be a string, got {json_kind(value)}")
-    if max_len is not None and len(value) > max_len:
-        raise _fail(param, f"must be at most {max_len} characters, got {len(value)}")
-    return value
 
 
 def _name(value: Any, param: str) -> str:
