@@ -79,14 +79,12 @@ from cpu_accounting import (
 )
 from http_load import run as python_load
 from replay_counters import added, replay_counters, settled_counters, summed
+from replay_records import chat_record, completed
 from upstream_process import UpstreamProcess
 
-from routekeeper.contract.ids import new_id
-from routekeeper.contract.replay import LifecycleState, ReplayRecord, TerminalReason
 from routekeeper.router.services.replay import ReplayRecorder
 from routekeeper.settings import load_settings
 from routekeeper.storage.state import StateStorage
-from routekeeper.storage.types import utcnow
 from routekeeper.testing import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,25 +163,9 @@ async def _replay_ack_ms(workspace: Path, records: int) -> float:
         times: list[float] = []
         for _ in range(records):
             started = time.perf_counter()
-            record = ReplayRecord(
-                id=new_id("rpl"),
-                request_id=new_id("req"),
-                replica_id="rep_bench",
-                endpoint="/v1/chat/completions",
-                started_at=utcnow(),
-                requested_model="auto",
-                selected_model="small",
-                decision="default",
-                stream=False,
-            )
+            record = chat_record()
             recorder.start(record)
-            done = recorder.finish(
-                record.id,
-                lifecycle_state=LifecycleState.COMPLETED,
-                terminal_reason=TerminalReason.RESPONSE_COMPLETE,
-                completed_at=utcnow(),
-                total_ms=1.0,
-            )
+            done = recorder.finish(record.id, **completed())
             if not await recorder.acknowledge(done):
                 raise RuntimeError("a replay record was not acknowledged")
             times.append((time.perf_counter() - started) * 1000)

@@ -17,16 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from routekeeper.contract.ids import new_id
-from routekeeper.contract.replay import LifecycleState, ReplayRecord, TerminalReason
+sys.path.insert(0, str(Path(__file__).parent))
+from replay_records import chat_record, completed
+
 from routekeeper.router.services.replay import ReplayRecorder
 from routekeeper.settings import load_settings
 from routekeeper.storage.state import StateStorage
-from routekeeper.storage.types import utcnow
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "routekeeper.yaml"
 
@@ -68,17 +69,7 @@ async def run(args: argparse.Namespace, workspace: Path) -> dict[str, object]:
             due = int((loop.time() - started) * args.rate)
             for _ in range(min(args.per_round, due - requests)):
                 burn(args.request_cpu_us / 1e6)
-                record = ReplayRecord(
-                    id=new_id("rpl"),
-                    request_id=new_id("req"),
-                    replica_id="rep_bench",
-                    endpoint="/v1/chat/completions",
-                    started_at=utcnow(),
-                    requested_model="auto",
-                    selected_model="small",
-                    decision="default",
-                    stream=False,
-                )
+                record = chat_record()
                 recorder.start(record)
                 in_flight.append(record.id)
                 requests += 1
@@ -86,13 +77,7 @@ async def run(args: argparse.Namespace, workspace: Path) -> dict[str, object]:
             # in flight is finished by an update, as in the server)
             finishing, in_flight = in_flight[: -args.per_round], in_flight[-args.per_round :]
             for record_id in finishing:
-                recorder.finish(
-                    record_id,
-                    lifecycle_state=LifecycleState.COMPLETED,
-                    terminal_reason=TerminalReason.RESPONSE_COMPLETE,
-                    completed_at=utcnow(),
-                    total_ms=1.0,
-                )
+                recorder.finish(record_id, **completed())
             await asyncio.sleep(0)
         elapsed = loop.time() - started
         at_end = recorder.status()
