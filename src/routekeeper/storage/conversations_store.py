@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from routekeeper.contract.conversations import (
     ConversationFilters,
@@ -59,6 +60,20 @@ def _locked(
     )
     row = conn.execute(query).one_or_none()
     return None if row is None else _conversation(row)
+
+
+async def _found(conn: AsyncConnection, conversation_id: str, tenant_id: str) -> Any:
+    """The conversation's row as this transaction sees it; NotFound when there is none."""
+    row = (
+        await conn.execute(
+            select(conversations)
+            .where(conversations.c.id == conversation_id)
+            .where(conversations.c.tenant_id == tenant_id)
+        )
+    ).one_or_none()
+    if row is None:
+        raise conversation_not_found(conversation_id)
+    return row
 
 
 def _advance(conn: Connection, conversation_id: str, next_position: int) -> None:
@@ -213,15 +228,7 @@ class ConversationsStore(SurfaceStore):
     ) -> ConversationRecord:
         """Delete one item; returns its conversation. NotFound for either."""
         async with self.db.write() as conn:
-            row = (
-                await conn.execute(
-                    select(conversations)
-                    .where(conversations.c.id == conversation_id)
-                    .where(conversations.c.tenant_id == tenant_id)
-                )
-            ).one_or_none()
-            if row is None:
-                raise conversation_not_found(conversation_id)
+            row = await _found(conn, conversation_id, tenant_id)
             result = await conn.execute(
                 delete(conversation_items)
                 .where(conversation_items.c.id == item_id)
@@ -252,15 +259,7 @@ class ConversationsStore(SurfaceStore):
         """Every item of the conversation in order, as committed now (one snapshot);
         NotFound when there is no such conversation."""
         async with self.db.read() as conn:
-            found = (
-                await conn.execute(
-                    select(conversations.c.id)
-                    .where(conversations.c.id == conversation_id)
-                    .where(conversations.c.tenant_id == tenant_id)
-                )
-            ).one_or_none()
-            if found is None:
-                raise conversation_not_found(conversation_id)
+            await _found(conn, conversation_id, tenant_id)
             rows = await conn.execute(
                 select(conversation_items)
                 .where(conversation_items.c.conversation_id == conversation_id)
@@ -299,15 +298,7 @@ class ConversationsStore(SurfaceStore):
         of the conversation (a 400 naming ``after`` when it is not one of its items)."""
         c = conversation_items.c
         async with self.db.read() as conn:
-            found = (
-                await conn.execute(
-                    select(conversations.c.id)
-                    .where(conversations.c.id == conversation_id)
-                    .where(conversations.c.tenant_id == tenant_id)
-                )
-            ).one_or_none()
-            if found is None:
-                raise conversation_not_found(conversation_id)
+            await _found(conn, conversation_id, tenant_id)
             position = None
             if after is not None:
                 position = (
