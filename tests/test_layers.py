@@ -25,12 +25,22 @@ ALLOWED: dict[str, frozenset[str]] = {
     "routing": frozenset({"contract", "sections", "upstream"}),
     "settings": frozenset({"contract", "sections", "storage", "upstream", "routing"}),
     "runtime": frozenset({"contract", "settings", "storage"}),
+    "auth": frozenset({"contract", "sections", "storage"}),
     "router.services": frozenset(
         {"contract", "sse", "settings", "storage", "upstream", "routing", "runtime"}
     ),
     "dashboard.services": frozenset({"contract", "storage", "runtime"}),
     "compose": frozenset(
-        {"contract", "settings", "storage", "upstream", "routing", "runtime", "router.services"}
+        {
+            "contract",
+            "settings",
+            "storage",
+            "upstream",
+            "routing",
+            "runtime",
+            "auth",
+            "router.services",
+        }
     ),
     "http": frozenset({"contract"}),
     "dashboard": frozenset({"contract"}),
@@ -45,6 +55,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "runtime",
             "http",
             "compose",
+            "auth",
             "router.services",
             "router.routes",
             "dashboard.services",
@@ -58,6 +69,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "storage",
             "routing",
             "runtime",
+            "auth",
             "compose",
             "server",
         }

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from routekeeper.auth.keys import Authenticator
+from routekeeper.auth.limits import MemoryLimiter, RateLimiter
 from routekeeper.router.services.chat import ChatService
 from routekeeper.router.services.exchange import ChatExchanges
 from routekeeper.router.services.metrics import RouterMetrics
@@ -17,6 +19,7 @@ from routekeeper.runtime.components import Component, StorageMetrics
 from routekeeper.runtime.replica import ReplicaRuntime
 from routekeeper.runtime.worker_board import WorkerBoard
 from routekeeper.settings import Settings
+from routekeeper.storage.keys_store import ApiKeysStore
 from routekeeper.storage.state import StateStorage
 from routekeeper.upstream.openai import UpstreamPool
 
@@ -33,6 +36,8 @@ class Replica:
     exchanges: ChatExchanges
     responses: ResponsesService
     runtime: ReplicaRuntime
+    authenticator: Authenticator
+    limiter: RateLimiter
 
     async def aclose(self) -> None:
         """Release what the runtime does not own (after ``runtime.stop()``)."""
@@ -68,7 +73,8 @@ def build_replica(
     )
     # Surfaces' background parts: begun when ready, stopped before `stopped`, reported in
     # /api/status and /metrics.
-    components: tuple[Component, ...] = (recorder,)
+    authenticator = Authenticator(settings.auth, storage.store(ApiKeysStore))
+    components: tuple[Component, ...] = (recorder, authenticator)
     runtime = ReplicaRuntime(
         settings,
         storage,
@@ -89,5 +95,16 @@ def build_replica(
         storage, exchanges, retention_days=settings.responses.retention_days
     )
     return Replica(
-        settings, storage, engine, pool, recorder, metrics, chat, exchanges, responses, runtime
+        settings,
+        storage,
+        engine,
+        pool,
+        recorder,
+        metrics,
+        chat,
+        exchanges,
+        responses,
+        runtime,
+        authenticator,
+        MemoryLimiter(),
     )

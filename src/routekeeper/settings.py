@@ -25,6 +25,7 @@ from routekeeper.routing.config import (
     SignalsConfig,
     routing_problems,
 )
+from routekeeper.sections.auth import AuthSettings, RedisSettings
 from routekeeper.sections.base import Section
 from routekeeper.sections.replay import ReplaySettings
 from routekeeper.sections.responses import ResponsesSettings
@@ -169,6 +170,16 @@ class Settings(BaseSettings):
     responses: ResponsesSettings = Field(
         default_factory=ResponsesSettings,
         description="Stored responses of /v1/responses: how long they are kept.",
+    )
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings,
+        description="API keys: whether requests need one, how replicas check them, audit "
+        "retention.",
+    )
+    redis: RedisSettings = Field(
+        default_factory=RedisSettings,
+        description="The one Redis setting (optional): revocations and rate limits across "
+        "replicas.",
     )
 
     @model_validator(mode="after")

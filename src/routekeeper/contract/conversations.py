@@ -43,9 +43,10 @@ class ConversationItemRecord:
 
 @dataclass(frozen=True)
 class ConversationFilters:
-    """What ``GET /api/conversations`` selects; every filter is backed by an index."""
+    """What ``GET /api/conversations`` selects; every filter is backed by an index.
+    ``tenant_id`` None: every tenant (an admin key's view)."""
 
-    tenant_id: str = "default"
+    tenant_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 

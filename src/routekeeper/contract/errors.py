@@ -7,6 +7,9 @@ edges translate them into these, and the API layers turn these into one envelope
     ├── NotFound                    a named entity does not exist              (404)
     │   └── ModelNotFound           a model neither configured nor an auto name (404)
     ├── InvalidRequest              bad input from a client                    (400)
+    ├── Unauthenticated             no usable API key                          (401)
+    ├── Forbidden                   the key's role may not call this route     (403)
+    ├── RateLimited                 the key's requests per minute are used up  (429)
     ├── NotReady                    the replica is not ready to serve yet      (503)
     ├── ShuttingDown                the shutdown budget ended the request      (503)
     ├── UpstreamError               an upstream model failed (its own status, 502, 504;
@@ -111,6 +114,34 @@ class InvalidRequest(RoutekeeperError):
         self.param = param
         if code is not None:
             self.code = code
+
+
+class Unauthenticated(RoutekeeperError):
+    """A request without a usable API key (missing, malformed, unknown, revoked, expired)."""
+
+    code = "invalid_api_key"
+    status = 401
+
+    def headers(self) -> dict[str, str]:
+        return {"www-authenticate": "Bearer"}
+
+
+class Forbidden(RoutekeeperError):
+    code = "permission_denied"
+    status = 403
+
+
+class RateLimited(RoutekeeperError):
+    code = "rate_limit_exceeded"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self._headers = headers
+
+    def headers(self) -> dict[str, str]:
+        return {**self._headers, "retry-after": str(self.retry_after)}
 
 
 class StorageError(RoutekeeperError):

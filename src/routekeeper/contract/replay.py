@@ -68,9 +68,9 @@ class DropReason(enum.StrEnum):
 @dataclass(frozen=True)
 class ReplayFilters:
     """What a replay list or aggregate selects (``GET /api/replay``); the store backs every
-    filter with an index."""
+    filter with an index. ``tenant_id`` None: every tenant (an admin key's view)."""
 
-    tenant_id: str = "default"
+    tenant_id: str | None = None
     decision: str | None = None
     model: str | None = None
     lifecycle_state: LifecycleState | None = None
@@ -118,6 +118,8 @@ class ReplayRecord:
     response_body_truncated: bool = False
     response_id: str | None = None
     """The response a ``/v1/responses`` request created (stored or not)."""
+    key_id: str | None = None
+    """The API key the request was made with (None with ``auth.mode: none``)."""
 
 
 ROUTER_REPLAY = Surface(

@@ -92,9 +92,10 @@ class ResponseItemRecord:
 
 @dataclass(frozen=True)
 class ResponseFilters:
-    """What ``GET /api/responses`` selects; every filter is backed by an index."""
+    """What ``GET /api/responses`` selects; every filter is backed by an index.
+    ``tenant_id`` None: every tenant (an admin key's view)."""
 
-    tenant_id: str = "default"
+    tenant_id: str | None = None
     model: str | None = None
     status: ResponseStatus | None = None
     since: datetime | None = None

@@ -5,6 +5,7 @@ surfaces that exist in the code are registered. ``docs/state-inventory.md`` and
 
 from __future__ import annotations
 
+from routekeeper.contract.auth import API_KEYS, AUDIT_EVENTS
 from routekeeper.contract.conversations import CONVERSATION_ITEMS, CONVERSATIONS
 from routekeeper.contract.replay import ROUTER_REPLAY
 from routekeeper.contract.responses import RESPONSE_ITEMS, RESPONSES
@@ -20,5 +21,7 @@ SURFACES = SurfaceRegistry(
         RESPONSE_ITEMS,
         CONVERSATIONS,
         CONVERSATION_ITEMS,
+        API_KEYS,
+        AUDIT_EVENTS,
     )
 )

@@ -16,13 +16,20 @@ from collections.abc import Iterator
 from enum import Enum
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
+from routekeeper.contract.auth import TENANT_PATTERN
 from routekeeper.contract.errors import InvalidRequest
 
 _SEQUENCES = (list, set, frozenset, tuple)
+
+TenantParam = typing.Annotated[
+    str | None,
+    Query(pattern=TENANT_PATTERN, description="Only this tenant's rows (default: every tenant)."),
+]
+"""The ``tenant=`` filter of ``/api`` lists and aggregates (admin keys see every tenant)."""
 
 
 def _takes_many(annotation: Any) -> bool:

@@ -119,7 +119,10 @@ class ReplaySummaryOut(BaseModel):
     id: str
     request_id: str
     replica_id: str
-    tenant_id: str
+    tenant: str = Field(description="The tenant of the key the request was made with.")
+    key_id: str | None = Field(
+        None, description="The API key the request was made with (null with auth off)."
+    )
     endpoint: str
     session_id: str | None
     decision: str | None
@@ -148,6 +151,7 @@ class ReplaySummaryOut(BaseModel):
     @classmethod
     def of(cls, record: ReplayRecord) -> Self:
         data = asdict(record)
+        data["tenant"] = record.tenant_id
         data["lifecycle_state"] = str(record.lifecycle_state)
         data["terminal_reason"] = str(record.terminal_reason) if record.terminal_reason else None
         return cls(**{k: v for k, v in data.items() if k in cls.model_fields})

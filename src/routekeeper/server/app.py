@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from routekeeper import __version__
 from routekeeper.compose import Replica, build_replica
+from routekeeper.contract.auth import Access
 from routekeeper.dashboard.routes import conversations as conversations_api_routes
 from routekeeper.dashboard.routes import replay as replay_routes
 from routekeeper.dashboard.routes import responses as responses_api_routes
@@ -22,6 +23,7 @@ from routekeeper.dashboard.services.conversations import ConversationQueries
 from routekeeper.dashboard.services.replay import ReplayQueries
 from routekeeper.dashboard.services.responses import ResponseQueries
 from routekeeper.dashboard.services.status import StatusQueries
+from routekeeper.http.access import Guard, RateLimitHeaders, document_access, key_check
 from routekeeper.http.errors import install_error_handlers
 from routekeeper.http.limits import BodySizeLimit
 from routekeeper.router.routes import conversations as conversations_routes
@@ -72,7 +74,10 @@ def app_for(replica: Replica) -> FastAPI:
     app.state.replica = replica  # for tools and tests; routes get their services passed in
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=replica.settings.server.max_request_bytes)
+    if replica.authenticator.enabled:
+        app.add_middleware(RateLimitHeaders)
     include_routes(app, replica)
+    document_access(app)
     return app
 
 
@@ -85,28 +90,39 @@ def _without_native_telemetry() -> dict[str, Any]:
 
 
 def include_routes(app: FastAPI, replica: Replica) -> None:
-    """The route list: each router factory gets the services its routes use. The hot paths,
-    ``POST /v1/chat/completions`` and ``POST /v1/responses``, come first as plain routes
-    (matched before any router, no dependency resolution); their API routes in ``v1`` and
-    ``responses`` describe them in /openapi.json."""
+    """The route list, and each router's access (declared here, once per route: a test
+    checks every route has exactly one guard). Each router factory gets the services its
+    routes use. The hot paths, ``POST /v1/chat/completions`` and ``POST /v1/responses``, come
+    first as plain routes (matched before any router, no dependency resolution: they call
+    their guard themselves); their API routes in ``v1`` and ``responses`` describe them in
+    /openapi.json."""
+    check = key_check(replica.authenticator.authenticate, replica.limiter.hit)
+    open_, member, admin = (Guard(level, check) for level in Access)
+    metrics_access = admin if replica.settings.auth.metrics == "admin" else open_
     app.add_route(
         "/v1/chat/completions",
-        v1_routes.chat_completion_endpoint(replica.exchanges),
+        v1_routes.chat_completion_endpoint(replica.exchanges, member),
         methods=["POST"],
         include_in_schema=False,
     )
     app.add_route(
         "/v1/responses",
-        responses_routes.create_response_endpoint(replica.responses),
+        responses_routes.create_response_endpoint(replica.responses, member),
         methods=["POST"],
         include_in_schema=False,
     )
-    app.include_router(ops.router(replica.runtime, replica.metrics))
-    app.include_router(v1_routes.router(replica.exchanges))
-    app.include_router(responses_routes.router(replica.responses))
-    app.include_router(conversations_routes.router(ConversationsService(replica.storage)))
-    app.include_router(status_routes.router(StatusQueries(replica.runtime)))
-    app.include_router(routing_routes.router(replica.engine))
-    app.include_router(replay_routes.router(ReplayQueries(replica.storage)))
-    app.include_router(responses_api_routes.router(ResponseQueries(replica.storage)))
-    app.include_router(conversations_api_routes.router(ConversationQueries(replica.storage)))
+    conversations = ConversationsService(replica.storage)
+    routers = [
+        (ops.router(replica.runtime), open_),
+        (ops.metrics_router(replica.metrics), metrics_access),
+        (v1_routes.router(replica.exchanges), member),
+        (responses_routes.router(replica.responses), member),
+        (conversations_routes.router(conversations), member),
+        (status_routes.router(StatusQueries(replica.runtime)), admin),
+        (routing_routes.router(replica.engine), admin),
+        (replay_routes.router(ReplayQueries(replica.storage)), admin),
+        (responses_api_routes.router(ResponseQueries(replica.storage)), admin),
+        (conversations_api_routes.router(ConversationQueries(replica.storage)), admin),
+    ]
+    for router, guard in routers:
+        app.include_router(router, dependencies=[Depends(guard)])

@@ -1,4 +1,4 @@
-"""Liveness and readiness, for process supervisors and load balancers."""
+"""Liveness and readiness, for process supervisors and load balancers; Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from routekeeper.router.services.metrics import RouterMetrics
 from routekeeper.runtime.replica import ReplicaRuntime
 
 
-def router(runtime: ReplicaRuntime, metrics: RouterMetrics) -> APIRouter:
-    """``/livez``, ``/readyz`` and ``/metrics`` of ``runtime``."""
+def router(runtime: ReplicaRuntime) -> APIRouter:
+    """``/livez`` and ``/readyz`` of ``runtime`` (always open)."""
     routes = APIRouter(tags=["ops"])
 
     @routes.get("/livez", operation_id="livez")
@@ -38,6 +38,13 @@ def router(runtime: ReplicaRuntime, metrics: RouterMetrics) -> APIRouter:
         if runtime.error:
             body["error"] = runtime.error
         return JSONResponse(body, status_code=200 if runtime.ready else 503)
+
+    return routes
+
+
+def metrics_router(metrics: RouterMetrics) -> APIRouter:
+    """``/metrics`` (open, or admin keys only: ``auth.metrics``)."""
+    routes = APIRouter(tags=["ops"])
 
     @routes.get("/metrics", operation_id="metrics", response_class=Response)
     async def get_metrics() -> Response:

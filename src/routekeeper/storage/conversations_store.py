@@ -340,7 +340,9 @@ class ConversationsStore(SurfaceStore):
     ) -> Page[ConversationRecord]:
         """Conversations by id (newest first by default), keyset pages."""
         c = conversations.c
-        query = select(conversations).where(c.tenant_id == filters.tenant_id)
+        query = select(conversations)
+        if filters.tenant_id is not None:
+            query = query.where(c.tenant_id == filters.tenant_id)
         if filters.since is not None:
             query = query.where(c.created_at >= filters.since)
         if filters.until is not None:

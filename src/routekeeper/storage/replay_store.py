@@ -118,14 +118,10 @@ class ReplayStore(SurfaceStore):
 
         return await self.db.run_write(write, settle=not backlog)
 
-    async def get(self, record_id: str, *, tenant_id: str = "default") -> ReplayRecord:
-        return await self._one(
-            router_replay,
-            record_id,
-            _record,
-            "replay record",
-            where=router_replay.c.tenant_id == tenant_id,
-        )
+    async def get(self, record_id: str, *, tenant_id: str | None = None) -> ReplayRecord:
+        """One record (of ``tenant_id`` when given; None: any tenant)."""
+        where = router_replay.c.tenant_id == tenant_id if tenant_id is not None else None
+        return await self._one(router_replay, record_id, _record, "replay record", where=where)
 
     async def list_records(
         self,
@@ -151,7 +147,8 @@ class ReplayStore(SurfaceStore):
         self, filters: ReplayFilters, percentiles: Sequence[float] = (0.5, 0.95, 0.99)
     ) -> dict[str, Any]:
         """Counts by decision (pass-through requests under ``PASS_THROUGH``, as in
-        ``/metrics``), model and lifecycle state, token and cost sums (``cost`` is ``None``
+        ``/metrics``), model and lifecycle state; usage (requests, total tokens, cost) by
+        tenant and by API key (``(none)``: auth off); token and cost sums (``cost`` is ``None``
         when no matching record has one), and latency
         percentiles of ``total_ms`` (continuous, as PostgreSQL's percentile_cont; on SQLite
         by ORDER BY ... OFFSET at the two ranks around each percentile), all in SQL."""
@@ -195,6 +192,20 @@ class ReplayStore(SurfaceStore):
             }
             # SUM over only NULLs is NULL on both dialects: no known cost is not a cost of 0.
             out["cost"] = None if sums[4] is None else float(sums[4])
+            for key, column in (("by_tenant", c.tenant_id), ("by_key", c.key_id)):
+                usage = apply_filters(
+                    filters,
+                    select(column, func.count(), func.sum(c.total_tokens), func.sum(c.cost)),
+                    self.db.dialect,
+                ).group_by(column)
+                out[key] = {
+                    str(value) if value is not None else "(none)": {
+                        "requests": int(n),
+                        "tokens": int(tokens or 0),
+                        "cost": None if cost is None else float(cost),
+                    }
+                    for value, n, tokens, cost in await conn.execute(usage)
+                }
             out["latency_ms"] = await self._percentiles(conn, filters, percentiles)
         return out
 
@@ -286,7 +297,8 @@ def summary_query(filters: ReplayFilters, dialect: Dialect) -> Any:
 def apply_filters(filters: ReplayFilters, query: Any, dialect: Dialect) -> Any:
     """``query`` with the filters' WHERE clauses (each one backed by an index)."""
     c = router_replay.c
-    query = query.where(c.tenant_id == filters.tenant_id)
+    if filters.tenant_id is not None:
+        query = query.where(c.tenant_id == filters.tenant_id)
     if filters.decision is not None:
         query = query.where(c.decision == filters.decision)
     if filters.model is not None:

@@ -482,7 +482,8 @@ class ResponsesStore(SurfaceStore):
 
 def apply_filters(filters: ResponseFilters, query: Any, dialect: Dialect) -> Any:
     c = responses.c
-    query = query.where(c.tenant_id == filters.tenant_id)
+    if filters.tenant_id is not None:
+        query = query.where(c.tenant_id == filters.tenant_id)
     if filters.model is not None:
         query = query.where(c.model == filters.model)
     if filters.status is not None:

@@ -13,9 +13,10 @@ from pydantic import BaseModel
 from routekeeper.contract.conversations import ConversationFilters, ConversationRecord
 from routekeeper.contract.ids import id_pattern
 from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, SortOrder
-from routekeeper.dashboard.query import api_router
+from routekeeper.dashboard.query import TenantParam, api_router
 from routekeeper.dashboard.routes.replay import time_window
 from routekeeper.dashboard.services.conversations import ConversationQueries
+from routekeeper.http.access import Caller
 from routekeeper.http.pages import Limit, ListPage, Order
 
 ConversationCursor = Annotated[
@@ -27,7 +28,7 @@ class ConversationOut(BaseModel):
     """A conversation in a list: its identity, metadata and how many positions it used."""
 
     id: str
-    tenant_id: str
+    tenant: str
     created_at: datetime
     metadata: dict[str, Any]
     next_position: int
@@ -36,7 +37,7 @@ class ConversationOut(BaseModel):
     def of(cls, record: ConversationRecord) -> ConversationOut:
         return cls(
             id=record.id,
-            tenant_id=record.tenant_id,
+            tenant=record.tenant_id,
             created_at=record.created_at,
             metadata=record.metadata,
             next_position=record.next_position,
@@ -44,12 +45,14 @@ class ConversationOut(BaseModel):
 
 
 def conversation_filters(
+    caller: Caller,
+    tenant: TenantParam = None,
     since: Annotated[datetime | None, Query(description="Created at or after (ISO).")] = None,
     until: Annotated[datetime | None, Query(description="Created before (ISO).")] = None,
 ) -> ConversationFilters:
     """Times without a zone are UTC; ``since`` after ``until`` is a 400."""
     since, until = time_window(since, until)
-    return ConversationFilters(since=since, until=until)
+    return ConversationFilters(tenant_id=caller.tenant_filter(tenant), since=since, until=until)
 
 
 def router(queries: ConversationQueries) -> APIRouter:

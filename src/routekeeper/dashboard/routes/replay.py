@@ -11,9 +11,10 @@ from routekeeper.contract.errors import InvalidRequest
 from routekeeper.contract.ids import id_pattern
 from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, SortOrder
 from routekeeper.contract.replay import LifecycleState, ReplayFilters
-from routekeeper.dashboard.query import api_router
+from routekeeper.dashboard.query import TenantParam, api_router
 from routekeeper.dashboard.schemas import ReplayOut, ReplaySummaryOut
 from routekeeper.dashboard.services.replay import ReplayQueries
+from routekeeper.http.access import Caller
 from routekeeper.http.pages import Limit, ListPage, Order
 
 REPLAY_ID = id_pattern("rpl")
@@ -22,6 +23,8 @@ Name = Annotated[str | None, Query(min_length=1, max_length=256)]
 
 
 def replay_filters(
+    caller: Caller,
+    tenant: TenantParam = None,
     decision: Name = None,
     model: Annotated[
         str | None, Query(min_length=1, max_length=128, description="Selected model.")
@@ -39,6 +42,7 @@ def replay_filters(
     ``since`` after ``until`` is a 400 (it could only ever match nothing)."""
     since, until = time_window(since, until)
     return ReplayFilters(
+        tenant_id=caller.tenant_filter(tenant),
         decision=decision,
         model=model,
         lifecycle_state=lifecycle_state,
@@ -118,16 +122,22 @@ def router(queries: ReplayQueries) -> APIRouter:
     )
     async def get_replay_session(
         session_id: Annotated[str, Path(min_length=1, max_length=256)],
+        caller: Caller,
+        tenant: TenantParam = None,
         limit: Limit = 100,
         after: ReplayCursor = None,
     ) -> ListPage[ReplaySummaryOut]:
         """A session's records (by its ``x-session-id``) in the order they started."""
-        page = await queries.session(session_id, limit=limit, after=after)
+        page = await queries.session(
+            session_id, tenant_id=caller.tenant_filter(tenant), limit=limit, after=after
+        )
         return ListPage.of(page, ReplaySummaryOut.of)
 
     @routes.get("/{replay_id}", operation_id="get_replay", response_model=ReplayOut)
-    async def get_replay(replay_id: Annotated[str, Path(pattern=REPLAY_ID)]) -> ReplayOut:
+    async def get_replay(
+        replay_id: Annotated[str, Path(pattern=REPLAY_ID)], caller: Caller
+    ) -> ReplayOut:
         """One record, with captured bodies when its decision captured them."""
-        return ReplayOut.of(await queries.get(replay_id))
+        return ReplayOut.of(await queries.get(replay_id, tenant_id=caller.tenant_filter(None)))
 
     return routes

@@ -12,9 +12,10 @@ from pydantic import BaseModel
 from routekeeper.contract.ids import id_pattern
 from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, SortOrder
 from routekeeper.contract.responses import ResponseFilters, ResponseRecord, ResponseStatus
-from routekeeper.dashboard.query import api_router
+from routekeeper.dashboard.query import TenantParam, api_router
 from routekeeper.dashboard.routes.replay import time_window
 from routekeeper.dashboard.services.responses import ResponseQueries
+from routekeeper.http.access import Caller
 from routekeeper.http.pages import Limit, ListPage, Order
 
 ResponseCursor = Annotated[
@@ -26,7 +27,7 @@ class ResponseSummaryOut(BaseModel):
     """A stored response in a list: its state and identity, not its content."""
 
     id: str
-    tenant_id: str
+    tenant: str
     replica_id: str
     status: str
     model: str
@@ -44,7 +45,7 @@ class ResponseSummaryOut(BaseModel):
     def of(cls, record: ResponseRecord) -> ResponseSummaryOut:
         return cls(
             id=record.id,
-            tenant_id=record.tenant_id,
+            tenant=record.tenant_id,
             replica_id=record.replica_id,
             status=record.status.value,
             model=record.model,
@@ -61,6 +62,8 @@ class ResponseSummaryOut(BaseModel):
 
 
 def response_filters(
+    caller: Caller,
+    tenant: TenantParam = None,
     model: Annotated[
         str | None, Query(min_length=1, max_length=256, description="The model asked for.")
     ] = None,
@@ -75,7 +78,12 @@ def response_filters(
     """Times without a zone are UTC; ``since`` after ``until`` is a 400."""
     since, until = time_window(since, until)
     return ResponseFilters(
-        model=model, status=status, since=since, until=until, conversation_id=conversation
+        tenant_id=caller.tenant_filter(tenant),
+        model=model,
+        status=status,
+        since=since,
+        until=until,
+        conversation_id=conversation,
     )
 
 

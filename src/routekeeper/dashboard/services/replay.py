@@ -32,12 +32,15 @@ class ReplayQueries:
         return await self.store.aggregate(filters)
 
     async def session(
-        self, session_id: str, *, limit: int, after: str | None = None
+        self, session_id: str, *, tenant_id: str | None, limit: int, after: str | None = None
     ) -> Page[ReplayRecord]:
-        """A session's records in the order they started."""
+        """A session's records in the order they started (of one tenant, or every one)."""
         return await self.store.list_records(
-            ReplayFilters(session_id=session_id), limit=limit, order=SortOrder.ASC, after=after
+            ReplayFilters(session_id=session_id, tenant_id=tenant_id),
+            limit=limit,
+            order=SortOrder.ASC,
+            after=after,
         )
 
-    async def get(self, replay_id: str) -> ReplayRecord:
-        return await self.store.get(replay_id)
+    async def get(self, replay_id: str, *, tenant_id: str | None) -> ReplayRecord:
+        return await self.store.get(replay_id, tenant_id=tenant_id)

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from routekeeper.contract.errors import InvalidRequest
 from routekeeper.contract.ids import id_pattern
 from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SortOrder
+from routekeeper.http.access import Caller
 from routekeeper.http.body import decode_json_body
 from routekeeper.http.errors import ensure_json_safe
 from routekeeper.router.services.conversations import MAX_ITEMS, ConversationsService
@@ -50,27 +51,31 @@ def router(conversations: ConversationsService) -> APIRouter:
         operation_id="create_conversation",
         openapi_extra=_body_schema({"items": _ITEMS, "metadata": _METADATA}, []),
     )
-    async def create_conversation(request: Request) -> dict[str, Any]:
+    async def create_conversation(request: Request, caller: Caller) -> dict[str, Any]:
         """A conversation with up to 20 first items and metadata."""
-        return await conversations.create(await _json(request))
+        return await conversations.create(await _json(request), tenant=caller.tenant)
 
     @routes.get("/conversations/{conversation_id}", operation_id="retrieve_conversation")
-    async def retrieve_conversation(conversation_id: str) -> dict[str, Any]:
-        return await conversations.get(conversation_id)
+    async def retrieve_conversation(conversation_id: str, caller: Caller) -> dict[str, Any]:
+        return await conversations.get(conversation_id, tenant=caller.tenant)
 
     @routes.post(
         "/conversations/{conversation_id}",
         operation_id="update_conversation",
         openapi_extra=_body_schema({"metadata": _METADATA}, ["metadata"]),
     )
-    async def update_conversation(conversation_id: str, request: Request) -> dict[str, Any]:
+    async def update_conversation(
+        conversation_id: str, request: Request, caller: Caller
+    ) -> dict[str, Any]:
         """Replace the conversation's metadata."""
-        return await conversations.update(conversation_id, await _json(request))
+        return await conversations.update(
+            conversation_id, await _json(request), tenant=caller.tenant
+        )
 
     @routes.delete("/conversations/{conversation_id}", operation_id="delete_conversation")
-    async def delete_conversation(conversation_id: str) -> dict[str, Any]:
+    async def delete_conversation(conversation_id: str, caller: Caller) -> dict[str, Any]:
         """Delete the conversation and its items."""
-        return await conversations.delete(conversation_id)
+        return await conversations.delete(conversation_id, tenant=caller.tenant)
 
     @routes.post(
         "/conversations/{conversation_id}/items",
@@ -78,15 +83,18 @@ def router(conversations: ConversationsService) -> APIRouter:
         openapi_extra=_body_schema({"items": {**_ITEMS, "minItems": 1}}, ["items"]),
     )
     async def create_items(
-        conversation_id: str, request: Request, include: Include = None
+        conversation_id: str, request: Request, caller: Caller, include: Include = None
     ) -> dict[str, Any]:
         """Append 1-20 items at the end of the conversation, together."""
         _no_include(include)
-        return await conversations.add_items(conversation_id, await _json(request))
+        return await conversations.add_items(
+            conversation_id, await _json(request), tenant=caller.tenant
+        )
 
     @routes.get("/conversations/{conversation_id}/items", operation_id="list_conversation_items")
     async def list_items(
         conversation_id: str,
+        caller: Caller,
         after: ItemCursor = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
         order: SortOrder = SortOrder.DESC,
@@ -95,25 +103,27 @@ def router(conversations: ConversationsService) -> APIRouter:
         """The conversation's items in order (newest first by default); ``after`` is the
         ``last_id`` of the page before."""
         _no_include(include)
-        return await conversations.items(conversation_id, after=after, limit=limit, order=order)
+        return await conversations.items(
+            conversation_id, tenant=caller.tenant, after=after, limit=limit, order=order
+        )
 
     @routes.get(
         "/conversations/{conversation_id}/items/{item_id}",
         operation_id="retrieve_conversation_item",
     )
     async def retrieve_item(
-        conversation_id: str, item_id: str, include: Include = None
+        conversation_id: str, item_id: str, caller: Caller, include: Include = None
     ) -> dict[str, Any]:
         _no_include(include)
-        return await conversations.item(conversation_id, item_id)
+        return await conversations.item(conversation_id, item_id, tenant=caller.tenant)
 
     @routes.delete(
         "/conversations/{conversation_id}/items/{item_id}",
         operation_id="delete_conversation_item",
     )
-    async def delete_item(conversation_id: str, item_id: str) -> dict[str, Any]:
+    async def delete_item(conversation_id: str, item_id: str, caller: Caller) -> dict[str, Any]:
         """Delete one item; answers with the conversation."""
-        return await conversations.delete_item(conversation_id, item_id)
+        return await conversations.delete_item(conversation_id, item_id, tenant=caller.tenant)
 
     return routes
 

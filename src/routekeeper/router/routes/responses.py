@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 from routekeeper.contract.errors import InvalidRequest, NotReady
 from routekeeper.contract.ids import id_pattern
 from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SortOrder
+from routekeeper.http.access import Caller, Guard, caller
 from routekeeper.http.body import decode_json_body
 from routekeeper.http.errors import ensure_json_safe
 from routekeeper.router.routes.v1 import (
@@ -29,10 +30,10 @@ ItemCursor = Annotated[
 ]
 
 
-def create_response_endpoint(responses: ResponsesService) -> Endpoint:
+def create_response_endpoint(responses: ResponsesService, guard: Guard | None = None) -> Endpoint:
     """``POST /v1/responses``. Like chat completions, the app mounts it as a plain route ahead
-    of every router (no per-request dependency resolution); ``router()`` declares the same
-    endpoint for /openapi.json."""
+    of every router (no per-request dependency resolution) with its ``guard``; ``router()``
+    declares the same endpoint for /openapi.json."""
 
     async def create_response(request: Request) -> Response:
         """Create a model response: routed like a chat completion, stored (``store``, default
@@ -43,6 +44,7 @@ def create_response_endpoint(responses: ResponsesService) -> Endpoint:
             raise NotReady(
                 f"routekeeper is not ready yet (phase: {responses.phase}); retry shortly"
             )
+        principal = await guard.admit(request) if guard is not None else caller(request)
         session_id = session_id_header(request)
         body = decode_json_body(await request.body(), request.headers)
         ensure_json_safe(body)
@@ -52,6 +54,7 @@ def create_response_endpoint(responses: ResponsesService) -> Endpoint:
             session_id=session_id,
             started=started,
             disconnected=disconnect_waiter(request),
+            principal=principal,
         )
         return encoded_exchange(request, exchange)
 
@@ -77,21 +80,23 @@ def router(responses: ResponsesService) -> APIRouter:
     @routes.get("/responses/{response_id}", operation_id="retrieve_response")
     async def retrieve_response(
         response_id: str,
+        caller: Caller,
         stream: Annotated[bool | None, Query()] = None,
         include: Annotated[list[str] | None, Query(alias="include[]")] = None,
     ) -> dict[str, Any]:
         """A stored response (404 when unknown, deleted, expired or never stored)."""
         _no_extras(stream, include)
-        return await responses.get(response_id)
+        return await responses.get(response_id, tenant=caller.tenant)
 
     @routes.delete("/responses/{response_id}", operation_id="delete_response")
-    async def delete_response(response_id: str) -> dict[str, Any]:
+    async def delete_response(response_id: str, caller: Caller) -> dict[str, Any]:
         """Delete a stored response and its items."""
-        return await responses.delete(response_id)
+        return await responses.delete(response_id, tenant=caller.tenant)
 
     @routes.get("/responses/{response_id}/input_items", operation_id="list_input_items")
     async def list_input_items(
         response_id: str,
+        caller: Caller,
         after: ItemCursor = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
         order: SortOrder = SortOrder.DESC,
@@ -99,7 +104,9 @@ def router(responses: ResponsesService) -> APIRouter:
     ) -> dict[str, Any]:
         """The response's input items, newest first by default; ``after`` is an item id."""
         _no_extras(None, include)
-        return await responses.input_items(response_id, after=after, limit=limit, order=order)
+        return await responses.input_items(
+            response_id, tenant=caller.tenant, after=after, limit=limit, order=order
+        )
 
     return routes
 

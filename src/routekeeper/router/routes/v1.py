@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from routekeeper import sse
 from routekeeper.contract.errors import InvalidRequest, ModelNotFound, NotReady
+from routekeeper.http.access import Guard, caller
 from routekeeper.http.body import decode_json_body
 from routekeeper.http.errors import contract_error_response, ensure_json_safe
 from routekeeper.router.services.chat_request import chat_request_schema, validate_chat_request
@@ -59,10 +60,11 @@ def encoded_exchange(request: Request, exchange: Exchange) -> Response:
     return Response(status_code=CLIENT_CLOSED_REQUEST)  # the client is gone
 
 
-def chat_completion_endpoint(exchanges: ChatExchanges) -> Endpoint:
+def chat_completion_endpoint(exchanges: ChatExchanges, guard: Guard | None = None) -> Endpoint:
     """``POST /v1/chat/completions``. The app mounts it as a plain route ahead of every router
-    (no per-request dependency resolution on the hot path); ``router()`` declares the same
-    endpoint for /openapi.json."""
+    (no per-request dependency resolution on the hot path), with the ``guard`` it calls
+    itself; ``router()`` declares the same endpoint for /openapi.json (there the router's
+    guard admits the request)."""
 
     async def create_chat_completion(request: Request) -> Response:
         """OpenAI's Chat Completions: routed (an auto model name) or passed through (a configured
@@ -75,6 +77,7 @@ def chat_completion_endpoint(exchanges: ChatExchanges) -> Endpoint:
             raise NotReady(
                 f"routekeeper is not ready yet (phase: {exchanges.phase}); retry shortly"
             )
+        principal = await guard.admit(request) if guard is not None else caller(request)
         session_id = session_id_header(request)
         payload = validate_chat_request(decode_json_body(await request.body(), request.headers))
         ensure_json_safe(payload)
@@ -84,6 +87,7 @@ def chat_completion_endpoint(exchanges: ChatExchanges) -> Endpoint:
             session_id=session_id,
             started=started,
             disconnected=disconnect_waiter(request),
+            principal=principal,
         )
         return encoded_exchange(request, exchange)
 

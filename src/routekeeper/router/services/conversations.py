@@ -3,7 +3,8 @@ conversations, add, list, retrieve and delete their items, and what a turn of
 ``POST /v1/responses`` with ``conversation`` needs (:func:`turn_conversation`,
 :meth:`ConversationsService.history`). Items are checked by the Responses input parser, so a
 conversation accepts exactly the items a response's input does. Every conversation belongs to
-the tenant ``default`` until API keys exist; conversations are kept until deleted."""
+the tenant of the key that created it (``default`` with auth off), and every call names the
+tenant it acts for; conversations are kept until deleted."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from routekeeper.storage.conversations_store import ConversationsStore, conversa
 from routekeeper.storage.state import StateStorage
 from routekeeper.storage.types import utcnow
 
-TENANT = "default"
 MAX_ITEMS = 20
 """Items one create or add request may carry (OpenAI's limit)."""
 
@@ -111,68 +111,76 @@ class ConversationsService:
         if not has_prefix(conversation_id, "conv"):
             raise conversation_not_found(conversation_id)
 
-    async def create(self, body: Any) -> dict[str, Any]:
+    async def create(self, body: Any, *, tenant: str) -> dict[str, Any]:
         """A new conversation with its first items (at most 20) and metadata, committed
         before it is answered."""
         body = _body(body, ("items", "metadata"))
         metadata = metadata_of(body.get("metadata"))
         items = _items(body.get("items"), required=False)
         record = ConversationRecord(
-            id=new_id("conv"), created_at=utcnow(), metadata=metadata, tenant_id=TENANT
+            id=new_id("conv"), created_at=utcnow(), metadata=metadata, tenant_id=tenant
         )
         record, _ = await self.store.create(record, items)
         return conversation_object(record)
 
-    async def get(self, conversation_id: str) -> dict[str, Any]:
+    async def get(self, conversation_id: str, *, tenant: str) -> dict[str, Any]:
         self._check(conversation_id)
-        return conversation_object(await self.store.get(conversation_id, tenant_id=TENANT))
+        return conversation_object(await self.store.get(conversation_id, tenant_id=tenant))
 
-    async def update(self, conversation_id: str, body: Any) -> dict[str, Any]:
+    async def update(self, conversation_id: str, body: Any, *, tenant: str) -> dict[str, Any]:
         """Replace the metadata (``metadata`` is required; null clears it)."""
         body = _body(body, ("metadata",))
         if "metadata" not in body:
             raise _fail("metadata", "is required")
         metadata = metadata_of(body["metadata"])
         self._check(conversation_id)
-        record = await self.store.update_metadata(conversation_id, metadata, tenant_id=TENANT)
+        record = await self.store.update_metadata(conversation_id, metadata, tenant_id=tenant)
         return conversation_object(record)
 
-    async def delete(self, conversation_id: str) -> dict[str, Any]:
+    async def delete(self, conversation_id: str, *, tenant: str) -> dict[str, Any]:
         """Delete the conversation and its items (the responses of its turns stay)."""
         self._check(conversation_id)
-        await self.store.delete(conversation_id, tenant_id=TENANT)
+        await self.store.delete(conversation_id, tenant_id=tenant)
         return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
-    async def add_items(self, conversation_id: str, body: Any) -> dict[str, Any]:
+    async def add_items(self, conversation_id: str, body: Any, *, tenant: str) -> dict[str, Any]:
         """Append 1-20 items together at the end; the list of the new items."""
         body = _body(body, ("items",))
         items = _items(body.get("items"), required=True)
         self._check(conversation_id)
-        return _list(await self.store.add_items(conversation_id, items, tenant_id=TENANT))
+        return _list(await self.store.add_items(conversation_id, items, tenant_id=tenant))
 
     async def items(
-        self, conversation_id: str, *, after: str | None, limit: int, order: SortOrder
+        self,
+        conversation_id: str,
+        *,
+        tenant: str,
+        after: str | None,
+        limit: int,
+        order: SortOrder,
     ) -> dict[str, Any]:
         """One page of the conversation's items in position order (``after``: an item id)."""
         self._check(conversation_id)
         page = await self.store.items(
-            conversation_id, tenant_id=TENANT, limit=limit, order=order, after=after
+            conversation_id, tenant_id=tenant, limit=limit, order=order, after=after
         )
         return _list(list(page.data), has_more=page.has_more)
 
-    async def item(self, conversation_id: str, item_id: str) -> dict[str, Any]:
+    async def item(self, conversation_id: str, item_id: str, *, tenant: str) -> dict[str, Any]:
         self._check(conversation_id)
-        found = await self.store.item(conversation_id, item_id, tenant_id=TENANT)
+        found = await self.store.item(conversation_id, item_id, tenant_id=tenant)
         return found.data
 
-    async def delete_item(self, conversation_id: str, item_id: str) -> dict[str, Any]:
+    async def delete_item(
+        self, conversation_id: str, item_id: str, *, tenant: str
+    ) -> dict[str, Any]:
         """Delete one item; answers with the conversation (OpenAI's shape)."""
         self._check(conversation_id)
-        record = await self.store.delete_item(conversation_id, item_id, tenant_id=TENANT)
+        record = await self.store.delete_item(conversation_id, item_id, tenant_id=tenant)
         return conversation_object(record)
 
-    async def history(self, conversation_id: str) -> list[dict[str, Any]]:
+    async def history(self, conversation_id: str, *, tenant: str) -> list[dict[str, Any]]:
         """A turn's context: the conversation's items as committed now, in order (NotFound,
         ``param: conversation``, when there is no such conversation)."""
         self._check(conversation_id)
-        return [i.data for i in await self.store.history(conversation_id, tenant_id=TENANT)]
+        return [i.data for i in await self.store.history(conversation_id, tenant_id=tenant)]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from routekeeper import sse
+from routekeeper.contract.auth import ANONYMOUS, Principal
 from routekeeper.contract.errors import RoutekeeperError, ShuttingDown
 from routekeeper.contract.strict_json import loads_strict
 from routekeeper.router.services.chat import ChatPlan, ChatService
@@ -188,6 +189,7 @@ class ChatExchanges:
         relay: Relay = CHAT,
         endpoint: str = "/v1/chat/completions",
         response_id: str | None = None,
+        principal: Principal = ANONYMOUS,
     ) -> Exchange:
         """Serve one request (a chat completion, or another shape through ``relay``). Raises
         the contract's errors of the request itself (an unknown model); every failure after
@@ -204,6 +206,7 @@ class ChatExchanges:
             client_body=payload,
             endpoint=endpoint,
             response_id=response_id,
+            principal=principal,
         )
         route = _routing_headers(plan)
         try:

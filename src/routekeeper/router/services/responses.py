@@ -1,7 +1,8 @@
 """The Responses service: create (the chain's context, then the chat exchange with a
 :class:`ResponseRelay`), retrieve, delete and list a response's input items. Stored responses
 older than ``responses.retention_days`` are gone at once (a 404), before retention deletes
-them. Every response belongs to the tenant ``default`` until API keys exist."""
+them. Every response belongs to the tenant of the key that created it, and is found only
+with a key of that tenant (``default`` with auth off)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from routekeeper.contract.auth import ANONYMOUS, Principal
 from routekeeper.contract.errors import NotFound
 from routekeeper.contract.ids import has_prefix, new_id
 from routekeeper.contract.pages import SortOrder
@@ -28,7 +30,6 @@ from routekeeper.storage.responses_store import ResponsesStore
 from routekeeper.storage.state import StateStorage
 from routekeeper.storage.types import utcnow
 
-TENANT = "default"
 ENDPOINT = "/v1/responses"
 
 
@@ -73,6 +74,7 @@ class ResponsesService:
         session_id: str | None,
         started: float,
         disconnected: Callable[[], Awaitable[None]],
+        principal: Principal = ANONYMOUS,
     ) -> Exchange:
         """Check the request, build the turn's context (this turn's instructions, every
         earlier turn's input and output in order, then the new input) and run it through the
@@ -81,6 +83,7 @@ class ResponsesService:
         InvalidRequest (400), NotFound (an unknown, deleted, expired or unstored previous
         response, or one its chain reaches; an unknown or deleted conversation: 404)."""
         request = parse_request(body)
+        tenant = principal.tenant
         conversation = turn_conversation(body)
         messages: list[dict[str, Any]] = []
         if request.instructions is not None:
@@ -88,14 +91,14 @@ class ResponsesService:
         previous = request.previous_response_id
         earlier: list[dict[str, Any]] = []  # the context's chat messages
         if conversation is not None:
-            earlier = chat_messages(await self.conversations.history(conversation))
+            earlier = chat_messages(await self.conversations.history(conversation, tenant=tenant))
         if previous is not None:
             if not has_prefix(previous, "resp"):
                 raise _previous_not_found(previous)
             try:
                 earlier = await self.store.context(
                     previous,
-                    tenant_id=TENANT,
+                    tenant_id=tenant,
                     not_before=self._not_before(),
                     convert=_chat_messages,
                 )
@@ -112,7 +115,7 @@ class ResponsesService:
                 position=position,
                 kind=ItemKind.INPUT,
                 data={"id": item_id, **item},
-                tenant_id=TENANT,
+                tenant_id=tenant,
             )
             for position, (item_id, item) in enumerate(zip(ids, request.items, strict=True))
         ]
@@ -130,7 +133,7 @@ class ResponsesService:
             model=request.model,
             created_at=utcnow(),
             request={**request.echo, "instructions": request.instructions},
-            tenant_id=TENANT,
+            tenant_id=tenant,
             previous_response_id=previous,
             conversation_id=conversation,
         )
@@ -144,33 +147,40 @@ class ResponsesService:
             relay=relay,
             endpoint=ENDPOINT,
             response_id=response_id,
+            principal=principal,
         )
 
     def _check_id(self, response_id: str) -> None:
         if not has_prefix(response_id, "resp"):
             raise NotFound(f"No response found with id '{response_id}'.")
 
-    async def get(self, response_id: str) -> dict[str, Any]:
+    async def get(self, response_id: str, *, tenant: str) -> dict[str, Any]:
         self._check_id(response_id)
         record, items = await self.store.get(
-            response_id, tenant_id=TENANT, not_before=self._not_before()
+            response_id, tenant_id=tenant, not_before=self._not_before()
         )
         return response_object(record, [i.data for i in items if i.kind is ItemKind.OUTPUT])
 
-    async def delete(self, response_id: str) -> dict[str, Any]:
+    async def delete(self, response_id: str, *, tenant: str) -> dict[str, Any]:
         self._check_id(response_id)
-        await self.store.delete(response_id, tenant_id=TENANT, not_before=self._not_before())
+        await self.store.delete(response_id, tenant_id=tenant, not_before=self._not_before())
         return {"id": response_id, "object": "response.deleted", "deleted": True}
 
     async def input_items(
-        self, response_id: str, *, after: str | None, limit: int, order: SortOrder
+        self,
+        response_id: str,
+        *,
+        tenant: str,
+        after: str | None,
+        limit: int,
+        order: SortOrder,
     ) -> dict[str, Any]:
         """One page of the response's own input items (not those of the responses it
         continues), OpenAI's list shape."""
         self._check_id(response_id)
         page = await self.store.input_items(
             response_id,
-            tenant_id=TENANT,
+            tenant_id=tenant,
             not_before=self._not_before(),
             limit=limit,
             order=order,

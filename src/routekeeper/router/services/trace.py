@@ -9,6 +9,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from routekeeper.contract.auth import ANONYMOUS, Principal
 from routekeeper.contract.ids import new_id
 from routekeeper.contract.replay import LifecycleState, ReplayRecord, TerminalReason
 from routekeeper.router.services.chat import ChatPlan
@@ -45,6 +46,7 @@ class RequestTrace:
         client_body: dict[str, Any] | None = None,
         endpoint: str = "/v1/chat/completions",
         response_id: str | None = None,
+        principal: Principal = ANONYMOUS,
     ) -> None:
         self.plan = plan
         self.recorder = recorder
@@ -86,6 +88,8 @@ class RequestTrace:
             signals=dict(signals),
             routing_ms=round((self.routed - started) * 1000, 3),
             response_id=response_id,
+            tenant_id=principal.tenant,
+            key_id=principal.key_id,
             **captured,
         )
         recorder.start(self.record)

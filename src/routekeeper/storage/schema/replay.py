@@ -44,11 +44,15 @@ router_replay = Table(
     Column("prompt_text", ClientText, nullable=True),
     # The response a /v1/responses request created (stored or not).
     Column("response_id", ClientString(40), nullable=True),
+    # The API key the request was made with (None with auth off).
+    Column("key_id", ClientString(40), nullable=True),
     Index("ix_router_replay_tenant_id_id", "tenant_id", "id"),
-    Index("ix_router_replay_decision_id", "decision", "id"),
-    Index("ix_router_replay_selected_model_id", "selected_model", "id"),
-    Index("ix_router_replay_lifecycle_state_id", "lifecycle_state", "id"),
-    Index("ix_router_replay_session_id_id", "session_id", "id"),
+    # Each list filter's index is in id order (a list over every tenant walks it), with the
+    # tenant after the id (a list of one tenant checks it without reading other rows).
+    Index("ix_router_replay_decision_id_tenant_id", "decision", "id", "tenant_id"),
+    Index("ix_router_replay_selected_model_id_tenant_id", "selected_model", "id", "tenant_id"),
+    Index("ix_router_replay_lifecycle_state_id_tenant_id", "lifecycle_state", "id", "tenant_id"),
+    Index("ix_router_replay_session_id_id_tenant_id", "session_id", "id", "tenant_id"),
     Index("ix_router_replay_started_at", "started_at"),
     # Recovery finds what a dead replica left in flight without scanning finished records.
     Index(
