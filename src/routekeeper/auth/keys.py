@@ -158,6 +158,10 @@ class Authenticator:
             if entry.key is not None and entry.key.id == key_id:
                 del self._cache[secret_hash]
 
+    async def revoked(self, key_id: str) -> None:
+        """A revocation was committed (here): refuse the key at once on this replica."""
+        self.forget(key_id)
+
     def _note_revoked_use(self, key: ApiKeyRecord, at: datetime) -> None:
         last = self._revoked_noted.get(key.id)
         now = time.monotonic()

@@ -83,6 +83,20 @@ FormatOption = Annotated[
 UrlOption = Annotated[
     str, typer.Option(help="Base URL of a running replica.", envvar="ROUTEKEEPER_URL")
 ]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        help="An admin API key for a server with auth.mode: api_key.",
+        envvar="ROUTEKEEPER_API_KEY",
+        show_envvar=True,
+    ),
+]
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The ``Authorization`` header for ``--api-key`` (none without one)."""
+    return {"authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 def print_json(value: Any) -> None:

@@ -12,9 +12,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from routekeeper.cli.common import (
+    ApiKeyOption,
     FormatOption,
     OutputFormat,
     UrlOption,
+    auth_headers,
     console,
     fail,
     print_json,
@@ -31,9 +33,11 @@ def _format(format: OutputFormat, as_json: bool) -> OutputFormat:
     return OutputFormat.json if as_json else format
 
 
-def _get(url: str, path: str, params: dict[str, Any] | None = None) -> Any:
+def _get(url: str, path: str, params: dict[str, Any] | None = None, *, api_key: str | None) -> Any:
     try:
-        response = httpx.get(f"{url.rstrip('/')}{path}", params=params, timeout=10)
+        response = httpx.get(
+            f"{url.rstrip('/')}{path}", params=params, headers=auth_headers(api_key), timeout=10
+        )
     except httpx.HTTPError as exc:
         fail(f"cannot reach {url}: {exc}")
     if response.status_code != 200:
@@ -77,6 +81,7 @@ def _table(records: list[dict[str, Any]]) -> Table:
 @app.command("list")
 def list_cmd(
     url: UrlOption = "http://127.0.0.1:8080",
+    api_key: ApiKeyOption = None,
     limit: Annotated[
         int, typer.Option(min=1, max=100, help="How many records to show (1-100).")
     ] = 20,
@@ -130,7 +135,7 @@ def list_cmd(
         }.items()
         if v is not None
     }
-    page = _get(url, "/api/replay", params)
+    page = _get(url, "/api/replay", params, api_key=api_key)
     if _format(format, as_json) is OutputFormat.json:
         print_json(page)
         return
@@ -143,11 +148,12 @@ def list_cmd(
 def show_cmd(
     replay_id: Annotated[str, typer.Argument(help="A replay id (rpl_...).")],
     url: UrlOption = "http://127.0.0.1:8080",
+    api_key: ApiKeyOption = None,
     format: FormatOption = OutputFormat.table,
     as_json: JsonAlias = False,
 ) -> None:
     """One record with every field, captured bodies included (GET /api/replay/{id})."""
-    record = _get(url, f"/api/replay/{replay_id}")
+    record = _get(url, f"/api/replay/{replay_id}", api_key=api_key)
     if _format(format, as_json) is OutputFormat.json:
         print_json(record)
         return
@@ -163,6 +169,7 @@ def show_cmd(
 @app.command("tail")
 def tail_cmd(
     url: UrlOption = "http://127.0.0.1:8080",
+    api_key: ApiKeyOption = None,
     interval: Annotated[float, typer.Option(help="Seconds between polls.", min=0.1)] = 1.0,
     count: Annotated[
         int | None,
@@ -174,7 +181,7 @@ def tail_cmd(
     """Follow new records as they are stored, oldest first (Ctrl-C to stop); json prints one
     record per line."""
     as_lines = _format(format, as_json) is OutputFormat.json
-    newest = _get(url, "/api/replay", {"limit": 1})
+    newest = _get(url, "/api/replay", {"limit": 1}, api_key=api_key)
     after = newest["first_id"]
     shown = 0
     try:
@@ -182,7 +189,7 @@ def tail_cmd(
             params: dict[str, Any] = {"order": "asc", "limit": 100}
             if after:
                 params["after"] = after
-            page = _get(url, "/api/replay", params)
+            page = _get(url, "/api/replay", params, api_key=api_key)
             if page["data"]:
                 records = page["data"][: None if count is None else count - shown]
                 if as_lines:

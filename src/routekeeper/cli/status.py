@@ -11,9 +11,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from routekeeper.cli.common import (
+    ApiKeyOption,
     FormatOption,
     OutputFormat,
     UrlOption,
+    auth_headers,
     console,
     fail,
     print_json,
@@ -63,12 +65,15 @@ def render_status(body: dict[str, Any]) -> None:
 
 def status(
     url: UrlOption = "http://127.0.0.1:8080",
+    api_key: ApiKeyOption = None,
     format: FormatOption = OutputFormat.table,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 5.0,
 ) -> None:
     """Show the replicas and state surfaces a running routekeeper reports."""
     try:
-        response = httpx.get(f"{url.rstrip('/')}/api/status", timeout=timeout)
+        response = httpx.get(
+            f"{url.rstrip('/')}/api/status", headers=auth_headers(api_key), timeout=timeout
+        )
     except httpx.HTTPError as exc:
         fail(f"cannot reach {url}: {exc}")
     if response.status_code != 200:

@@ -15,11 +15,13 @@ from routekeeper import __version__
 from routekeeper.compose import Replica, build_replica
 from routekeeper.contract.auth import Access
 from routekeeper.dashboard.routes import conversations as conversations_api_routes
+from routekeeper.dashboard.routes import keys as keys_routes
 from routekeeper.dashboard.routes import replay as replay_routes
 from routekeeper.dashboard.routes import responses as responses_api_routes
 from routekeeper.dashboard.routes import routing as routing_routes
 from routekeeper.dashboard.routes import status as status_routes
 from routekeeper.dashboard.services.conversations import ConversationQueries
+from routekeeper.dashboard.services.keys import KeyAdmin
 from routekeeper.dashboard.services.replay import ReplayQueries
 from routekeeper.dashboard.services.responses import ResponseQueries
 from routekeeper.dashboard.services.status import StatusQueries
@@ -123,6 +125,7 @@ def include_routes(app: FastAPI, replica: Replica) -> None:
         (replay_routes.router(ReplayQueries(replica.storage)), admin),
         (responses_api_routes.router(ResponseQueries(replica.storage)), admin),
         (conversations_api_routes.router(ConversationQueries(replica.storage)), admin),
+        (keys_routes.router(KeyAdmin(replica.storage, replica.authenticator.revoked)), admin),
     ]
     for router, guard in routers:
         app.include_router(router, dependencies=[Depends(guard)])
