@@ -70,6 +70,7 @@ from urllib.parse import urlsplit
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bench_keys import AUTH_ENV, create_key
 from cpu_accounting import (
     CLK_TCK,
     ceiling,
@@ -90,6 +91,9 @@ from routekeeper.testing import ServerProcess
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "routekeeper.yaml"
 MODES = ("acknowledged", "batch")
+AUTH_TARGET = "acknowledged_api_key"
+AUTH_ADDED_TARGET_MS = 0.2
+"""``auth.mode: api_key`` may add at most this to the c=1 p50 (median of the rounds)."""
 MESSAGES = [{"role": "user", "content": "benchmark me"}]
 TTFB_REQUESTS = 300
 WORKERS_RATIO_TARGET = 1.4
@@ -188,6 +192,7 @@ WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = [==[%s]==]
 wrk.headers["Content-Type"] = "application/json"
+%s
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -254,11 +259,13 @@ def wrk(
     seconds: float,
     pid: int | None,
     upstream_pid: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Run:
     """wrk's figures with the CPU the serve tree (``pid``), the fake upstream process and
     wrk itself spent over the run."""
+    extra = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {}).items())
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT % json.dumps(body))
+        script.write(WRK_SCRIPT % (json.dumps(body), extra))
     try:
         cpu_before = tree_cpu_seconds(pid) if pid else None
         upstream_before = process_cpu_seconds(upstream_pid) if upstream_pid else None
@@ -312,13 +319,17 @@ def wrk(
 # -- this script's own client (TTFB; c=1 without wrk) -----------------------------------------
 
 
-async def _ttfb(url: str, body: dict[str, Any], requests: int) -> list[float]:
+async def _ttfb(
+    url: str, body: dict[str, Any], requests: int, headers: dict[str, str]
+) -> list[float]:
     """Milliseconds from sending a streaming request to its first body byte, one connection."""
     parts = urlsplit(url)
     payload = json.dumps(body).encode()
     head = (
         f"POST {parts.path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "\r\n"
     ).encode()
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     times: list[float] = []
@@ -348,10 +359,12 @@ async def _ttfb(url: str, body: dict[str, Any], requests: int) -> list[float]:
     return times
 
 
-def ttfb(url: str, body: dict[str, Any], requests: int) -> Run:
+def ttfb(
+    url: str, body: dict[str, Any], requests: int, headers: dict[str, str] | None = None
+) -> Run:
     machine_before = cpu_times()
     started = time.perf_counter()
-    times = sorted(asyncio.run(_ttfb(url, body, requests)))
+    times = sorted(asyncio.run(_ttfb(url, body, requests, headers or {})))
     return Run(
         requests=len(times),
         seconds=time.perf_counter() - started,
@@ -405,6 +418,9 @@ class Target:
     c1: list[Run] = field(default_factory=list)
     stream: list[Run] = field(default_factory=list)
     c32: list[Run] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    """Sent with every request (the member key of an ``api_key`` server)."""
+    auth_c1: list[Run] = field(default_factory=list)
 
     @property
     def pid(self) -> int | None:
@@ -448,15 +464,35 @@ def start_server(
     name: str,
     mode: str,
     extra_args: list[str],
+    auth: bool = False,
 ) -> Target:
+    """A server on its own workspace; ``auth``: with ``auth.mode: api_key``, a member key
+    for the requests and an admin key for the harness's ``/api/status`` reads."""
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"rk-bench-{name}-")))
     path = tmp / "routekeeper.yaml"
     path.write_text(yaml.safe_dump(example_config(upstream, mode)))
-    server = BenchServer(workspace=tmp / "ws", config=path, extra_args=extra_args)
+    headers: dict[str, str] = {}
+    admin = None
+    if auth:
+        member = create_key(path, tmp / "ws", tenant="bench", role="member")
+        admin = create_key(path, tmp / "ws", tenant="bench", role="admin")
+        headers["Authorization"] = f"Bearer {member}"
+    server = BenchServer(
+        workspace=tmp / "ws",
+        config=path,
+        extra_args=extra_args,
+        env=AUTH_ENV if auth else None,
+        admin_key=admin,
+    )
     stack.enter_context(server)
     # The example's sqlite backend: `state.db` in the workspace.
     return Target(
-        name, f"{server.url}/v1/chat/completions", "auto", server, tmp / "ws" / "state.db"
+        name,
+        f"{server.url}/v1/chat/completions",
+        "auto",
+        server,
+        tmp / "ws" / "state.db",
+        headers=headers,
     )
 
 
@@ -585,6 +621,16 @@ def servers(
             start_server(stack, upstream, name=mode, mode=mode, extra_args=args.serve_arg)
             for mode in MODES
         ]
+        targets.append(
+            start_server(
+                stack,
+                upstream,
+                name=AUTH_TARGET,
+                mode="acknowledged",
+                extra_args=args.serve_arg,
+                auth=True,
+            )
+        )
         if workers_missing is None:
             targets.append(
                 start_server(
@@ -606,6 +652,9 @@ def main() -> None:
         "--durable-seconds", type=float, default=60.0, help="the c=32 run whose records count"
     )
     parser.add_argument("--workers", type=int, default=2, help="the multi-worker server")
+    parser.add_argument(
+        "--auth-rounds", type=int, default=5, help="interleaved c=1 rounds, auth off and on"
+    )
     parser.add_argument(
         "--serve-arg", action="append", default=[], help="passed to every serve command"
     )
@@ -668,6 +717,7 @@ def main() -> None:
                         seconds=args.seconds,
                         pid=target.pid,
                         upstream_pid=upstream.pid,
+                        headers=target.headers,
                     ),
                 )
             )
@@ -675,8 +725,15 @@ def main() -> None:
         # Warm-up: connections, caches, the SQLite file.
         for target in everyone:
             if not wrk_missing:
-                wrk(target.url, target.body(stream=False), connections=32, seconds=1, pid=None)
-            ttfb(target.url, target.body(stream=True), 50)
+                wrk(
+                    target.url,
+                    target.body(stream=False),
+                    connections=32,
+                    seconds=1,
+                    pid=None,
+                    headers=target.headers,
+                )
+            ttfb(target.url, target.body(stream=True), 50, target.headers)
 
         rounds([baseline, *one_worker], args.rounds, c1)
         emit(
@@ -687,6 +744,7 @@ def main() -> None:
                 **{t.name: summary(t.c1, baseline.c1) for t in one_worker},
             }
         )
+        emit(auth_figure(baseline, modes, args.auth_rounds, args.seconds, wrk_missing))
         rounds([baseline, *one_worker], args.rounds, stream)
         emit(
             {
@@ -780,6 +838,49 @@ def main() -> None:
                 "idle_busy_percent": idle,
             }
         )
+
+
+def auth_figure(
+    baseline: Target, modes: list[Target], count: int, seconds: float, wrk_missing: str | None
+) -> dict[str, Any]:
+    """c=1 of the ``acknowledged`` server with auth off and the same with ``auth.mode:
+    api_key`` (a member key on every request), ``count`` interleaved rounds with the
+    baseline: each one's added p50, and the median over rounds of on minus off."""
+    line: dict[str, Any] = {"figure": "auth", "rounds": count}
+    if wrk_missing:
+        return {**line, "skipped": wrk_missing}
+    off = next(t for t in modes if t.name == "acknowledged")
+    on = next(t for t in modes if t.name == AUTH_TARGET)
+
+    def measure(target: Target) -> None:
+        body = target.body(stream=False)
+        target.auth_c1.append(
+            counted(
+                target,
+                lambda: wrk(
+                    target.url,
+                    body,
+                    connections=1,
+                    seconds=seconds,
+                    pid=None,
+                    headers=target.headers,
+                ),
+            )
+        )
+
+    rounds([baseline, off, on], count, measure)
+    extra = med([a.p50_ms - b.p50_ms for a, b in zip(on.auth_c1, off.auth_c1, strict=True)])
+    return {
+        **line,
+        "auth_off": summary(off.auth_c1, baseline.auth_c1),
+        "auth_on": summary(on.auth_c1, baseline.auth_c1),
+        "errors_auth_on": sum(r.errors for r in on.auth_c1),
+        "auth_added_p50_ms": {
+            "value": extra,
+            "target": AUTH_ADDED_TARGET_MS,
+            "met": None if extra is None else extra <= AUTH_ADDED_TARGET_MS,
+        },
+    }
 
 
 def workers_ratio(one: Target, many: Target | None) -> dict[str, Any] | None:

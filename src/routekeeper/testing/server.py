@@ -83,6 +83,7 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
         workers: int | None = None,
+        admin_key: str | None = None,
     ) -> None:
         self.workspace = Path(workspace)
         self.config = config
@@ -93,6 +94,8 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
         self.workers = workers
+        self.admin_key = admin_key
+        """Sent with this harness's own ``/api`` calls (a server with ``auth.mode: api_key``)."""
 
     @property
     def url(self) -> str:
@@ -170,12 +173,15 @@ class ServerProcess:
         publishes there from ready on)."""
         if not self.workers or self.workers < 2:
             return True
-        response = httpx.get(f"{self.url}/api/status", timeout=5.0)
+        response = httpx.get(f"{self.url}/api/status", headers=self._auth(), timeout=5.0)
         if response.status_code != 200:
             return False
         body = response.json()
         seen = max(len(row.get("workers") or {}) for row in body["surfaces"])
         return bool(body["phase"] == "ready" and seen == self.workers)
+
+    def _auth(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.admin_key}"} if self.admin_key else {}
 
     def list_all(self, path: str, **params: Any) -> list[dict[str, Any]]:
         """Every item of an ``/api`` list (``/api/replay``, ...), following its cursor."""
@@ -183,7 +189,9 @@ class ServerProcess:
         after: str | None = None
         while True:
             query = {"limit": 100, **params, **({"after": after} if after else {})}
-            response = httpx.get(f"{self.url}{path}", params=query, timeout=30)
+            response = httpx.get(
+                f"{self.url}{path}", params=query, headers=self._auth(), timeout=30
+            )
             if response.status_code != 200:
                 raise ServerError(f"GET {path} -> {response.status_code}: {response.text}")
             page = response.json()
@@ -195,7 +203,7 @@ class ServerProcess:
     def surface_status(self, surface: str) -> dict[str, Any]:
         """The surface's row of ``/api/status`` (``component`` holds what its background
         component reports, e.g. the replay writer's counters)."""
-        response = httpx.get(f"{self.url}/api/status", timeout=30)
+        response = httpx.get(f"{self.url}/api/status", headers=self._auth(), timeout=30)
         if response.status_code != 200:
             raise ServerError(f"GET /api/status -> {response.status_code}: {response.text}")
         for row in response.json()["surfaces"]:
