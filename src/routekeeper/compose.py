@@ -4,11 +4,15 @@ web framework. The HTTP app (``routekeeper.server.app``) serves it; a process wi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from routekeeper.auth.keys import Authenticator
 from routekeeper.auth.limits import MemoryLimiter, RateLimiter
+from routekeeper.auth.limits_redis import RedisLimiter
+from routekeeper.auth.limits_workspace import FILE_NAME, WorkspaceLimiter
 from routekeeper.router.services.chat import ChatService
 from routekeeper.router.services.exchange import ChatExchanges
 from routekeeper.router.services.metrics import RouterMetrics
@@ -22,6 +26,8 @@ from routekeeper.settings import Settings
 from routekeeper.storage.keys_store import ApiKeysStore
 from routekeeper.storage.state import StateStorage
 from routekeeper.upstream.openai import UpstreamPool
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,7 +50,32 @@ class Replica:
         try:
             await self.pool.aclose()
         finally:
-            await self.engine.aclose()
+            try:
+                await self.engine.aclose()
+            finally:
+                await self.limiter.aclose()
+
+
+def build_limiter(settings: Settings, *, workers: bool) -> RateLimiter:
+    """Where this process counts its keys' requests per minute: in Redis when ``redis.url``
+    is set (every replica on every machine shares one count), else in the workspace's
+    limits file when this process is one of the ``workers`` of a ``serve --workers N`` (the
+    workers of the serve share it), else in memory (this process is the only one serving
+    its keys). In ``state.mode: shared`` without Redis each replica counts on its own: a
+    key's limit then holds per replica, which is logged at start."""
+    if settings.auth.mode != "api_key":
+        return MemoryLimiter()  # no key, no limit: never consulted
+    if settings.redis.url is not None:
+        return RedisLimiter(settings.redis.url)
+    if settings.state.mode == "shared":
+        log.warning(
+            "rate limits hold per replica: state.mode is shared and redis.url is not set, so "
+            "each replica counts its keys' requests on its own (set redis.url to share one "
+            "count)"
+        )
+    if workers:
+        return WorkspaceLimiter(settings.resolve_path(Path(FILE_NAME)))
+    return MemoryLimiter()
 
 
 def build_replica(
@@ -84,7 +115,10 @@ def build_replica(
         components=components,
         board=board,
     )
-    metrics = RouterMetrics(components, collectors=(StorageMetrics(storage),), board=board)
+    limiter = build_limiter(settings, workers=board is not None)
+    metrics = RouterMetrics(
+        components, collectors=(StorageMetrics(storage), limiter.counts), board=board
+    )
     if board is not None:
         board.attach(runtime.id, components, metrics.registry.collect)
     chat = ChatService(settings, engine, pool)
@@ -106,5 +140,5 @@ def build_replica(
         responses,
         runtime,
         authenticator,
-        MemoryLimiter(),
+        limiter,
     )
