@@ -12,6 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 REQUIRE_SERVICES_ENV = "ROUTEKEEPER_REQUIRE_SERVICES"
 TEST_POSTGRES_DSN_ENV = "ROUTEKEEPER_TEST_POSTGRES_DSN"
 DEFAULT_TEST_POSTGRES_DSN = "postgresql://127.0.0.1:5432/test"
+TEST_REDIS_URL_ENV = "ROUTEKEEPER_TEST_REDIS_URL"
+DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def services_required() -> bool:
@@ -76,3 +78,24 @@ def shared_postgres_state(dsn: str, **backend: Any) -> dict[str, Any]:
         "default_backend": "pg",
         "backends": {"pg": {"type": "postgres", "dsn": dsn, **backend}},
     }
+
+
+def redis_url() -> str:
+    """The Redis the tests use (``ROUTEKEEPER_TEST_REDIS_URL``). Tests share it: what they
+    write there is named by random ids (a key's id), never by a fixed name."""
+    return os.environ.get(TEST_REDIS_URL_ENV, DEFAULT_TEST_REDIS_URL)
+
+
+def redis_unavailable_reason(url: str | None = None) -> str | None:
+    """None when the test Redis answers PING, else why not."""
+    try:
+        import redis
+    except ImportError:
+        return "redis is not installed (pip install 'routekeeper[redis]')"
+    url = url or redis_url()
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3) as client:
+            client.ping()
+    except Exception as exc:  # any failure means: not usable for tests
+        return f"Redis at {url} is not reachable: {exc}"
+    return None

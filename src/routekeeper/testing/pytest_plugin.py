@@ -24,6 +24,8 @@ from routekeeper.testing import parallel
 from routekeeper.testing.backends import (
     fresh_postgres_database,
     postgres_unavailable_reason,
+    redis_unavailable_reason,
+    redis_url,
     services_required,
     shared_postgres_state,
 )
@@ -72,6 +74,18 @@ def postgres_dsn() -> Iterator[str]:
     require_postgres()
     with fresh_postgres_database() as dsn:
         yield dsn
+
+
+@pytest.fixture(name="redis_url")
+def redis_url_fixture() -> str:
+    """The URL of the test Redis (skips without it, unless ``ROUTEKEEPER_REQUIRE_SERVICES=1``
+    makes it fail). Mark such tests ``redis``."""
+    reason = redis_unavailable_reason()
+    if reason is not None:
+        if services_required():
+            pytest.fail(f"{reason} (ROUTEKEEPER_REQUIRE_SERVICES=1)", pytrace=False)
+        pytest.skip(reason)
+    return redis_url()
 
 
 @pytest.fixture(
