@@ -12,15 +12,19 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from routekeeper.auth.limits import MemoryLimiter, RateLimiter
 from routekeeper.auth.limits_redis import RedisLimiter
 from routekeeper.auth.limits_workspace import FILE_NAME, WorkspaceLimiter
+from routekeeper.compose import build_limiter
 from routekeeper.contract.auth import Principal, Role
 from routekeeper.contract.errors import RateLimited
 from routekeeper.contract.ids import new_id
+from routekeeper.settings import load_settings
+from routekeeper.testing.backends import shared_postgres_state
 from routekeeper.testing.server import free_port
 from routekeeper.testing.tcpproxy import TcpProxy
 
@@ -191,3 +195,45 @@ async def test_an_unreachable_redis_fails_open(caplog: pytest.LogCaptureFixture)
         assert "redis://:***@127.0.0.1" in caplog.text
     finally:
         await limiter.aclose()
+
+
+@pytest.mark.parametrize(
+    ("sections", "workers", "kind"),
+    [
+        ({}, False, "memory"),
+        ({"auth": {"mode": "api_key"}}, False, "memory"),
+        ({"auth": {"mode": "api_key"}}, True, "workspace"),
+        ({"auth": {"mode": "api_key"}, "redis": {"url": "redis://127.0.0.1:1/0"}}, False, "redis"),
+        ({"auth": {"mode": "api_key"}, "redis": {"url": "redis://127.0.0.1:1/0"}}, True, "redis"),
+    ],
+)
+async def test_compose_chooses_the_limiter_from_the_settings(
+    tmp_path: Path, sections: dict[str, Any], workers: bool, kind: str
+):
+    settings = load_settings(None, workspace=tmp_path / "ws", overrides=sections)
+    limiter = build_limiter(settings, workers=workers)
+    try:
+        assert limiter.kind == kind
+        if kind == "workspace":
+            assert isinstance(limiter, WorkspaceLimiter)
+            assert limiter.path == tmp_path / "ws" / FILE_NAME
+    finally:
+        await limiter.aclose()
+
+
+async def test_shared_mode_without_redis_says_limits_hold_per_replica(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    settings = load_settings(
+        None,
+        workspace=tmp_path / "ws",
+        overrides={
+            "auth": {"mode": "api_key"},
+            "state": shared_postgres_state("postgresql://127.0.0.1:5432/unused"),
+        },
+    )
+    with caplog.at_level(logging.WARNING):
+        limiter = build_limiter(settings, workers=False)
+    await limiter.aclose()
+    assert limiter.kind == "memory"
+    assert "rate limits hold per replica" in caplog.text
