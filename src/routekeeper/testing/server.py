@@ -93,6 +93,11 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
         self.workers = workers
+        self.api_key: str | None = None
+        """An admin key the helpers below send (``auth.mode: api_key``); set it once made."""
+
+    def _admin_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     @property
     def url(self) -> str:
@@ -170,7 +175,7 @@ class ServerProcess:
         publishes there from ready on)."""
         if not self.workers or self.workers < 2:
             return True
-        response = httpx.get(f"{self.url}/api/status", timeout=5.0)
+        response = httpx.get(f"{self.url}/api/status", headers=self._admin_headers(), timeout=5.0)
         if response.status_code != 200:
             return False
         body = response.json()
@@ -183,7 +188,9 @@ class ServerProcess:
         after: str | None = None
         while True:
             query = {"limit": 100, **params, **({"after": after} if after else {})}
-            response = httpx.get(f"{self.url}{path}", params=query, timeout=30)
+            response = httpx.get(
+                f"{self.url}{path}", params=query, headers=self._admin_headers(), timeout=30
+            )
             if response.status_code != 200:
                 raise ServerError(f"GET {path} -> {response.status_code}: {response.text}")
             page = response.json()
@@ -195,7 +202,7 @@ class ServerProcess:
     def surface_status(self, surface: str) -> dict[str, Any]:
         """The surface's row of ``/api/status`` (``component`` holds what its background
         component reports, e.g. the replay writer's counters)."""
-        response = httpx.get(f"{self.url}/api/status", timeout=30)
+        response = httpx.get(f"{self.url}/api/status", headers=self._admin_headers(), timeout=30)
         if response.status_code != 200:
             raise ServerError(f"GET /api/status -> {response.status_code}: {response.text}")
         for row in response.json()["surfaces"]:
