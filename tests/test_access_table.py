@@ -146,7 +146,11 @@ def server(tmp_path_factory):
 V1_CALLS = [
     ("GET", "/v1/models", None),
     ("GET", "/v1/models/scribe", None),
-    ("POST", "/v1/chat/completions", {"model": "scribe", "messages": [{"role": "user", "content": "hi"}]}),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"model": "scribe", "messages": [{"role": "user", "content": "hi"}]},
+    ),
     ("POST", "/v1/responses", {"model": "scribe", "input": "hi"}),
     ("GET", f"/v1/responses/{new_id('resp')}", None),
     ("POST", "/v1/conversations", {}),
@@ -162,7 +166,10 @@ def test_v1_refuses_every_unusable_key_with_401_invalid_api_key(server):
     keys = server.keys
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # the 1 s key's expiry is behind us
-        if _call(server, "GET", "/v1/models", None, f"Bearer {keys['expired'][1]}").status_code == 401:
+        if (
+            _call(server, "GET", "/v1/models", None, f"Bearer {keys['expired'][1]}").status_code
+            == 401
+        ):
             break
         time.sleep(0.1)
     unusable = {

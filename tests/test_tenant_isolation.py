@@ -68,7 +68,9 @@ def _state(kind: str, stack: list[Any]) -> dict[str, Any]:
     scope="module",
     params=[pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)],
 )
-def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
     root = tmp_path_factory.mktemp(f"isolation-{request.param}")
     stack: list[Any] = []
     with FakeUpstream(models=["m"]) as upstream:
@@ -137,8 +139,8 @@ def _call(
     client: httpx.Client, method: str, path: str, values: dict[str, str], body: Any
 ) -> httpx.Response:
     url = PARAM.sub(lambda m: values[m.group(1)], path)
-    return client.request(method, url, json=body) if body is not None else client.request(
-        method, url
+    return (
+        client.request(method, url, json=body) if body is not None else client.request(method, url)
     )
 
 

@@ -75,11 +75,7 @@ def route_access(route: BaseRoute | Any) -> list[Access]:
     dependencies (an API route) or the guard its endpoint calls itself (a plain route)."""
     original = getattr(route, "original_route", route)
     if isinstance(original, APIRoute):
-        return [
-            d.dependency.access
-            for d in route.dependencies
-            if isinstance(d.dependency, Guard)
-        ]
+        return [d.dependency.access for d in route.dependencies if isinstance(d.dependency, Guard)]
     if isinstance(original, Route):
         guard = getattr(original.endpoint, GUARD_ATTRIBUTE, None)
         return [guard.access] if isinstance(guard, Guard) else []
