@@ -134,8 +134,15 @@ def server(tmp_path_factory):
         )
         keys["expired"] = (done.stdout.splitlines()[0], done.stdout.splitlines()[-1])
         subprocess.run(
-            [*command, "revoke", keys["revoked"][0], "--workspace", str(workspace)]
-            + ["--config", str(config)],
+            [
+                *command,
+                "revoke",
+                keys["revoked"][0],
+                "--workspace",
+                str(workspace),
+                "--config",
+                str(config),
+            ],
             capture_output=True,
             check=True,
         )

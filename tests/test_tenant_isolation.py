@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -261,20 +260,30 @@ def test_each_tenant_reads_and_lists_only_its_own(world):
         assert sdk.conversations.retrieve(own["conversation"].id).metadata == {"owner": tenant}
         items = list(sdk.conversations.items.list(own["conversation"].id, order="asc"))
         assert [i.content[0].text for i in items] == [f"{tenant} talks", f"{tenant} again"]
-        for call in (
-            lambda: sdk.responses.retrieve(theirs["response"].id),
-            lambda: list(sdk.responses.input_items.list(theirs["response"].id)),
-            lambda: sdk.conversations.retrieve(theirs["conversation"].id),
-            lambda: list(sdk.conversations.items.list(theirs["conversation"].id)),
-            lambda: sdk.responses.delete(theirs["response"].id),
-            lambda: sdk.conversations.delete(theirs["conversation"].id),
-        ):
-            with pytest.raises(openai.NotFoundError):
-                call()
+        _all_not_found(sdk, theirs)
     # Nothing the other tenant tried changed anything.
     for tenant, sdk in sdks.items():
         assert sdk.responses.retrieve(made[tenant]["response"].id).status == "completed"
         assert sdk.conversations.retrieve(made[tenant]["conversation"].id).id
+
+
+def _all_not_found(sdk: openai.OpenAI, theirs: dict[str, Any]) -> None:
+    """Every read and delete of another tenant's response and conversation is a 404."""
+    response, conversation = theirs["response"].id, theirs["conversation"].id
+    for call in (
+        lambda: sdk.responses.retrieve(response),
+        lambda: list(sdk.responses.input_items.list(response)),
+        lambda: sdk.conversations.retrieve(conversation),
+        lambda: list(sdk.conversations.items.list(conversation)),
+        lambda: sdk.conversations.items.create(
+            conversation, items=[{"role": "user", "content": "intrude"}]
+        ),
+        lambda: sdk.conversations.update(conversation, metadata={"owner": "intruder"}),
+        lambda: sdk.responses.delete(response),
+        lambda: sdk.conversations.delete(conversation),
+    ):
+        with pytest.raises(openai.NotFoundError):
+            call()
 
 
 def _tenants_of(body: dict[str, Any]) -> tuple[set[str], set[str]]:
