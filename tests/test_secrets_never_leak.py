@@ -31,6 +31,7 @@ from routekeeper.testing.pytest_plugin import require_postgres
 from routekeeper.testing.tenancy import create_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+NAMES = ("admin", "member", "revoked", "unknown", "password")
 
 
 def _with_password(dsn: str, password: str) -> str:
@@ -200,7 +201,7 @@ def test_no_key_secret_or_dsn_password_appears_anywhere(tmp_path):
     leaks = [
         (name, text[max(0, text.index(s) - 200) : text.index(s) + 60])
         for text in seen
-        for name, s in zip(("admin", "member", "revoked", "unknown", "password"), secret_list)
+        for name, s in zip(NAMES, secret_list, strict=True)
         if s in text
     ]
     assert leaks == []

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request, routing
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from routekeeper.contract.auth import Access, Principal
@@ -70,9 +70,10 @@ def app_routes(app: FastAPI) -> Iterator[Any]:
     yield from contexts(app.routes) if contexts is not None else app.routes
 
 
-def route_access(route: BaseRoute | Any) -> list[Access]:
-    """The access levels ``route`` declares (exactly one on every route): its guards as
-    dependencies (an API route) or the guard its endpoint calls itself (a plain route)."""
+def route_access(route: Any) -> list[Access]:
+    """The access levels ``route`` (a route of :func:`app_routes`) declares, exactly one on
+    every route: its guards as dependencies (an API route, with its router's) or the guard
+    its endpoint calls itself (a plain route)."""
     original = getattr(route, "original_route", route)
     if isinstance(original, APIRoute):
         return [d.dependency.access for d in route.dependencies if isinstance(d.dependency, Guard)]
