@@ -482,7 +482,7 @@ def start_server(
         config=path,
         extra_args=extra_args,
         env=AUTH_ENV if auth else None,
-        admin_key=admin,
+        api_key=admin,
     )
     stack.enter_context(server)
     # The example's sqlite backend: `state.db` in the workspace.

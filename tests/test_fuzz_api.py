@@ -6,6 +6,7 @@ failure), and every /api 400 names the parameter it refuses."""
 import itertools
 from pathlib import Path
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +14,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from routekeeper.testing import ServerProcess
+from routekeeper.testing.tenancy import create_key
 
 pytestmark = pytest.mark.slow
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "routekeeper.yaml"
@@ -35,13 +37,13 @@ OPERATIONS = (
 )
 
 
-def fuzz(server, operation, mode, calls: dict[str, int]) -> None:
+def fuzz(server, operation, mode, calls: dict[str, int], headers=None) -> None:
     key = f"{operation.label} {mode.value}"
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
     def check(case):
-        response = case.call(base_url=server.url, timeout=30)
+        response = case.call(base_url=server.url, timeout=30, headers=headers)
         calls[key] = calls.get(key, 0) + 1
         assert response.status_code < 500, (
             f"{case.method} {case.path} -> {response.status_code}: {response.text[:500]}"
@@ -110,3 +112,40 @@ def test_no_server_errors(server):
         "POST /v1/conversations",
     ):
         assert calls[f"{label} positive"] >= 30 and calls[f"{label} negative"] >= 30, calls
+
+
+KEY_OPERATIONS = r"^/api/(keys|keys/[^/]+|keys/[^/]+/revoke|audit)$"
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzz-keys")
+    config = root / "config.yaml"
+    config.write_text(EXAMPLE.read_text() + "\nauth: {mode: api_key}\n")
+    _, secret = create_key(root / "ws", config, "ops", role="admin")
+    with ServerProcess(workspace=root / "ws", config=config) as server:
+        yield server, {"authorization": f"Bearer {secret}"}
+
+
+def test_no_server_errors_from_keys_and_audit_with_an_admin_key(auth_server):
+    server, admin = auth_server
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json", headers=admin).include(
+        path_regex=KEY_OPERATIONS
+    )
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {f"{op.method.upper()} {op.path}" for op in operations} == {
+        "POST /api/keys",
+        "GET /api/keys",
+        "GET /api/keys/{key_id}",
+        "POST /api/keys/{key_id}/revoke",
+        "GET /api/audit",
+    }
+    calls: dict[str, int] = {}
+    for operation, mode in itertools.product(operations, list(GenerationMode)):
+        fuzz(server, operation, mode, calls, headers=admin)
+    print(calls)
+    assert calls["POST /api/keys positive"] >= 30 and calls["POST /api/keys negative"] >= 30
+    assert calls["GET /api/audit positive"] >= 30, calls
+    # The admin key made keys and the audit log has their events (no 401 hid the calls).
+    keys = httpx.get(f"{server.url}/api/keys", headers=admin, params={"limit": 100}).json()
+    assert len(keys["data"]) > 10

@@ -1,6 +1,8 @@
-"""100k replay records, ANALYZE, then every list filter at page 1 and at page 1,000 must read
-through an index, never a full scan of router_replay (both dialects)."""
+"""100k replay records of 5 tenants, ANALYZE, then every list filter, alone and with
+``tenant=``, at page 1 and at page 1,000 must read through an index, never a full scan of
+router_replay (both dialects)."""
 
+import dataclasses
 import json
 import re
 import time
@@ -30,6 +32,7 @@ STATES = [LifecycleState.COMPLETED] * 17 + [
 def make(i: int) -> ReplayRecord:
     return ReplayRecord(
         id=new_id("rpl", now_ms=1_760_000_000_000 + i),
+        tenant_id=f"tenant_{i % 5}",
         request_id=f"req_{i}",
         replica_id=f"rep_{i % 7}",
         endpoint="/v1/chat/completions",
@@ -45,7 +48,7 @@ def make(i: int) -> ReplayRecord:
     )
 
 
-FILTERS = {
+ALONE = {
     "none": ReplayFilters(),
     "decision": ReplayFilters(decision="decision_3"),
     "model": ReplayFilters(model="model_5"),
@@ -54,19 +57,37 @@ FILTERS = {
     "since_until": ReplayFilters(since=T0 + timedelta(hours=5), until=T0 + timedelta(hours=20)),
     "q": ReplayFilters(q="topic70"),
 }
+# Every filter again as one tenant's key (or an admin's tenant=) asks for it.
+FILTERS = {
+    **ALONE,
+    **{
+        f"{name}+tenant": dataclasses.replace(filters, tenant_id="tenant_3")
+        for name, filters in ALONE.items()
+    },
+}
 
 
-# SQLite's planner is deterministic here: each filter walks its own (column, id) index. (On
+# SQLite's planner is deterministic here: each filter walks its own (column, id, tenant_id)
+# index, with tenant= too (the tenant is checked in the index); no filter walks the primary
+# key, one tenant alone its (tenant_id, id) index. (On
 # PostgreSQL the planner may prefer walking the primary key backwards from the cursor, which
 # reads about limit / selectivity rows; either way no sequential scan.)
 SQLITE_INDEX = {
-    "none": "ix_router_replay_tenant_id_id",
-    "decision": "ix_router_replay_decision_id",
-    "model": "ix_router_replay_selected_model_id",
-    "lifecycle_state": "ix_router_replay_lifecycle_state_id",
-    "session_id": "ix_router_replay_session_id_id",
+    "none": "sqlite_autoindex_router_replay_1",  # the primary key's index, in id order
+    "decision": "ix_router_replay_decision_id_tenant_id",
+    "model": "ix_router_replay_selected_model_id_tenant_id",
+    "lifecycle_state": "ix_router_replay_lifecycle_state_id_tenant_id",
+    "session_id": "ix_router_replay_session_id_id_tenant_id",
     "since_until": "ix_router_replay_started_at",
     "q": "fts5+rowid",
+    "none+tenant": "ix_router_replay_tenant_id_id",
+    "decision+tenant": "ix_router_replay_decision_id_tenant_id",
+    "model+tenant": "ix_router_replay_selected_model_id_tenant_id",
+    # one tenant in five is more selective here than one state in twenty
+    "lifecycle_state+tenant": "ix_router_replay_tenant_id_id",
+    "session_id+tenant": "ix_router_replay_session_id_id_tenant_id",
+    "since_until+tenant": "ix_router_replay_started_at",
+    "q+tenant": "fts5+rowid",
 }
 
 
@@ -125,7 +146,11 @@ async def test_every_filter_uses_an_index_at_page_1_and_1000(state_storage):
                     query, router_replay.c.id, limit=PAGE, order=SortOrder.DESC, after=after
                 )
                 plan = await plan_of(conn, db.dialect, paged)
-                used = [w for w in plan.replace('"', " ").split() if w.startswith(("ix_", "pk_"))]
+                used = [
+                    w
+                    for w in plan.replace('"', " ").split()
+                    if w.startswith(("ix_", "pk_", "sqlite_autoindex_"))
+                ]
                 if "USING INTEGER PRIMARY KEY" in plan and "VIRTUAL TABLE INDEX" in plan:
                     used.append("fts5+rowid")  # full-text hits, then rows by rowid
                 if full_scan(db.dialect, plan) or not used:

@@ -6,12 +6,13 @@ read it with :data:`Caller`. ``document_access`` shows each operation's access i
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, routing
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from routekeeper.contract.auth import Access, Principal
@@ -19,6 +20,8 @@ from routekeeper.contract.auth import Access, Principal
 Check = Callable[[Request, Access], Awaitable[Principal]]
 """Checks a request for an access level: the principal, or the contract's 401/403/429/503."""
 
+GUARD_ATTRIBUTE = "routekeeper_guard"
+"""Where a plain route's endpoint keeps the guard it calls itself (see :func:`guarded`)."""
 PRINCIPAL = "routekeeper.principal"
 RATE_HEADERS = "routekeeper.rate_limit_headers"
 """Where a guard leaves the principal and the rate-limit headers (the request scope)."""
@@ -53,9 +56,31 @@ def caller(request: Request) -> Principal:
 Caller = Annotated[Principal, Depends(caller)]
 
 
-def route_access(route: APIRoute) -> list[Access]:
-    """The access levels the guards of ``route`` declare (exactly one on every route)."""
-    return [d.dependency.access for d in route.dependencies if isinstance(d.dependency, Guard)]
+def guarded(endpoint: Callable[[Request], Awaitable[Any]], guard: Guard) -> None:
+    """Declare the guard a plain route's ``endpoint`` calls itself (no dependency reaches a
+    plain route), so :func:`route_access` reads it like a router's."""
+    setattr(endpoint, GUARD_ATTRIBUTE, guard)
+
+
+def app_routes(app: FastAPI) -> Iterator[Any]:
+    """Every route of ``app`` as it serves it, the routes of included routers with their
+    router's dependencies (FastAPI versions that keep included routers whole list them
+    through ``iter_route_contexts``; older ones copy them into ``app.routes``)."""
+    contexts = getattr(routing, "iter_route_contexts", None)
+    yield from contexts(app.routes) if contexts is not None else app.routes
+
+
+def route_access(route: Any) -> list[Access]:
+    """The access levels ``route`` (a route of :func:`app_routes`) declares, exactly one on
+    every route: its guards as dependencies (an API route, with its router's) or the guard
+    its endpoint calls itself (a plain route)."""
+    original = getattr(route, "original_route", route)
+    if isinstance(original, APIRoute):
+        return [d.dependency.access for d in route.dependencies if isinstance(d.dependency, Guard)]
+    if isinstance(original, Route):
+        guard = getattr(original.endpoint, GUARD_ATTRIBUTE, None)
+        return [guard.access] if isinstance(guard, Guard) else []
+    return []
 
 
 def document_access(app: FastAPI) -> None:
@@ -75,8 +100,10 @@ def document_access(app: FastAPI) -> None:
                 "description": "A routekeeper API key (rk_...); only with auth.mode: api_key.",
             }
         }
-        for route in app.routes:
-            if not isinstance(route, APIRoute) or not route.include_in_schema:
+        for route in app_routes(app):
+            if not isinstance(getattr(route, "original_route", route), APIRoute):
+                continue
+            if not route.include_in_schema:
                 continue
             levels = route_access(route)
             for method in route.methods or ():

@@ -83,7 +83,7 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
         workers: int | None = None,
-        admin_key: str | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.workspace = Path(workspace)
         self.config = config
@@ -94,8 +94,12 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
         self.workers = workers
-        self.admin_key = admin_key
-        """Sent with this harness's own ``/api`` calls (a server with ``auth.mode: api_key``)."""
+        self.api_key = api_key
+        """An admin key the helpers below send (``auth.mode: api_key``); given, or set once
+        made."""
+
+    def _admin_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     @property
     def url(self) -> str:
@@ -173,15 +177,12 @@ class ServerProcess:
         publishes there from ready on)."""
         if not self.workers or self.workers < 2:
             return True
-        response = httpx.get(f"{self.url}/api/status", headers=self._auth(), timeout=5.0)
+        response = httpx.get(f"{self.url}/api/status", headers=self._admin_headers(), timeout=5.0)
         if response.status_code != 200:
             return False
         body = response.json()
         seen = max(len(row.get("workers") or {}) for row in body["surfaces"])
         return bool(body["phase"] == "ready" and seen == self.workers)
-
-    def _auth(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.admin_key}"} if self.admin_key else {}
 
     def list_all(self, path: str, **params: Any) -> list[dict[str, Any]]:
         """Every item of an ``/api`` list (``/api/replay``, ...), following its cursor."""
@@ -190,7 +191,7 @@ class ServerProcess:
         while True:
             query = {"limit": 100, **params, **({"after": after} if after else {})}
             response = httpx.get(
-                f"{self.url}{path}", params=query, headers=self._auth(), timeout=30
+                f"{self.url}{path}", params=query, headers=self._admin_headers(), timeout=30
             )
             if response.status_code != 200:
                 raise ServerError(f"GET {path} -> {response.status_code}: {response.text}")
@@ -203,7 +204,7 @@ class ServerProcess:
     def surface_status(self, surface: str) -> dict[str, Any]:
         """The surface's row of ``/api/status`` (``component`` holds what its background
         component reports, e.g. the replay writer's counters)."""
-        response = httpx.get(f"{self.url}/api/status", headers=self._auth(), timeout=30)
+        response = httpx.get(f"{self.url}/api/status", headers=self._admin_headers(), timeout=30)
         if response.status_code != 200:
             raise ServerError(f"GET /api/status -> {response.status_code}: {response.text}")
         for row in response.json()["surfaces"]:

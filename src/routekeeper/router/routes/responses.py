@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 from routekeeper.contract.errors import InvalidRequest, NotReady
 from routekeeper.contract.ids import id_pattern
 from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SortOrder
-from routekeeper.http.access import Caller, Guard, caller
+from routekeeper.http.access import Caller, Guard, caller, guarded
 from routekeeper.http.body import decode_json_body
 from routekeeper.http.errors import ensure_json_safe
 from routekeeper.router.routes.v1 import (
@@ -58,6 +58,8 @@ def create_response_endpoint(responses: ResponsesService, guard: Guard | None = 
         )
         return encoded_exchange(request, exchange)
 
+    if guard is not None:
+        guarded(create_response, guard)
     return create_response
 
 

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from routekeeper import sse
 from routekeeper.contract.errors import InvalidRequest, ModelNotFound, NotReady
-from routekeeper.http.access import Guard, caller
+from routekeeper.http.access import Guard, caller, guarded
 from routekeeper.http.body import decode_json_body
 from routekeeper.http.errors import contract_error_response, ensure_json_safe
 from routekeeper.router.services.chat_request import chat_request_schema, validate_chat_request
@@ -91,6 +91,8 @@ def chat_completion_endpoint(exchanges: ChatExchanges, guard: Guard | None = Non
         )
         return encoded_exchange(request, exchange)
 
+    if guard is not None:
+        guarded(create_chat_completion, guard)
     return create_chat_completion
 
 
