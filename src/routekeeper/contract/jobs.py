@@ -247,9 +247,7 @@ JOB_EVENTS = Surface(
         "Every event is committed with the change it describes, so after SIGTERM and SIGKILL "
         "a stream resumed with Last-Event-ID gets every later event exactly once."
     ),
-    recovery=(
-        "Nothing of its own: the jobs recovery appends the events of what it repairs."
-    ),
+    recovery=("Nothing of its own: the jobs recovery appends the events of what it repairs."),
     colocated_with="jobs",
     tenant_scoped=True,
     writes=Writes(WriteMode.ACKNOWLEDGED),
