@@ -210,21 +210,22 @@ class JobRunner:
         if work.cancelled() or job.cancel_requested:
             await self._finish(fence, JobStatus.CANCELLED)
             return
-        exc = work.exception()
-        if exc is None:
+        error = work.exception()
+        if error is None:
             await self._finish(fence, JobStatus.SUCCEEDED, result=work.result())
-        elif isinstance(exc, JobCancelled):
+        elif isinstance(error, JobCancelled):
             await self._finish(fence, JobStatus.CANCELLED)
-        elif isinstance(exc, LeaseLost):
-            log.warning("job %s: %s", record.id, exc)
-        elif isinstance(exc, JobFailed):
-            await self._finish(fence, JobStatus.FAILED, error=exc.message)
-        elif isinstance(exc, StorageError):
+        elif isinstance(error, LeaseLost):
+            log.warning("job %s: %s", record.id, error)
+        elif isinstance(error, JobFailed):
+            await self._finish(fence, JobStatus.FAILED, error=error.message)
+        elif isinstance(error, StorageError):
             # The database failed under it: the lease runs out and the job is requeued.
-            log.warning("job %s: storage failed: %s", record.id, exc)
+            log.warning("job %s: storage failed: %s", record.id, error)
         else:
-            log.error("job %s failed", record.id, exc_info=exc)
-            await self._finish(fence, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+            log.error("job %s failed", record.id, exc_info=error)
+            text = f"{type(error).__name__}: {error}"
+            await self._finish(fence, JobStatus.FAILED, error=text)
 
     async def _watch(self, job: LeasedJob, work: asyncio.Task[Any]) -> bool:
         """Renew the lease every heartbeat until ``work`` ends; cancel it when the job is

@@ -92,7 +92,9 @@ class JobsService:
         after: str | None,
         before: str | None,
     ) -> Page[JobRecord]:
-        return await self.store.list(filters, limit=limit, order=order, after=after, before=before)
+        return await self.store.list_jobs(
+            filters, limit=limit, order=order, after=after, before=before
+        )
 
     async def events(
         self,

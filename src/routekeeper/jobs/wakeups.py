@@ -118,6 +118,7 @@ class JobWakeups:
     async def _listen_redis(self) -> None:
         import redis.asyncio as redis
 
+        assert self.redis_url is not None
         client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=3)
         pubsub = client.pubsub()
         try:

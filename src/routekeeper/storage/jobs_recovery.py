@@ -10,6 +10,7 @@ renewed or moved meanwhile is left alone. Runs at start, on every sweep and afte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -45,10 +46,14 @@ async def requeue_orphans(store: JobsStore, ctx: RecoveryContext, dry_run: bool)
             "jobs", counts, dry_run, findings=[f"{j.id}: {j.status}" for j in orphans]
         )
     for job in orphans:
-        outcome = await store.db.run_write(lambda conn, i=job.id: _repair(store, conn, i, live))
+        outcome = await store.db.run_write(_repairing(store, job.id, live))
         if outcome is not None:
             counts[outcome] += 1
     return RecoveryReport("jobs", counts, dry_run)
+
+
+def _repairing(store: JobsStore, job_id: str, live: set[str]) -> Callable[[Connection], str | None]:
+    return lambda conn: _repair(store, conn, job_id, live)
 
 
 def _repair(store: JobsStore, conn: Connection, job_id: str, live: set[str]) -> str | None:

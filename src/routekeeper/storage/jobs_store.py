@@ -154,7 +154,7 @@ class JobsStore(SurfaceStore):
         where = None if tenant_id is None else jobs.c.tenant_id == tenant_id
         return await self._one(jobs, job_id, _job, "job", where=where)
 
-    async def list(
+    async def list_jobs(
         self,
         filters: JobFilters,
         *,
