@@ -200,9 +200,13 @@ class JobFailed(RoutekeeperError):
 class UnknownJobKind(InvalidRequest):
     def __init__(self, kind: str, known: list[str]) -> None:
         super().__init__(
-            f"unknown job kind {kind!r} (known: {', '.join(sorted(known)) or 'none'})",
+            f"kind: unknown job kind {kind!r} (known: {', '.join(sorted(known)) or 'none'})",
             param="kind",
-            details={"kind": kind, "known": sorted(known)},
+            details={
+                "kind": kind,
+                "known": sorted(known),
+                "problems": [{"param": "kind", "message": "unknown job kind"}],
+            },
         )
 
 

@@ -104,7 +104,6 @@ class JobRunner:
         for engine in self._own_engines:
             with contextlib.suppress(Exception):
                 await engine.aclose()
-        await self.store.close_sync()
 
     def status(self) -> dict[str, Any]:
         return {

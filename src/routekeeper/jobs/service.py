@@ -58,9 +58,12 @@ class JobsService:
         if kind is None:
             raise UnknownJobKind(kind_name, list(self.kinds))
         if not isinstance(params, dict):
-            raise InvalidRequest("params must be a JSON object", param="params")
+            raise _naming_its_param(InvalidRequest("must be a JSON object", param="params"))
         ctx = SubmitContext(tenant_id=tenant_id, dataset_dir=self.settings.dataset_dir)
-        normalized = kind.validate(params, ctx)
+        try:
+            normalized = kind.validate(params, ctx)
+        except InvalidRequest as exc:
+            raise _naming_its_param(exc) from None
         snapshot = routing_snapshot(self.settings)
         now = utcnow()
         job = JobRecord(
@@ -152,3 +155,14 @@ class JobsService:
                         await wake.wait()
                 except TimeoutError:
                     pass
+
+
+def _naming_its_param(exc: InvalidRequest) -> InvalidRequest:
+    """The /api shape of a refused param: its message names it and ``details.problems``
+    lists it (what a kind raised may carry only ``param``)."""
+    param = exc.param
+    if param is None or exc.details.get("problems"):
+        return exc
+    message = exc.message if param in exc.message else f"{param}: {exc.message}"
+    details = {**exc.details, "problems": [{"param": param, "message": exc.message}]}
+    return InvalidRequest(message, param=param, details=details, code=exc.code)

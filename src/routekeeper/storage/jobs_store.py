@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, func, select, update
+from sqlalchemy.pool import NullPool
 from sqlalchemy.engine import Connection
 
 from routekeeper.contract.errors import StorageUnavailable
@@ -414,15 +415,15 @@ class JobsStore(SurfaceStore):
                 await told
 
     def _sync_engine(self) -> Engine:
+        """A synchronous engine on this backend that keeps no connection open between
+        fenced blocks (so nothing outlives the store's Database)."""
         if self._sync is None:
             backend = self.db.backend
             if isinstance(backend, PostgresBackend):
-                self._sync = create_engine(
-                    postgres_url(backend.dsn), pool_size=1, max_overflow=2, pool_pre_ping=True
-                )
+                self._sync = create_engine(postgres_url(backend.dsn), poolclass=NullPool)
             elif isinstance(backend, SQLiteBackend) and self.db.sqlite_path is not None:
                 self._sync = create_engine(
-                    f"sqlite:///{self.db.sqlite_path}", pool_size=1, max_overflow=0
+                    f"sqlite:///{self.db.sqlite_path}", poolclass=NullPool
                 )
                 sqlite_pragmas(
                     self._sync,
@@ -435,11 +436,6 @@ class JobsStore(SurfaceStore):
                     "fenced() needs a SQLite file or PostgreSQL backend; use run_fenced()"
                 )
         return self._sync
-
-    async def close_sync(self) -> None:
-        if self._sync is not None:
-            self._sync.dispose()
-            self._sync = None
 
     # -- recovery --------------------------------------------------------------------------
 
