@@ -93,7 +93,7 @@ def test_unknown_and_malformed_job_ids(client):
     assert client.get("/api/jobs?nope=1").status_code == 400
     job = _submit(client, to=1)
     response = client.get(f"/api/jobs/{job['id']}/stream", headers={"last-event-id": "x"})
-    assert response.status_code == 400 and "Last-Event-ID" in response.json()["error"]["message"]
+    assert response.status_code == 400 and "last-event-id" in response.json()["error"]["message"]
 
 
 def test_a_job_runs_to_its_result_and_its_events_resume_after_any_number(client):
