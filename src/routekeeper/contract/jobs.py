@@ -245,7 +245,7 @@ JOB_EVENTS = Surface(
     stores=(
         "The typed events of each job (submitted, started, progress, checkpoint, cancel "
         "requested, requeued, retried, and how it ended), numbered 1, 2, 3, ... per job: the "
-        "ids of its SSE stream."
+        "ids of its SSE stream. Deleted with their job (jobs.retention_days)."
     ),
     restart_expectation=(
         "Every event is committed with the change it describes, so after SIGTERM and SIGKILL "
