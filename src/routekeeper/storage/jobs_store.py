@@ -18,8 +18,8 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, func, select, update
-from sqlalchemy.pool import NullPool
 from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
 
 from routekeeper.contract.errors import StorageUnavailable
 from routekeeper.contract.jobs import (
@@ -422,9 +422,7 @@ class JobsStore(SurfaceStore):
             if isinstance(backend, PostgresBackend):
                 self._sync = create_engine(postgres_url(backend.dsn), poolclass=NullPool)
             elif isinstance(backend, SQLiteBackend) and self.db.sqlite_path is not None:
-                self._sync = create_engine(
-                    f"sqlite:///{self.db.sqlite_path}", poolclass=NullPool
-                )
+                self._sync = create_engine(f"sqlite:///{self.db.sqlite_path}", poolclass=NullPool)
                 sqlite_pragmas(
                     self._sync,
                     begin="BEGIN IMMEDIATE",
