@@ -90,6 +90,10 @@ class JobEventKind(enum.StrEnum):
 class RequeueReason(enum.StrEnum):
     LEASE_EXPIRED = "lease_expired"
     OWNER_CRASHED = "owner_crashed"
+    """Its owner is not live (recorded crashed, or gone without releasing it)."""
+    OWNER_STOPPED = "owner_stopped"
+    """Its owner stopped gracefully and handed it back; the attempt is not counted against
+    max_attempts."""
 
 
 @dataclass(frozen=True)
