@@ -83,7 +83,8 @@ async def test_every_move_appends_one_event_numbered_in_order(state_storage):
         (5, JobEventKind.SUCCEEDED, 1),
     ]
     assert done.next_event == 6
-    assert [e.seq for e in await store.events_after(job.id, 3)] == [4, 5]
+    assert [e.seq for e in await store.events_after("default", job.id, 3)] == [4, 5]
+    assert await store.events_after("other-tenant", job.id, 0) == []
     with pytest.raises(InvalidTransition):
         await store.cancel("default", job.id)
 

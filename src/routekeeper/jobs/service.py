@@ -113,7 +113,7 @@ class JobsService:
             tenant_id, job_id, limit=limit, order=order, after=after, before=before
         )
 
-    async def cancel(self, tenant_id: str, job_id: str) -> JobRecord:
+    async def cancel(self, tenant_id: str | None, job_id: str) -> JobRecord:
         """Queued: ``cancelled`` now. Running: ``cancelling``, and its runner commits
         ``cancelled`` within ``jobs.heartbeat_seconds`` + 1 s (at once when it runs here)."""
         job = await self.store.cancel(tenant_id, job_id)
@@ -121,7 +121,7 @@ class JobsService:
             self.runner.cancel_here(job_id)
         return job
 
-    async def retry(self, tenant_id: str, job_id: str) -> JobRecord:
+    async def retry(self, tenant_id: str | None, job_id: str) -> JobRecord:
         return await self.store.retry(tenant_id, job_id)
 
     async def stream(
@@ -131,14 +131,16 @@ class JobsService:
         ends after a terminal event that nothing follows (the job is finished). NotFound for
         an unknown job, before anything is yielded."""
         await self.store.get(tenant_id, job_id)
-        return self._follow(job_id, after)
+        return self._follow(tenant_id, job_id, after)
 
-    async def _follow(self, job_id: str, after: int) -> AsyncIterator[JobEventRecord]:
+    async def _follow(
+        self, tenant_id: str | None, job_id: str, after: int
+    ) -> AsyncIterator[JobEventRecord]:
         last = after
         with self.wakeups.watch(job_id) as wake:
             while True:
                 wake.clear()
-                events = await self.store.events_after(job_id, last, limit=STREAM_BATCH)
+                events = await self.store.events_after(tenant_id, job_id, last, limit=STREAM_BATCH)
                 for event in events:
                     yield event
                     last = event.seq
@@ -147,7 +149,7 @@ class JobsService:
                 if events and events[-1].kind in TERMINAL_EVENTS:
                     return
                 if not events and last > 0:
-                    job = await self.store.get(None, job_id)
+                    job = await self.store.get(tenant_id, job_id)
                     if job.status in FINISHED and job.next_event - 1 <= last:
                         return
                 try:
