@@ -9,10 +9,11 @@ returns the result. Progress and checkpoints are typed calls, never parsed outpu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from routekeeper.contract.jobs import JobCancelled, JobFailed, LeaseLost
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from routekeeper.router.services.chat import ChatService
     from routekeeper.routing.engine import RoutingEngine
     from routekeeper.storage.state import StateStorage
+
+T = TypeVar("T")
 
 __all__ = [
     "JobCancelled",
@@ -76,11 +79,19 @@ class JobRun(Protocol):
         """A write transaction that first checks lease owner == this runner and attempt ==
         this attempt (raising LeaseLost and changing nothing otherwise); a kind writes its
         own rows (per-item results) inside it with plain functions taking the sync
-        Connection."""
+        Connection. Its statements run on a synchronous connection of their own and block
+        the event loop while they run (a SQLite file or PostgreSQL backend; keep the block
+        short); :meth:`run_fenced` does the same without blocking."""
         ...
 
     def check_cancelled(self) -> None:
         """Raises JobCancelled when a cancel was requested."""
+        ...
+
+    async def run_fenced(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(conn)`` in a fenced write transaction (as :meth:`fenced`), without blocking
+        the event loop while it runs: a kind's own rows written by a plain function taking
+        the sync Connection. Returns what ``fn`` returns."""
         ...
 
 
