@@ -30,6 +30,18 @@ ALLOWED: dict[str, frozenset[str]] = {
         {"contract", "sse", "settings", "storage", "upstream", "routing", "runtime"}
     ),
     "dashboard.services": frozenset({"contract", "storage", "runtime"}),
+    "jobs": frozenset(
+        {
+            "contract",
+            "sse",
+            "settings",
+            "storage",
+            "upstream",
+            "routing",
+            "runtime",
+            "router.services",
+        }
+    ),
     "compose": frozenset(
         {
             "contract",
@@ -40,13 +52,14 @@ ALLOWED: dict[str, frozenset[str]] = {
             "runtime",
             "auth",
             "router.services",
+            "jobs",
         }
     ),
     "http": frozenset({"contract"}),
     "dashboard": frozenset({"contract"}),
     "router.routes": frozenset({"contract", "sse", "http", "router.services"}),
     "dashboard.routes": frozenset(
-        {"contract", "http", "routing", "dashboard", "dashboard.services"}
+        {"contract", "sse", "http", "routing", "dashboard", "dashboard.services", "jobs"}
     ),
     "server": frozenset(
         {
@@ -60,6 +73,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "router.routes",
             "dashboard.services",
             "dashboard.routes",
+            "jobs",
         }
     ),
     "cli": frozenset(

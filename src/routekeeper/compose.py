@@ -13,6 +13,11 @@ from routekeeper.auth.keys import Authenticator
 from routekeeper.auth.limits import MemoryLimiter, RateLimiter
 from routekeeper.auth.limits_redis import RedisLimiter
 from routekeeper.auth.limits_workspace import FILE_NAME, WorkspaceLimiter
+from routekeeper.jobs.count import CountKind
+from routekeeper.jobs.kinds import JobKind
+from routekeeper.jobs.runner import JobRunner
+from routekeeper.jobs.service import JobsService
+from routekeeper.jobs.wakeups import JobWakeups
 from routekeeper.router.services.chat import ChatService
 from routekeeper.router.services.exchange import ChatExchanges
 from routekeeper.router.services.metrics import RouterMetrics
@@ -23,11 +28,15 @@ from routekeeper.runtime.components import Component, StorageMetrics
 from routekeeper.runtime.replica import ReplicaRuntime
 from routekeeper.runtime.worker_board import WorkerBoard
 from routekeeper.settings import Settings
+from routekeeper.storage.jobs_store import JobsStore
 from routekeeper.storage.keys_store import ApiKeysStore
 from routekeeper.storage.state import StateStorage
 from routekeeper.upstream.openai import UpstreamPool
 
 log = logging.getLogger(__name__)
+
+KINDS: dict[str, JobKind] = {kind.name: kind for kind in (CountKind(),)}
+"""The job kinds every replica runs and accepts at submit, by name."""
 
 
 @dataclass
@@ -44,6 +53,8 @@ class Replica:
     runtime: ReplicaRuntime
     authenticator: Authenticator
     limiter: RateLimiter
+    jobs: JobsService
+    runner: JobRunner
 
     async def aclose(self) -> None:
         """Release what the runtime does not own (after ``runtime.stop()``)."""
@@ -84,12 +95,14 @@ def build_replica(
     listen: str | None = None,
     on_fatal: Callable[[str], None] | None = None,
     board: WorkerBoard | None = None,
+    job_slots: int | None = None,
 ) -> Replica:
     """Raises ContractViolation when the state contract does not hold. Nothing is opened
     here: ``runtime.start()`` opens storage, migrates, registers and recovers (the routing
     engine embeds its candidates first). Tests put a fake server under a model by its
     ``base_url``. ``board``: this process is one worker of ``serve --workers N`` and shows
-    the others' figures beside its own."""
+    the others' figures beside its own. ``job_slots``: jobs this replica runs at once
+    (default ``jobs.concurrency``; a ``routekeeper worker`` passes its own)."""
     storage = StateStorage(settings)
     engine = RoutingEngine(settings, build_embedder(settings))
     pool = UpstreamPool()
@@ -102,10 +115,23 @@ def build_replica(
         durability=replay.durability,
         ack_timeout_ms=replay.ack_timeout_ms,
     )
+    chat = ChatService(settings, engine, pool)
+    wakeups = JobWakeups(storage.store(JobsStore), redis_url=settings.redis.url)
+    runner = JobRunner(
+        settings,
+        storage,
+        KINDS,
+        owner="",  # this replica's id, below
+        engine=engine,
+        chat=chat,
+        pool=pool,
+        wakeups=wakeups,
+        concurrency=job_slots,
+    )
     # Surfaces' background parts: begun when ready, stopped before `stopped`, reported in
     # /api/status and /metrics.
     authenticator = Authenticator(settings.auth, storage.store(ApiKeysStore))
-    components: tuple[Component, ...] = (recorder, authenticator)
+    components: tuple[Component, ...] = (recorder, authenticator, runner)
     runtime = ReplicaRuntime(
         settings,
         storage,
@@ -115,18 +141,21 @@ def build_replica(
         components=components,
         board=board,
     )
+    runner.owner = runtime.id  # leases are held by the replica
     limiter = build_limiter(settings, workers=board is not None)
     metrics = RouterMetrics(
         components, collectors=(StorageMetrics(storage), limiter.counts), board=board
     )
     if board is not None:
         board.attach(runtime.id, components, metrics.registry.collect)
-    chat = ChatService(settings, engine, pool)
     exchanges = ChatExchanges(
         chat, recorder, metrics, runtime, ping_seconds=settings.server.sse_ping_seconds
     )
     responses = ResponsesService(
         storage, exchanges, retention_days=settings.responses.retention_days
+    )
+    jobs = JobsService(
+        settings, storage, KINDS, wakeups, runner, shutting_down=runtime.shutting_down
     )
     return Replica(
         settings,
@@ -141,4 +170,6 @@ def build_replica(
         runtime,
         authenticator,
         limiter,
+        jobs,
+        runner,
     )

@@ -25,8 +25,10 @@ from routekeeper.routing.config import (
     SignalsConfig,
     routing_problems,
 )
-from routekeeper.sections.auth import AuthSettings, RedisSettings
+from routekeeper.sections.auth import AuthSettings
 from routekeeper.sections.base import Section
+from routekeeper.sections.jobs import JobsSettings
+from routekeeper.sections.redis import RedisSettings
 from routekeeper.sections.replay import ReplaySettings
 from routekeeper.sections.responses import ResponsesSettings
 from routekeeper.storage.config import StateSettings, redact_dsn
@@ -176,10 +178,15 @@ class Settings(BaseSettings):
         description="API keys: whether requests need one, how replicas check them, audit "
         "retention.",
     )
+    jobs: JobsSettings = Field(
+        default_factory=JobsSettings,
+        description="Durable workflow jobs: job slots per process, heartbeats, leases, "
+        "attempts, retention and the dataset directory.",
+    )
     redis: RedisSettings = Field(
         default_factory=RedisSettings,
-        description="The one Redis setting (optional): revocations and rate limits across "
-        "replicas.",
+        description="The one Redis setting (optional): revocations, rate limits and job "
+        "events across replicas.",
     )
 
     @model_validator(mode="after")
@@ -202,6 +209,13 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML file arrives as init kwargs; the environment overrides it.
         return (env_settings, init_settings)
+
+    @property
+    def dataset_dir(self) -> Path:
+        """Where server-side datasets live (``jobs.dataset_dir``, default
+        ``<workspace>/datasets``)."""
+        configured = self.jobs.dataset_dir
+        return self.resolve_path(configured) if configured else self.workspace / "datasets"
 
     def resolve_path(self, path: Path) -> Path:
         """A configured path, absolute: relative ones live in the workspace."""

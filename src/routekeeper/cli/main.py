@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from routekeeper import __version__
-from routekeeper.cli import db, doctor, keys, replay, routing, serve, state, status
+from routekeeper.cli import db, doctor, jobs, keys, replay, routing, serve, state, status, worker
 
 app = typer.Typer(
     name="routekeeper",
@@ -22,6 +22,8 @@ app.add_typer(db.app, name="db")
 app.add_typer(routing.app, name="routing")
 app.add_typer(replay.app, name="replay")
 app.add_typer(keys.app, name="keys")
+app.command("worker")(worker.worker)
+app.add_typer(jobs.app, name="jobs")
 
 
 @app.command("version")

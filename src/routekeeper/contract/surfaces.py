@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from routekeeper.contract.auth import API_KEYS, AUDIT_EVENTS
 from routekeeper.contract.conversations import CONVERSATION_ITEMS, CONVERSATIONS
+from routekeeper.contract.jobs import JOB_EVENTS, JOBS
 from routekeeper.contract.replay import ROUTER_REPLAY
 from routekeeper.contract.responses import RESPONSE_ITEMS, RESPONSES
 from routekeeper.contract.runtime import RUNTIME_EVENTS, RUNTIME_STATUS
@@ -23,5 +24,7 @@ SURFACES = SurfaceRegistry(
         CONVERSATION_ITEMS,
         API_KEYS,
         AUDIT_EVENTS,
+        JOBS,
+        JOB_EVENTS,
     )
 )

@@ -1,4 +1,4 @@
-"""``auth`` and ``redis``: API keys, tenants and the one Redis setting."""
+"""``auth``: API keys and tenants."""
 
 from __future__ import annotations
 
@@ -40,13 +40,4 @@ class AuthSettings(Section):
     )
     audit_retention_days: int = Field(
         365, ge=1, le=36_500, description="Audit events older than this are deleted."
-    )
-
-
-class RedisSettings(Section):
-    url: str | None = Field(
-        None,
-        description="Redis (`redis://host:6379/0`), optional. With it: revocations reach "
-        "every replica at once and rate limits hold across replicas on several machines. "
-        "Without it each feature says what it does instead (docs: Authentication).",
     )

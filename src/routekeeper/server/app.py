@@ -15,6 +15,7 @@ from routekeeper import __version__
 from routekeeper.compose import Replica, build_replica
 from routekeeper.contract.auth import Access
 from routekeeper.dashboard.routes import conversations as conversations_api_routes
+from routekeeper.dashboard.routes import jobs as jobs_routes
 from routekeeper.dashboard.routes import keys as keys_routes
 from routekeeper.dashboard.routes import replay as replay_routes
 from routekeeper.dashboard.routes import responses as responses_api_routes
@@ -126,6 +127,14 @@ def include_routes(app: FastAPI, replica: Replica) -> None:
         (responses_api_routes.router(ResponseQueries(replica.storage)), admin),
         (conversations_api_routes.router(ConversationQueries(replica.storage)), admin),
         (keys_routes.router(KeyAdmin(replica.storage, replica.authenticator.revoked)), admin),
+        (
+            jobs_routes.router(
+                replica.jobs,
+                ping_seconds=replica.settings.server.sse_ping_seconds,
+                until=lambda: replica.runtime.shutdown_deadline,
+            ),
+            admin,
+        ),
     ]
     for router, guard in routers:
         app.include_router(router, dependencies=[Depends(guard)])

@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlalchemy import MetaData, Table
 
 from routekeeper.storage.conversations_store import ConversationsStore
+from routekeeper.storage.jobs_store import JobsStore
 from routekeeper.storage.keys_store import ApiKeysStore
 from routekeeper.storage.replay_store import ReplayStore
 from routekeeper.storage.responses_store import ResponsesStore
@@ -20,6 +21,7 @@ STORES: tuple[type[SurfaceStore], ...] = (
     ResponsesStore,
     ConversationsStore,
     ApiKeysStore,
+    JobsStore,
 )
 
 
