@@ -114,6 +114,16 @@ def _api_key(clients: TenantClients) -> dict[str, str]:
     return {"key_id": created["id"], "audit_event_id": events["data"][0]["id"]}
 
 
+def _job(clients: TenantClients) -> dict[str, str]:
+    created = _ok(
+        clients.admin.post(
+            "/api/jobs",
+            json={"kind": "count", "params": {"to": 1}, "tenant": clients.tenant},
+        )
+    )
+    return {"job_id": created["id"]}
+
+
 EXAMPLES: dict[str, TenantExample] = {
     "responses": TenantExample(("responses", "response_items"), ("response_id",), _response),
     "conversations": TenantExample(
@@ -121,6 +131,7 @@ EXAMPLES: dict[str, TenantExample] = {
     ),
     "router_replay": TenantExample(("router_replay",), ("replay_id", "session_id"), _replay),
     "api_keys": TenantExample(("api_keys", "audit_events"), ("key_id",), _api_key),
+    "jobs": TenantExample(("jobs", "job_events"), ("job_id",), _job),
 }
 """One example per tenant-scoped object kind, keyed by the surface it makes."""
 

@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from routekeeper import sse
+from routekeeper.contract.auth import TENANT_PATTERN
 from routekeeper.contract.errors import InvalidRequest
 from routekeeper.contract.ids import id_pattern
 from routekeeper.contract.jobs import JobEventRecord, JobFilters, JobRecord, JobStatus
@@ -39,6 +40,11 @@ class SubmitJob(BaseModel):
     kind: str = Field(min_length=1, max_length=64, description="The job kind, e.g. `count`.")
     params: dict[str, Any] = Field(
         default_factory=dict, description="The kind's parameters (checked at submit)."
+    )
+    tenant: str | None = Field(
+        None,
+        pattern=TENANT_PATTERN,
+        description="The tenant the job runs for (default: the submitting key's).",
     )
 
 
@@ -179,9 +185,10 @@ def router(
 
     @routes.post("", operation_id="submit_job", status_code=201, response_model=JobOut)
     async def submit_job(body: SubmitJob, caller: Caller) -> JobOut:
-        """Queue a job (of the caller's tenant); its params are checked by its kind (400
-        naming the field)."""
-        return JobOut.of(await jobs.submit(caller.tenant, body.kind, body.params))
+        """Queue a job for ``tenant`` (default: the caller's); its params are checked by its
+        kind (400 naming the field)."""
+        tenant = body.tenant if body.tenant is not None else caller.tenant
+        return JobOut.of(await jobs.submit(tenant, body.kind, body.params))
 
     @routes.get("", operation_id="list_jobs", response_model=ListPage[JobOut])
     async def list_jobs(
