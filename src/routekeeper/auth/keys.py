@@ -5,8 +5,8 @@ A request's secret is hashed (SHA-256) and looked up in the cache; an entry olde
 ``auth.cache_seconds`` is read again, so a revocation on another replica is seen within that
 time (with ``redis.url``, at once: ``forget`` on the message ``auth/revocations.py`` hears).
 While the database cannot be read, a key checked less than ``auth.offline_grace_seconds`` ago
-keeps working; others get 503 ``storage_unavailable``. Unknown secrets are cached too (so a stream of bad keys costs
-no database reads), in the same bounded LRU.
+keeps working; others get 503 ``storage_unavailable``. Unknown secrets are cached too (so a
+stream of bad keys costs no database reads), in the same bounded LRU.
 
 Off the request path, a background task writes last-used times (at most once a minute per
 key), records ``key.used_after_revoke`` (at most once a minute per key) and ``key.expired``
