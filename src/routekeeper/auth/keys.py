@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -86,8 +86,15 @@ class Authenticator:
     surface = "api_keys"
 
     def __init__(
-        self, settings: AuthSettings, store: ApiKeysStore, *, redis_url: str | None = None
+        self,
+        settings: AuthSettings,
+        store: ApiKeysStore,
+        *,
+        redis_url: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock``: monotonic seconds (the cache's ages and the once-a-minute writes)."""
+        self.clock = clock
         self.settings = settings
         self.enabled = settings.mode == "api_key"
         self.store = store
@@ -134,7 +141,7 @@ class Authenticator:
         return key.principal()
 
     async def _lookup(self, secret_hash: str) -> ApiKeyRecord | None:
-        now = time.monotonic()
+        now = self.clock()
         entry = self._cache.get(secret_hash)
         if entry is not None and now < entry.read_at:
             return entry.key
@@ -187,7 +194,7 @@ class Authenticator:
 
     def _note_revoked_use(self, key: ApiKeyRecord, at: datetime) -> None:
         last = self._revoked_noted.get(key.id)
-        now = time.monotonic()
+        now = self.clock()
         if last is not None and now - last < NOTE_EVERY_SECONDS:
             return
         self._revoked_noted[key.id] = now
@@ -215,7 +222,7 @@ class Authenticator:
         await self.flush()
 
     async def _run(self) -> None:
-        next_sweep = time.monotonic()
+        next_sweep = self.clock()
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
@@ -224,16 +231,16 @@ class Authenticator:
             self._wake.clear()
             try:
                 await self.flush()
-                if time.monotonic() >= next_sweep:
+                if self.clock() >= next_sweep:
                     await self.store.record_expired()
-                    next_sweep = time.monotonic() + EXPIRY_SWEEP_SECONDS
+                    next_sweep = self.clock() + EXPIRY_SWEEP_SECONDS
             except StorageError as exc:
                 log.warning("API key upkeep could not write: %s", exc.message)
 
     async def flush(self) -> None:
         """Write pending last-used times (each key at most once a minute) and
         used-after-revoke events. Kept for the next try when the database refuses."""
-        now = time.monotonic()
+        now = self.clock()
         due = {
             key_id: at
             for key_id, at in self._used.items()
