@@ -47,8 +47,17 @@ def redis_url() -> str:
 def keys_cli(config: Path, workspace: Path, *args: str) -> list[str]:
     """Run ``routekeeper keys ...`` on the state of ``config``; its stdout lines."""
     done = subprocess.run(
-        [sys.executable, "-m", "routekeeper", "keys", *args]
-        + ["--config", str(config), "--workspace", str(workspace)],
+        [
+            sys.executable,
+            "-m",
+            "routekeeper",
+            "keys",
+            *args,
+            "--config",
+            str(config),
+            "--workspace",
+            str(workspace),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -28,8 +28,19 @@ CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
 
 def create_key(config: Path, workspace: Path, tenant: str) -> dict[str, str]:
     done = subprocess.run(
-        [sys.executable, "-m", "routekeeper", "keys", "create", "--tenant", tenant]
-        + ["--config", str(config), "--workspace", str(workspace)],
+        [
+            sys.executable,
+            "-m",
+            "routekeeper",
+            "keys",
+            "create",
+            "--tenant",
+            tenant,
+            "--config",
+            str(config),
+            "--workspace",
+            str(workspace),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

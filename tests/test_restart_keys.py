@@ -27,8 +27,17 @@ CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
 
 def keys_cli(server: ServerProcess, *args: str) -> list[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "routekeeper", "keys", *args]
-        + ["--config", str(server.config), "--workspace", str(server.workspace)],
+        [
+            sys.executable,
+            "-m",
+            "routekeeper",
+            "keys",
+            *args,
+            "--config",
+            str(server.config),
+            "--workspace",
+            str(server.workspace),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
