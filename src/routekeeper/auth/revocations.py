@@ -37,6 +37,9 @@ BACKOFF_SECONDS = (0.1, 5.0)
 HEALTH_CHECK_SECONDS = 5
 """How often an idle subscription pings Redis (a dead connection is noticed)."""
 NOTE_EVERY_SECONDS = 60.0
+FAILURES = (RedisError, OSError, ValueError)
+"""What Redis, the network or a URL the client cannot use raise (settings check the scheme
+only)."""
 
 
 def _client(url: str) -> aioredis.Redis:
@@ -52,10 +55,13 @@ def _client(url: str) -> aioredis.Redis:
 async def publish_revocation(url: str, key_id: str) -> None:
     """Announce one committed revocation (one connection, for a command run once, such as
     ``routekeeper keys revoke``). Raises RevocationNotAnnounced."""
-    client = _client(url)
+    try:
+        client = _client(url)
+    except ValueError as exc:
+        raise RevocationNotAnnounced(url, exc) from exc
     try:
         await client.publish(CHANNEL, key_id)
-    except (RedisError, OSError) as exc:
+    except FAILURES as exc:
         raise RevocationNotAnnounced(url, exc) from exc
     finally:
         await client.aclose()
@@ -94,11 +100,11 @@ class RevocationChannel:
 
     async def publish(self, key_id: str) -> bool:
         """Announce a committed revocation; False (logged, counted) when Redis refused."""
-        if self._client is None:
-            self._client = _client(self.url)
         try:
+            if self._client is None:
+                self._client = _client(self.url)
             await self._client.publish(CHANNEL, key_id)
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             self.counts["publish_failures"] += 1
             self._note(
                 "publish",
@@ -133,7 +139,7 @@ class RevocationChannel:
         while True:
             try:
                 await self._subscribed_session()
-            except (RedisError, OSError) as exc:
+            except FAILURES as exc:
                 self._note(
                     "listen",
                     "revocations from Redis at %s are not heard (%s); reconnecting, "
@@ -169,7 +175,7 @@ class RevocationChannel:
             try:
                 await pubsub.aclose()
                 await client.aclose()
-            except (RedisError, OSError):
+            except FAILURES:
                 pass
 
     def _note(self, what: str, message: str, *args: object) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from routekeeper.sections.base import Section
 
@@ -50,3 +50,13 @@ class RedisSettings(Section):
         "every replica at once and rate limits hold across replicas on several machines. "
         "Without it each feature says what it does instead (docs: Authentication).",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(REDIS_SCHEMES):
+            raise ValueError(f"must start with {', '.join(REDIS_SCHEMES)}")
+        return value
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
