@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 
+import httpx
 import pytest
 import yaml
 
@@ -24,7 +26,7 @@ from routekeeper.sections.auth import AuthSettings
 from routekeeper.settings import load_settings
 from routekeeper.storage.keys_store import ApiKeysStore
 from routekeeper.testing.backends import services_required
-from routekeeper.testing.server import free_port
+from routekeeper.testing.server import ServerProcess, free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -152,3 +154,86 @@ def test_redis_url_must_be_a_redis_url(tmp_path):
         )
     shown = str(caught.value)
     assert "redis.url: must start with redis://" in shown and "hunter2" not in shown
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_every_worker_of_serve_workers_2_hears_a_revocation(tmp_path, redis_url):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "models": [{"name": "small", "backend": {"type": "echo"}}],
+                "decisions": [{"name": "default", "model": "small"}],
+                "auth": {"mode": "api_key", "cache_seconds": 5},
+                "redis": {"url": redis_url},
+            }
+        )
+    )
+    workspace = tmp_path / "ws"
+
+    def keys(*args: str) -> list[str]:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "routekeeper",
+                "keys",
+                *args,
+                "--config",
+                str(config),
+                "--workspace",
+                str(workspace),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    admin = {"authorization": f"Bearer {keys('create', '--tenant', 'ops', '--role', 'admin')[-1]}"}
+    member_lines = keys("create", "--tenant", "alpha")
+    member = {"authorization": f"Bearer {member_lines[-1]}"}
+    # Started without the harness's wait: both workers' readiness is read with the admin key.
+    server = ServerProcess(workspace=workspace, config=config, workers=2)
+    server.start(wait_ready=False)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status = httpx.get(f"{server.url}/api/status", headers=admin, timeout=5)
+                body = status.json() if status.status_code == 200 else {}
+            except httpx.HTTPError:
+                body = {}
+            keys_row = next((r for r in body.get("surfaces", []) if r["name"] == "api_keys"), {})
+            workers = keys_row.get("workers") or {}
+            if (
+                body.get("phase") == "ready"
+                and len(workers) == 2
+                and all((w.get("revocations") or {}).get("subscribed") for w in workers.values())
+            ):
+                break
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.1)
+
+        def answers() -> set[int]:
+            # A new connection per request, so both workers answer some.
+            return {
+                httpx.get(f"{server.url}/v1/models", headers=member, timeout=5).status_code
+                for _ in range(20)
+            }
+
+        assert answers() == {200}
+        began = time.monotonic()
+        revoked = httpx.post(
+            f"{server.url}/api/keys/{member_lines[0]}/revoke", headers=admin, timeout=10
+        )
+        assert revoked.status_code == 200, revoked.text
+        while answers() != {401}:
+            assert time.monotonic() - began < 5, server.log_tail()
+        print(
+            f"serve --workers 2 with Redis: every worker refuses after {time.monotonic() - began:.3f} s"
+        )
+    finally:
+        server.stop_quietly()
