@@ -113,6 +113,7 @@ class Authenticator:
         self._revoked_noted: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
         self.counts = {"checks": 0, "reads": 0, "refused": 0, "offline_grace": 0}
 
     # -- the request path ---------------------------------------------------------------------
@@ -213,11 +214,11 @@ class Authenticator:
         if self.channel is not None:
             await self.channel.stop()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            # Ended at its next wait, not cancelled: a write cut off inside its transaction
+            # can leave the connection unusable for the final flush.
+            self._stopping = True
+            self._wake.set()
+            await self._task
             self._task = None
         await self.flush()
 
@@ -228,6 +229,8 @@ class Authenticator:
                 await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
             except TimeoutError:
                 pass
+            if self._stopping:
+                return
             self._wake.clear()
             try:
                 await self.flush()
