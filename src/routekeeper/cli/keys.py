@@ -121,7 +121,9 @@ def create(
 @app.command("list")
 def list_keys(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_PAGE_SIZE, help="How many keys to show, newest first.")
+    ] = MAX_PAGE_SIZE,
     format: FormatOption = OutputFormat.table,
     config: ConfigOption = None,
     workspace: WorkspaceOption = None,
