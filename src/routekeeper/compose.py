@@ -130,7 +130,9 @@ def build_replica(
     )
     # Surfaces' background parts: begun when ready, stopped before `stopped`, reported in
     # /api/status and /metrics.
-    authenticator = Authenticator(settings.auth, storage.store(ApiKeysStore))
+    authenticator = Authenticator(
+        settings.auth, storage.store(ApiKeysStore), redis_url=settings.redis.url
+    )
     components: tuple[Component, ...] = (recorder, authenticator, runner)
     runtime = ReplicaRuntime(
         settings,

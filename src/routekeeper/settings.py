@@ -223,7 +223,7 @@ class Settings(BaseSettings):
         return path if path.is_absolute() else (self.workspace / path)
 
 
-_SECRET_KEYS = {"dsn", "password", "api_key"}
+_SECRET_KEYS = {"dsn", "password", "api_key", "url"}
 _UNION_TAGS = {"sqlite", "postgres", "memory", "openai", "echo"}
 
 

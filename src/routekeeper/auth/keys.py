@@ -3,10 +3,10 @@ cache that keeps it off the database.
 
 A request's secret is hashed (SHA-256) and looked up in the cache; an entry older than
 ``auth.cache_seconds`` is read again, so a revocation on another replica is seen within that
-time (with Redis, at once: ``forget`` on the invalidation message). While the database cannot
-be read, a key checked less than ``auth.offline_grace_seconds`` ago keeps working; others get
-503 ``storage_unavailable``. Unknown secrets are cached too (so a stream of bad keys costs
-no database reads), in the same bounded LRU.
+time (with ``redis.url``, at once: ``forget`` on the message ``auth/revocations.py`` hears).
+While the database cannot be read, a key checked less than ``auth.offline_grace_seconds`` ago
+keeps working; others get 503 ``storage_unavailable``. Unknown secrets are cached too (so a
+stream of bad keys costs no database reads), in the same bounded LRU.
 
 Off the request path, a background task writes last-used times (at most once a minute per
 key), records ``key.used_after_revoke`` (at most once a minute per key) and ``key.expired``
@@ -18,10 +18,10 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -43,6 +43,9 @@ from routekeeper.contract.errors import (
 from routekeeper.sections.auth import AuthSettings
 from routekeeper.storage.keys_store import ApiKeysStore
 from routekeeper.storage.types import utcnow
+
+if TYPE_CHECKING:
+    from routekeeper.auth.revocations import RevocationChannel
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +85,27 @@ class Authenticator:
 
     surface = "api_keys"
 
-    def __init__(self, settings: AuthSettings, store: ApiKeysStore) -> None:
+    def __init__(
+        self,
+        settings: AuthSettings,
+        store: ApiKeysStore,
+        *,
+        redis_url: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``clock``: monotonic seconds (the cache's ages and the once-a-minute writes)."""
+        self.clock = clock
         self.settings = settings
         self.enabled = settings.mode == "api_key"
         self.store = store
+        self.channel: RevocationChannel | None = None
+        if redis_url is not None:
+            # Imported here: the Redis client is the optional `redis` extra.
+            from routekeeper.auth.revocations import RevocationChannel
+
+            self.channel = RevocationChannel(
+                redis_url, on_revoked=self.forget, on_resubscribed=self.recheck
+            )
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._used: dict[str, datetime] = {}
         self._used_written: dict[str, float] = {}
@@ -93,6 +113,7 @@ class Authenticator:
         self._revoked_noted: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
         self.counts = {"checks": 0, "reads": 0, "refused": 0, "offline_grace": 0}
 
     # -- the request path ---------------------------------------------------------------------
@@ -121,7 +142,7 @@ class Authenticator:
         return key.principal()
 
     async def _lookup(self, secret_hash: str) -> ApiKeyRecord | None:
-        now = time.monotonic()
+        now = self.clock()
         entry = self._cache.get(secret_hash)
         if entry is not None and now < entry.read_at:
             return entry.key
@@ -158,13 +179,23 @@ class Authenticator:
             if entry.key is not None and entry.key.id == key_id:
                 del self._cache[secret_hash]
 
+    def recheck(self) -> None:
+        """Read every cached key again on its next use (revocations may have been missed),
+        keeping when each was last verified, so the offline grace still holds for them."""
+        for entry in self._cache.values():
+            entry.read_at = 0.0
+
     async def revoked(self, key_id: str) -> None:
-        """A revocation was committed (here): refuse the key at once on this replica."""
+        """A revocation was committed (here): refuse the key at once on this replica, and
+        announce it to the others over Redis when configured (a failed announcement is
+        logged and counted; they refuse the key within ``auth.cache_seconds`` anyway)."""
         self.forget(key_id)
+        if self.channel is not None:
+            await self.channel.publish(key_id)
 
     def _note_revoked_use(self, key: ApiKeyRecord, at: datetime) -> None:
         last = self._revoked_noted.get(key.id)
-        now = time.monotonic()
+        now = self.clock()
         if last is not None and now - last < NOTE_EVERY_SECONDS:
             return
         self._revoked_noted[key.id] = now
@@ -176,37 +207,43 @@ class Authenticator:
     def begin(self) -> None:
         if self.enabled and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
+            if self.channel is not None:
+                self.channel.begin()
 
     async def stop(self) -> None:
+        if self.channel is not None:
+            await self.channel.stop()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            # Ended at its next wait, not cancelled: a write cut off inside its transaction
+            # can leave the connection unusable for the final flush.
+            self._stopping = True
+            self._wake.set()
+            await self._task
             self._task = None
         await self.flush()
 
     async def _run(self) -> None:
-        next_sweep = time.monotonic()
+        next_sweep = self.clock()
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
             except TimeoutError:
                 pass
+            if self._stopping:
+                return
             self._wake.clear()
             try:
                 await self.flush()
-                if time.monotonic() >= next_sweep:
+                if self.clock() >= next_sweep:
                     await self.store.record_expired()
-                    next_sweep = time.monotonic() + EXPIRY_SWEEP_SECONDS
+                    next_sweep = self.clock() + EXPIRY_SWEEP_SECONDS
             except StorageError as exc:
                 log.warning("API key upkeep could not write: %s", exc.message)
 
     async def flush(self) -> None:
         """Write pending last-used times (each key at most once a minute) and
         used-after-revoke events. Kept for the next try when the database refuses."""
-        now = time.monotonic()
+        now = self.clock()
         due = {
             key_id: at
             for key_id, at in self._used.items()
@@ -225,7 +262,13 @@ class Authenticator:
     # -- reporting ------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        return {"mode": self.settings.mode, "cached_keys": len(self._cache), **self.counts}
+        revocations = self.channel.status() if self.channel is not None else None
+        return {
+            "mode": self.settings.mode,
+            "cached_keys": len(self._cache),
+            **self.counts,
+            "revocations": revocations,
+        }
 
     def metrics(self) -> Iterable[Metric]:
         family = CounterMetricFamily(
@@ -237,3 +280,13 @@ class Authenticator:
         for name, value in self.counts.items():
             family.add_metric([name], value)
         yield family
+        if self.channel is not None:
+            announced = CounterMetricFamily(
+                "routekeeper_auth_revocation_messages",
+                "Revocations announced over Redis: published by this replica, publishes "
+                "Redis refused, heard from any replica, and reconnects of the listener.",
+                labels=["outcome"],
+            )
+            for name, value in self.channel.counts.items():
+                announced.add_metric([name], value)
+            yield announced

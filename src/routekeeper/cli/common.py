@@ -111,7 +111,9 @@ POSTGRES_EXTRA_INSTALL_CHECKOUT = ".venv/bin/pip install -e '.[postgres]'"
 
 def require_drivers(settings: Settings) -> None:
     """Exit (1) with the install command when a backend some surface uses needs a database
-    driver this installation lacks (PostgreSQL without the ``postgres`` extra)."""
+    driver this installation lacks (PostgreSQL without the ``postgres`` extra), or when
+    ``redis.url`` is set without the ``redis`` extra."""
+    _require_redis_client(settings)
     postgres = sorted({p.backend for p in placements(settings) if p.kind is BackendKind.POSTGRES})
     missing = postgres if postgres and not _importable("psycopg") else []
     if missing:
@@ -124,6 +126,16 @@ def require_drivers(settings: Settings) -> None:
             f"{which} PostgreSQL, and its driver (psycopg) is not installed: "
             f"install the `postgres` extra with {POSTGRES_EXTRA_INSTALL} "
             f"(in a checkout: {POSTGRES_EXTRA_INSTALL_CHECKOUT})",
+            EXIT_FAILURE,
+        )
+
+
+def _require_redis_client(settings: Settings) -> None:
+    if settings.redis.url is not None and not _importable("redis"):
+        fail(
+            "redis.url is set, and the Redis client is not installed: install the `redis` "
+            "extra with pip install 'routekeeper[redis]' "
+            "(in a checkout: .venv/bin/pip install -e '.[redis]')",
             EXIT_FAILURE,
         )
 

@@ -183,3 +183,19 @@ def revoke(
     record = _with_store(settings, lambda store: store.revoke(key_id))
     assert record.revoked_at is not None
     console.print(f"revoked {record.id} at {record.revoked_at.isoformat()}")
+    if settings.redis.url is not None:
+        _announce(settings.redis.url, record.id, settings.auth.cache_seconds)
+
+
+def _announce(url: str, key_id: str, cache_seconds: float) -> None:
+    """Tell the running replicas over Redis (the revocation is committed either way)."""
+    from routekeeper.auth.revocations import RevocationNotAnnounced, publish_revocation
+
+    try:
+        asyncio.run(publish_revocation(url, key_id))
+    except RevocationNotAnnounced as exc:
+        err_console.print(
+            f"warning: {escape(exc.message)}; running replicas refuse the key within "
+            f"auth.cache_seconds ({cache_seconds:g} s) instead",
+            highlight=False,
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from routekeeper.sections.base import Section
 
@@ -17,3 +17,13 @@ class RedisSettings(Section):
         "`state.mode: shared` counts rate limits alone, and job readers wake on PostgreSQL "
         "LISTEN/NOTIFY or poll the table.",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(REDIS_SCHEMES):
+            raise ValueError(f"must start with {', '.join(REDIS_SCHEMES)}")
+        return value
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
