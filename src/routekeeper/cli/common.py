@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -92,6 +93,21 @@ ApiKeyOption = Annotated[
         show_envvar=True,
     ),
 ]
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A running server a command talks to: its base URL and the key it sends."""
+
+    url: str
+    api_key: str | None = None
+
+    def at(self, path: str) -> str:
+        return f"{self.url.rstrip('/')}{path}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return auth_headers(self.api_key)
 
 
 def auth_headers(api_key: str | None) -> dict[str, str]:

@@ -17,8 +17,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from routekeeper.cli.common import (
+    ApiKeyOption,
     FormatOption,
     OutputFormat,
+    Remote,
     UrlOption,
     console,
     fail,
@@ -33,11 +35,13 @@ TERMINAL = {"job.succeeded", "job.failed", "job.cancelled", "job.crashed"}
 JobArg = Annotated[str, typer.Argument(help="The job id (job_...).")]
 
 
-def _call(method: str, url: str, path: str, **kwargs: Any) -> Any:
+def _call(method: str, remote: Remote, path: str, **kwargs: Any) -> Any:
     try:
-        response = httpx.request(method, f"{url.rstrip('/')}{path}", timeout=30, **kwargs)
+        response = httpx.request(
+            method, remote.at(path), headers=remote.headers, timeout=30, **kwargs
+        )
     except httpx.HTTPError as exc:
-        fail(f"cannot reach {url}: {exc}")
+        fail(f"cannot reach {remote.url}: {exc}")
     if response.status_code >= 300:
         try:
             message = response.json()["error"]["message"]
@@ -80,9 +84,11 @@ def submit_cmd(
     ] = None,
     watch: Annotated[bool, typer.Option(help="Then follow it like `jobs watch`.")] = False,
     url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
     format: FormatOption = OutputFormat.table,
 ) -> None:
     """Submit a job (POST /api/jobs); prints its id."""
+    remote = Remote(url, api_key)
     if params is not None and params_file is not None:
         fail("give --params or --params-file, not both")
     text = params_file.read_text() if params_file is not None else params
@@ -90,13 +96,13 @@ def submit_cmd(
         body = json.loads(text) if text else {}
     except json.JSONDecodeError as exc:
         fail(f"the params are not JSON: {exc}")
-    job = _call("POST", url, "/api/jobs", json={"kind": kind, "params": body})
+    job = _call("POST", remote, "/api/jobs", json={"kind": kind, "params": body})
     if format is OutputFormat.json and not watch:
         print_json(job)
     else:
         console.print(f"submitted {job['id']} ({job['kind']}, {job['status']})")
     if watch:
-        _watch(url, job["id"])
+        _watch(remote, job["id"])
 
 
 @app.command("list")
@@ -108,12 +114,14 @@ def list_cmd(
         str | None, typer.Option(help="Continue after this job id (the next page).")
     ] = None,
     url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
     format: FormatOption = OutputFormat.table,
 ) -> None:
     """Jobs, newest first (GET /api/jobs)."""
+    remote = Remote(url, api_key)
     query = {"limit": limit, "status": status.value if status else None, "kind": kind}
     query["after"] = after
-    page = _call("GET", url, "/api/jobs", params={k: v for k, v in query.items() if v})
+    page = _call("GET", remote, "/api/jobs", params={k: v for k, v in query.items() if v})
     if format is OutputFormat.json:
         print_json(page)
         return
@@ -124,10 +132,14 @@ def list_cmd(
 
 @app.command("show")
 def show_cmd(
-    job_id: JobArg, url: UrlOption = DEFAULT_URL, format: FormatOption = OutputFormat.table
+    job_id: JobArg,
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    format: FormatOption = OutputFormat.table,
 ) -> None:
     """One job: status, attempt, progress, checkpoint, result or error."""
-    job = _call("GET", url, f"/api/jobs/{job_id}")
+    remote = Remote(url, api_key)
+    job = _call("GET", remote, f"/api/jobs/{job_id}")
     if format is OutputFormat.json:
         print_json(job)
         return
@@ -139,9 +151,10 @@ def show_cmd(
 
 
 @app.command("cancel")
-def cancel_cmd(job_id: JobArg, url: UrlOption = DEFAULT_URL) -> None:
+def cancel_cmd(job_id: JobArg, url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None) -> None:
     """Cancel a job (queued: at once; running: within jobs.heartbeat_seconds + 1 s)."""
-    job = _call("POST", url, f"/api/jobs/{job_id}/cancel")
+    remote = Remote(url, api_key)
+    job = _call("POST", remote, f"/api/jobs/{job_id}/cancel")
     console.print(f"{job['id']}: {job['status']}")
 
 
@@ -150,23 +163,26 @@ def retry_cmd(
     job_id: JobArg,
     watch: Annotated[bool, typer.Option(help="Then follow it like `jobs watch`.")] = False,
     url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Queue a failed, cancelled or crashed job again (attempt + 1, from its checkpoint)."""
-    job = _call("POST", url, f"/api/jobs/{job_id}/retry")
+    remote = Remote(url, api_key)
+    job = _call("POST", remote, f"/api/jobs/{job_id}/retry")
     console.print(f"{job['id']}: {job['status']} (attempt {job['attempt']} so far)")
     if watch:
-        _watch(url, job_id)
+        _watch(remote, job_id)
 
 
 @app.command("watch")
-def watch_cmd(job_id: JobArg, url: UrlOption = DEFAULT_URL) -> None:
+def watch_cmd(job_id: JobArg, url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None) -> None:
     """Follow a job's events until it finishes, with a progress bar; exits 1 unless it
     succeeded."""
-    _watch(url, job_id)
+    remote = Remote(url, api_key)
+    _watch(remote, job_id)
 
 
-def _watch(url: str, job_id: str) -> None:
-    job = _call("GET", url, f"/api/jobs/{job_id}")
+def _watch(remote: Remote, job_id: str) -> None:
+    job = _call("GET", remote, f"/api/jobs/{job_id}")
     last = 0
     final: dict[str, Any] | None = None
     columns = (
@@ -180,7 +196,7 @@ def _watch(url: str, job_id: str) -> None:
         bar = progress.add_task(job_id, total=job["progress"]["total"], unit="", status="")
         while final is None:
             try:
-                for event in _events(url, job_id, last):
+                for event in _events(remote, job_id, last):
                     last = event["seq"]
                     data = event["data"]
                     if event["type"] == "job.progress":
@@ -197,11 +213,11 @@ def _watch(url: str, job_id: str) -> None:
                 time.sleep(1)  # reconnect after the last event seen: nothing missed
                 continue
             if final is None:  # the stream ended without a terminal event: look again
-                job = _call("GET", url, f"/api/jobs/{job_id}")
+                job = _call("GET", remote, f"/api/jobs/{job_id}")
                 if job["status"] in ("succeeded", "failed", "cancelled", "crashed"):
                     break
                 time.sleep(1)
-    job = _call("GET", url, f"/api/jobs/{job_id}")
+    job = _call("GET", remote, f"/api/jobs/{job_id}")
     console.print(f"{job_id}: {job['status']}")
     if job["error"]:
         console.print(f"error: {escape(job['error'])}")
@@ -211,9 +227,9 @@ def _watch(url: str, job_id: str) -> None:
         raise typer.Exit(1)
 
 
-def _events(url: str, job_id: str, last: int) -> Any:
-    headers = {"last-event-id": str(last), "accept": "text/event-stream"}
-    path = f"{url.rstrip('/')}/api/jobs/{job_id}/stream"
+def _events(remote: Remote, job_id: str, last: int) -> Any:
+    headers = {**remote.headers, "last-event-id": str(last), "accept": "text/event-stream"}
+    path = remote.at(f"/api/jobs/{job_id}/stream")
     with httpx.stream("GET", path, headers=headers, timeout=httpx.Timeout(30, read=60)) as r:
         if r.status_code != 200:
             fail(f"the stream answered {r.status_code}: {r.read()[:300]!r}")
