@@ -126,7 +126,7 @@ def test_two_workers_of_one_serve_share_the_limit(tmp_path: Path):
     config = write_config(tmp_path / "config.yaml")
     _, member = create_key(config, workspace, "--tenant", "alpha", "--rpm", "60")
     _, admin = create_key(config, workspace, "--tenant", "ops", "--role", "admin")
-    server = ServerProcess(workspace=workspace, config=config, workers=2, admin_key=admin)
+    server = ServerProcess(workspace=workspace, config=config, workers=2, api_key=admin)
     with server:
         # One connection on each worker (a new connection lands on either).
         pinned: dict[str, httpx.Client] = {}

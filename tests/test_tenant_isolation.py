@@ -188,8 +188,10 @@ def test_every_id_of_the_other_tenant_is_a_404_like_one_that_never_existed(world
             refused = _call(world.beta.member, method, path, values, body)
             if refused.status_code != 403 or refused.json()["error"]["code"] != "permission_denied":
                 problems.append(f"{label} with a member key: {refused.status_code} {refused.text}")
+            # Found and acted on, or found in a state that refuses the act (409: cancelling
+            # a job that already finished).
             admitted = _call(world.alpha.admin, method, path, values, body)
-            if admitted.status_code != 200:
+            if admitted.status_code not in (200, 409):
                 problems.append(f"{label} with an admin key: {admitted.status_code}")
             continue
         assert access == "member", label
