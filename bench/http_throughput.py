@@ -70,7 +70,7 @@ from urllib.parse import urlsplit
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_keys import AUTH_ENV, create_key
+from bench_keys import AUTH_ENV
 from cpu_accounting import (
     CLK_TCK,
     ceiling,
@@ -87,6 +87,7 @@ from routekeeper.router.services.replay import ReplayRecorder
 from routekeeper.settings import load_settings
 from routekeeper.storage.state import StateStorage
 from routekeeper.testing import ServerProcess
+from routekeeper.testing.tenancy import create_key
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "routekeeper.yaml"
@@ -474,8 +475,8 @@ def start_server(
     headers: dict[str, str] = {}
     admin = None
     if auth:
-        member = create_key(path, tmp / "ws", tenant="bench", role="member")
-        admin = create_key(path, tmp / "ws", tenant="bench", role="admin")
+        _, member = create_key(tmp / "ws", path, "bench")
+        _, admin = create_key(tmp / "ws", path, "bench", role="admin")
         headers["Authorization"] = f"Bearer {member}"
     server = BenchServer(
         workspace=tmp / "ws",

@@ -7,8 +7,6 @@ still arrive within the cache bound, and once Redis is back the listener has rec
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,33 +18,12 @@ import pytest
 import yaml
 
 from routekeeper.testing import ServerProcess, TcpProxy, shared_postgres_state
+from routekeeper.testing.tenancy import keys_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 BOUND_SECONDS = 5.0
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def keys_cli(config: Path, workspace: Path, *args: str) -> list[str]:
-    """Run ``routekeeper keys ...`` on the state of ``config``; its stdout lines."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "routekeeper",
-            "keys",
-            *args,
-            "--config",
-            str(config),
-            "--workspace",
-            str(workspace),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.splitlines()
 
 
 class Cluster:
@@ -65,7 +42,7 @@ class Cluster:
         if redis_url is not None:
             config["redis"] = {"url": redis_url}
         self.config.write_text(yaml.safe_dump(config))
-        lines = keys_cli(self.config, self.workspace, "create", "--tenant", "ops", "--role=admin")
+        lines = keys_cli(self.workspace, self.config, "create", "--tenant", "ops", "--role=admin")
         self.admin = {"authorization": f"Bearer {lines[-1]}"}
         self.replicas = [
             ServerProcess(workspace=tmp_path / f"ws{n}", config=self.config) for n in (0, 1)
@@ -155,7 +132,7 @@ def revoke_with_cli_and_measure(cluster: Cluster) -> list[float]:
     for replica in cluster.replicas:
         assert chat(replica, key).status_code == 200
     began = time.monotonic()
-    keys_cli(cluster.config, cluster.workspace, "revoke", key_id)
+    keys_cli(cluster.workspace, cluster.config, "revoke", key_id)
     revoked_at = time.monotonic()  # the command's own start-up is not the replicas' delay
     return [refused_after(r, key, began) - (revoked_at - began) for r in cluster.replicas]
 

@@ -7,10 +7,7 @@ every key works again without a restart."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -18,35 +15,13 @@ import pytest
 import yaml
 
 from routekeeper.testing import ServerProcess, TcpProxy, shared_postgres_state
+from routekeeper.testing.tenancy import bearer, create_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 GRACE_SECONDS = 6.0
 CACHE_SECONDS = 0.5
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def create_key(config: Path, workspace: Path, tenant: str) -> dict[str, str]:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "routekeeper",
-            "keys",
-            "create",
-            "--tenant",
-            tenant,
-            "--config",
-            str(config),
-            "--workspace",
-            str(workspace),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return {"authorization": f"Bearer {done.stdout.splitlines()[-1]}"}
 
 
 def models(server: ServerProcess, key: dict[str, str]) -> httpx.Response:
@@ -81,8 +56,8 @@ def test_known_keys_ride_out_the_grace_then_503_and_all_work_once_the_database_i
             )
         )
         workspace = tmp_path / "ws"
-        known = create_key(config, workspace, "alpha")
-        unseen = create_key(config, workspace, "beta")
+        known = bearer(create_key(workspace, config, "alpha")[1])
+        unseen = bearer(create_key(workspace, config, "beta")[1])
         malformed = {"authorization": "Bearer rk_not-a-key"}
         with ServerProcess(workspace=workspace, config=config) as server:
             assert models(server, known).status_code == 200

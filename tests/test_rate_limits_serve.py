@@ -8,8 +8,6 @@ once."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import yaml
 from routekeeper.testing import ServerProcess
 from routekeeper.testing.backends import shared_postgres_state
 from routekeeper.testing.tcpproxy import TcpProxy
+from routekeeper.testing.tenancy import create_key
 
 pytestmark = pytest.mark.slow
 
@@ -36,22 +35,6 @@ WINDOW_SECONDS = 60
 def write_config(path: Path, **sections: Any) -> Path:
     path.write_text(yaml.safe_dump({**ECHO, **sections}))
     return path
-
-
-def create_key(config: Path, workspace: Path, *flags: str) -> tuple[str, str]:
-    """``routekeeper keys create``: the key's id (first line) and its secret (last line)."""
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "routekeeper", "keys", "create"),
-            *("--config", str(config), "--workspace", str(workspace), *flags),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    return lines[0], lines[-1]
 
 
 def one_connection() -> httpx.Client:
@@ -124,8 +107,8 @@ def limiter_counts(url: str) -> dict[tuple[str, str], float]:
 def test_two_workers_of_one_serve_share_the_limit(tmp_path: Path):
     workspace = tmp_path / "ws"
     config = write_config(tmp_path / "config.yaml")
-    _, member = create_key(config, workspace, "--tenant", "alpha", "--rpm", "60")
-    _, admin = create_key(config, workspace, "--tenant", "ops", "--role", "admin")
+    _, member = create_key(workspace, config, "alpha", rpm=60)
+    _, admin = create_key(workspace, config, "ops", role="admin")
     server = ServerProcess(workspace=workspace, config=config, workers=2, api_key=admin)
     with server:
         # One connection on each worker (a new connection lands on either).
@@ -174,7 +157,7 @@ def test_two_postgres_replicas_sharing_redis_share_the_limit(
         write_config(tmp_path / f"config-{i}.yaml", state=state, redis={"url": redis_url})
         for i in range(2)
     ]
-    _, member = create_key(configs[0], tmp_path / "ws-0", "--tenant", "alpha", "--rpm", "60")
+    _, member = create_key(tmp_path / "ws-0", configs[0], "alpha", rpm=60)
     servers = [
         ServerProcess(workspace=tmp_path / f"ws-{i}", config=config)
         for i, config in enumerate(configs)
@@ -208,7 +191,7 @@ def test_redis_down_requests_pass_counted_in_metrics_and_logged_once(
     with TcpProxy(host, int(port)) as proxy:
         workspace = tmp_path / "ws"
         config = write_config(tmp_path / "config.yaml", redis={"url": proxy.dsn_for(redis_url)})
-        _, member = create_key(config, workspace, "--tenant", "alpha", "--rpm", "3")
+        _, member = create_key(workspace, config, "alpha", rpm=3)
         with ServerProcess(workspace=workspace, config=config) as server:
             sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=member, max_retries=0)
 

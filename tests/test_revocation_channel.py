@@ -26,6 +26,7 @@ from routekeeper.sections.auth import AuthSettings
 from routekeeper.settings import load_settings
 from routekeeper.storage.keys_store import ApiKeysStore
 from routekeeper.testing.server import ServerProcess, free_port
+from routekeeper.testing.tenancy import keys_cli
 
 
 async def until(condition, what: str) -> None:
@@ -157,24 +158,7 @@ def test_every_worker_of_serve_workers_2_hears_a_revocation(tmp_path, redis_url)
     workspace = tmp_path / "ws"
 
     def keys(*args: str) -> list[str]:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "routekeeper",
-                "keys",
-                *args,
-                "--config",
-                str(config),
-                "--workspace",
-                str(workspace),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.splitlines()
+        return keys_cli(workspace, config, *args)
 
     admin = {"authorization": f"Bearer {keys('create', '--tenant', 'ops', '--role', 'admin')[-1]}"}
     member_lines = keys("create", "--tenant", "alpha")

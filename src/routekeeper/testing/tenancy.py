@@ -160,16 +160,31 @@ def examples_for(params: list[str]) -> list[TenantExample]:
     return chosen
 
 
-def create_key(
-    workspace: Path, config: Path | None, tenant: str, *, role: str = "member"
-) -> tuple[str, str]:
-    """``routekeeper keys create`` on the state directly: the key's id and its secret."""
-    command = [sys.executable, "-m", "routekeeper", "keys", "create", "--tenant", tenant]
-    command += ["--role", role, "--workspace", str(workspace)]
+def keys_cli(workspace: Path, config: Path | None, *args: str) -> list[str]:
+    """``routekeeper keys ARGS`` on the state directly (as an operator runs it); its stdout
+    lines (AssertionError with its stderr when it fails)."""
+    command = [sys.executable, "-m", "routekeeper", "keys", *args, "--workspace", str(workspace)]
     if config is not None:
         command += ["--config", str(config)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
-        raise AssertionError(f"keys create failed ({done.returncode}): {done.stderr}")
-    lines = done.stdout.strip().splitlines()
+        raise AssertionError(f"keys {' '.join(args)} failed ({done.returncode}): {done.stderr}")
+    return done.stdout.strip().splitlines()
+
+
+def create_key(
+    workspace: Path,
+    config: Path | None,
+    tenant: str,
+    *,
+    role: str = "member",
+    rpm: int | None = None,
+) -> tuple[str, str]:
+    """``routekeeper keys create``: the key's id (its first line) and its secret (its last)."""
+    flags = ["--tenant", tenant, "--role", role] + (["--rpm", str(rpm)] if rpm else [])
+    lines = keys_cli(workspace, config, "create", *flags)
     return lines[0], lines[-1]
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {secret}"}
