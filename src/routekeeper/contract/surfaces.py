@@ -6,6 +6,7 @@ surfaces that exist in the code are registered. ``docs/state-inventory.md`` and
 from __future__ import annotations
 
 from routekeeper.contract.conversations import CONVERSATION_ITEMS, CONVERSATIONS
+from routekeeper.contract.jobs import JOB_EVENTS, JOBS
 from routekeeper.contract.replay import ROUTER_REPLAY
 from routekeeper.contract.responses import RESPONSE_ITEMS, RESPONSES
 from routekeeper.contract.runtime import RUNTIME_EVENTS, RUNTIME_STATUS
@@ -20,5 +21,7 @@ SURFACES = SurfaceRegistry(
         RESPONSE_ITEMS,
         CONVERSATIONS,
         CONVERSATION_ITEMS,
+        JOBS,
+        JOB_EVENTS,
     )
 )
