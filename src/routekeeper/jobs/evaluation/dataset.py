@@ -202,7 +202,9 @@ def _flag(params: dict[str, Any], name: str, default: bool) -> bool:
 def _count(params: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
     value = params.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        got = str(value) if isinstance(value, int) and not isinstance(value, bool) else json_kind(value)
+        got = json_kind(value)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**18:
+            got = str(value)
         raise InvalidRequest(
             f"params.{name} must be an integer from {low} to {high}, got {got}",
             param=f"params.{name}",
