@@ -6,6 +6,7 @@ surfaces that exist in the code are registered. ``docs/state-inventory.md`` and
 from __future__ import annotations
 
 from routekeeper.contract.conversations import CONVERSATION_ITEMS, CONVERSATIONS
+from routekeeper.contract.evaluation import EVALUATION_RESULTS
 from routekeeper.contract.jobs import JOB_EVENTS, JOBS
 from routekeeper.contract.replay import ROUTER_REPLAY
 from routekeeper.contract.responses import RESPONSE_ITEMS, RESPONSES
@@ -23,5 +24,6 @@ SURFACES = SurfaceRegistry(
         CONVERSATION_ITEMS,
         JOBS,
         JOB_EVENTS,
+        EVALUATION_RESULTS,
     )
 )

@@ -14,11 +14,13 @@ from fastapi import FastAPI
 from routekeeper import __version__
 from routekeeper.compose import Replica, build_replica
 from routekeeper.dashboard.routes import conversations as conversations_api_routes
+from routekeeper.dashboard.routes import evaluation as evaluation_routes
 from routekeeper.dashboard.routes import replay as replay_routes
 from routekeeper.dashboard.routes import responses as responses_api_routes
 from routekeeper.dashboard.routes import routing as routing_routes
 from routekeeper.dashboard.routes import status as status_routes
 from routekeeper.dashboard.services.conversations import ConversationQueries
+from routekeeper.dashboard.services.evaluation import EvaluationQueries
 from routekeeper.dashboard.services.replay import ReplayQueries
 from routekeeper.dashboard.services.responses import ResponseQueries
 from routekeeper.dashboard.services.status import StatusQueries
@@ -110,3 +112,4 @@ def include_routes(app: FastAPI, replica: Replica) -> None:
     app.include_router(replay_routes.router(ReplayQueries(replica.storage)))
     app.include_router(responses_api_routes.router(ResponseQueries(replica.storage)))
     app.include_router(conversations_api_routes.router(ConversationQueries(replica.storage)))
+    app.include_router(evaluation_routes.router(EvaluationQueries(replica.storage)))
