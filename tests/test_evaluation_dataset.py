@@ -131,7 +131,8 @@ def test_a_file_is_read_once_with_malformed_lines_kept_as_invalid_items(dataset_
     assert items[0] == {"prompt": "one", "expected_decision": "a", "line": 1}
     assert items[1]["line"] == 3 and items[1]["invalid"].startswith("not JSON")
     assert items[2] == {
-        "invalid": "an item needs expected_decision or expected_model (or both)", "line": 4
+        "invalid": "an item needs expected_decision or expected_model (or both)",
+        "line": 4,
     }
     assert items[3]["line"] == 5 and "array" in items[3]["invalid"]
     assert items[4]["line"] == 6 and "NaN" in items[4]["invalid"]
@@ -196,6 +197,10 @@ def test_an_item_is_either_good_or_refused_with_a_field(value):
         assert value.get("expected_decision") or value.get("expected_model")
     else:
         field, message = problem
-        assert field == "" or field.lstrip(".") in ("prompt", "expected_decision",
-                                                     "expected_model", "other")
+        assert field == "" or field.lstrip(".") in (
+            "prompt",
+            "expected_decision",
+            "expected_model",
+            "other",
+        )
         assert message

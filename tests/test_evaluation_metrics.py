@@ -17,8 +17,18 @@ from routekeeper.jobs.evaluation.metrics import (
 AT = datetime(2026, 12, 7, tzinfo=UTC)
 
 
-def result(index, *, decision=None, expected_decision=None, model=None, expected_model=None,
-           routing_ms=1.0, valid=True, sent=False, upstream_error=None):
+def result(
+    index,
+    *,
+    decision=None,
+    expected_decision=None,
+    model=None,
+    expected_model=None,
+    routing_ms=1.0,
+    valid=True,
+    sent=False,
+    upstream_error=None,
+):
     decision_ok = None if expected_decision is None else expected_decision == decision
     model_ok = None if expected_model is None else expected_model == model
     return EvaluationResultRecord(
@@ -47,8 +57,14 @@ def test_a_worked_example():
         result(1, expected_decision="math", decision="chat", model="small", routing_ms=2),
         result(2, expected_decision="chat", decision="chat", model="small", routing_ms=3),
         result(3, expected_model="small", decision="chat", model="small", routing_ms=4),
-        result(4, expected_decision="chat", expected_model="big", decision="chat",
-               model="small", routing_ms=5),
+        result(
+            4,
+            expected_decision="chat",
+            expected_model="big",
+            decision="chat",
+            model="small",
+            routing_ms=5,
+        ),
         result(5, valid=False),
     ]
     m = evaluation_metrics(results)
@@ -75,7 +91,11 @@ def test_nothing_to_divide_by_is_null():
     m = evaluation_metrics([])
     assert m["total"] == 0 and m["accuracy"] is None
     assert m["decisions"] == {
-        "items": 0, "correct": 0, "accuracy": None, "labels": {}, "confusion": {}
+        "items": 0,
+        "correct": 0,
+        "accuracy": None,
+        "labels": {},
+        "confusion": {},
     }
     assert m["routing_ms"] == {"p50": None, "p95": None, "p99": None}
     only_invalid = evaluation_metrics([result(0, valid=False), result(1, valid=False)])
@@ -86,8 +106,14 @@ def test_upstream_outcomes_are_counted_apart_from_correctness():
     m = evaluation_metrics(
         [
             result(0, expected_model="a", model="a", decision="d", sent=True),
-            result(1, expected_model="a", model="a", decision="d", sent=True,
-                   upstream_error="upstream_error: 500"),
+            result(
+                1,
+                expected_model="a",
+                model="a",
+                decision="d",
+                sent=True,
+                upstream_error="upstream_error: 500",
+            ),
         ]
     )
     assert m["upstream"] == {"sent": 2, "errors": 1}
@@ -122,8 +148,10 @@ def test_label_metrics_agree_with_their_definitions(pairs):
     assert m["accuracy"] == (m["correct"] / len(pairs) if pairs else None)
 
 
-@given(st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=200),
-       st.sampled_from([50, 95, 99]))
+@given(
+    st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=200),
+    st.sampled_from([50, 95, 99]),
+)
 def test_a_percentile_is_a_value_with_enough_below_it(values, p):
     ordered = sorted(values)
     q = percentile(ordered, p)

@@ -52,8 +52,9 @@ async def test_upserts_keep_one_row_per_item(state_storage):
         await conn.run_sync(lambda c: upsert_results(c, again))
         await conn.run_sync(lambda c: upsert_results(c, []))
         assert await conn.run_sync(lambda c: count_results(c, job)) == 10
-    stored = [r async for batch in store.results(job, tenant_id="default", batch_size=3)
-              for r in batch]
+    stored = [
+        r async for batch in store.results(job, tenant_id="default", batch_size=3) for r in batch
+    ]
     assert [r.item_index for r in stored] == list(range(10))
     assert stored[:5] == [result(job, i) for i in range(5)]
     assert stored[5:] == again
@@ -101,7 +102,10 @@ async def test_another_tenants_job_and_an_unknown_job_are_not_found(state_storag
     for job_id in (theirs, "job_" + "9" * 26):
         with pytest.raises(NotFound):
             await store.list_results(
-                job_id, EvaluationResultFilters(), tenant_id="default", limit=5,
+                job_id,
+                EvaluationResultFilters(),
+                tenant_id="default",
+                limit=5,
                 order=SortOrder.ASC,
             )
     assert await store.count(theirs, tenant_id="default") == 0

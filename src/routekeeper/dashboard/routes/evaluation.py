@@ -16,9 +16,7 @@ from routekeeper.dashboard.query import api_router
 from routekeeper.dashboard.services.evaluation import EvaluationQueries
 from routekeeper.http.pages import Limit, ListPage, Order
 
-ItemCursor = Annotated[
-    int | None, Query(ge=0, le=2**31 - 1, description="An item index (from 0).")
-]
+ItemCursor = Annotated[int | None, Query(ge=0, le=2**31 - 1, description="An item index (from 0).")]
 JobId = Annotated[str, Path(pattern=id_pattern("job"), description="A job id.")]
 
 

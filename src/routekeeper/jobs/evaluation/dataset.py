@@ -60,7 +60,9 @@ def evaluation_input(params: dict[str, Any], dataset_dir: Path) -> dict[str, Any
         "items": items,
         "source": source,
         "send_to_model": _flag(params, "send_to_model", False),
-        "checkpoint_every": _count(params, "checkpoint_every", CHECKPOINT_EVERY, 1, MAX_CHECKPOINT_EVERY),
+        "checkpoint_every": _count(
+            params, "checkpoint_every", CHECKPOINT_EVERY, 1, MAX_CHECKPOINT_EVERY
+        ),
         "concurrency": _count(params, "concurrency", 1, 1, MAX_CONCURRENCY),
     }
 
