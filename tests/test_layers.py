@@ -29,14 +29,35 @@ ALLOWED: dict[str, frozenset[str]] = {
         {"contract", "sse", "settings", "storage", "upstream", "routing", "runtime"}
     ),
     "dashboard.services": frozenset({"contract", "storage", "runtime"}),
+    "jobs": frozenset(
+        {
+            "contract",
+            "sse",
+            "settings",
+            "storage",
+            "upstream",
+            "routing",
+            "runtime",
+            "router.services",
+        }
+    ),
     "compose": frozenset(
-        {"contract", "settings", "storage", "upstream", "routing", "runtime", "router.services"}
+        {
+            "contract",
+            "settings",
+            "storage",
+            "upstream",
+            "routing",
+            "runtime",
+            "router.services",
+            "jobs",
+        }
     ),
     "http": frozenset({"contract"}),
     "dashboard": frozenset({"contract"}),
     "router.routes": frozenset({"contract", "sse", "http", "router.services"}),
     "dashboard.routes": frozenset(
-        {"contract", "http", "routing", "dashboard", "dashboard.services"}
+        {"contract", "sse", "http", "routing", "dashboard", "dashboard.services", "jobs"}
     ),
     "server": frozenset(
         {
@@ -49,6 +70,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "router.routes",
             "dashboard.services",
             "dashboard.routes",
+            "jobs",
         }
     ),
     "cli": frozenset(

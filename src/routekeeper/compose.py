@@ -7,6 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from routekeeper.jobs.count import CountKind
+from routekeeper.jobs.evaluation.kind import EvaluationKind
+from routekeeper.jobs.kinds import JobKind
+from routekeeper.jobs.runner import JobRunner
+from routekeeper.jobs.service import JobsService
+from routekeeper.jobs.wakeups import JobWakeups
 from routekeeper.router.services.chat import ChatService
 from routekeeper.router.services.exchange import ChatExchanges
 from routekeeper.router.services.metrics import RouterMetrics
@@ -17,8 +23,12 @@ from routekeeper.runtime.components import Component, StorageMetrics
 from routekeeper.runtime.replica import ReplicaRuntime
 from routekeeper.runtime.worker_board import WorkerBoard
 from routekeeper.settings import Settings
+from routekeeper.storage.jobs_store import JobsStore
 from routekeeper.storage.state import StateStorage
 from routekeeper.upstream.openai import UpstreamPool
+
+KINDS: dict[str, JobKind] = {kind.name: kind for kind in (CountKind(), EvaluationKind())}
+"""The job kinds every replica runs and accepts at submit, by name."""
 
 
 @dataclass
@@ -33,6 +43,8 @@ class Replica:
     exchanges: ChatExchanges
     responses: ResponsesService
     runtime: ReplicaRuntime
+    jobs: JobsService
+    runner: JobRunner
 
     async def aclose(self) -> None:
         """Release what the runtime does not own (after ``runtime.stop()``)."""
@@ -48,12 +60,14 @@ def build_replica(
     listen: str | None = None,
     on_fatal: Callable[[str], None] | None = None,
     board: WorkerBoard | None = None,
+    job_slots: int | None = None,
 ) -> Replica:
     """Raises ContractViolation when the state contract does not hold. Nothing is opened
     here: ``runtime.start()`` opens storage, migrates, registers and recovers (the routing
     engine embeds its candidates first). Tests put a fake server under a model by its
     ``base_url``. ``board``: this process is one worker of ``serve --workers N`` and shows
-    the others' figures beside its own."""
+    the others' figures beside its own. ``job_slots``: jobs this replica runs at once
+    (default ``jobs.concurrency``; a ``routekeeper worker`` passes its own)."""
     storage = StateStorage(settings)
     engine = RoutingEngine(settings, build_embedder(settings))
     pool = UpstreamPool()
@@ -66,9 +80,22 @@ def build_replica(
         durability=replay.durability,
         ack_timeout_ms=replay.ack_timeout_ms,
     )
+    chat = ChatService(settings, engine, pool)
+    wakeups = JobWakeups(storage.store(JobsStore), redis_url=settings.redis.url)
+    runner = JobRunner(
+        settings,
+        storage,
+        KINDS,
+        owner="",  # this replica's id, below
+        engine=engine,
+        chat=chat,
+        pool=pool,
+        wakeups=wakeups,
+        concurrency=job_slots,
+    )
     # Surfaces' background parts: begun when ready, stopped before `stopped`, reported in
     # /api/status and /metrics.
-    components: tuple[Component, ...] = (recorder,)
+    components: tuple[Component, ...] = (recorder, runner)
     runtime = ReplicaRuntime(
         settings,
         storage,
@@ -78,16 +105,28 @@ def build_replica(
         components=components,
         board=board,
     )
+    runner.owner = runtime.id  # leases are held by the replica
     metrics = RouterMetrics(components, collectors=(StorageMetrics(storage),), board=board)
     if board is not None:
         board.attach(runtime.id, components, metrics.registry.collect)
-    chat = ChatService(settings, engine, pool)
     exchanges = ChatExchanges(
         chat, recorder, metrics, runtime, ping_seconds=settings.server.sse_ping_seconds
     )
     responses = ResponsesService(
         storage, exchanges, retention_days=settings.responses.retention_days
     )
+    jobs = JobsService(settings, storage, KINDS, wakeups, runner)
     return Replica(
-        settings, storage, engine, pool, recorder, metrics, chat, exchanges, responses, runtime
+        settings,
+        storage,
+        engine,
+        pool,
+        recorder,
+        metrics,
+        chat,
+        exchanges,
+        responses,
+        runtime,
+        jobs,
+        runner,
     )

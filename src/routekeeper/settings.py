@@ -26,6 +26,8 @@ from routekeeper.routing.config import (
     routing_problems,
 )
 from routekeeper.sections.base import Section
+from routekeeper.sections.jobs import JobsSettings
+from routekeeper.sections.redis import RedisSettings
 from routekeeper.sections.replay import ReplaySettings
 from routekeeper.sections.responses import ResponsesSettings
 from routekeeper.storage.config import StateSettings, redact_dsn
@@ -170,6 +172,15 @@ class Settings(BaseSettings):
         default_factory=ResponsesSettings,
         description="Stored responses of /v1/responses: how long they are kept.",
     )
+    jobs: JobsSettings = Field(
+        default_factory=JobsSettings,
+        description="Durable workflow jobs: job slots per process, heartbeats, leases, "
+        "attempts, retention and the dataset directory.",
+    )
+    redis: RedisSettings = Field(
+        default_factory=RedisSettings,
+        description="The optional Redis server for live fan-out between replicas.",
+    )
 
     @model_validator(mode="after")
     def _routing_references(self) -> Settings:
@@ -191,6 +202,13 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML file arrives as init kwargs; the environment overrides it.
         return (env_settings, init_settings)
+
+    @property
+    def dataset_dir(self) -> Path:
+        """Where server-side datasets live (``jobs.dataset_dir``, default
+        ``<workspace>/datasets``)."""
+        configured = self.jobs.dataset_dir
+        return self.resolve_path(configured) if configured else self.workspace / "datasets"
 
     def resolve_path(self, path: Path) -> Path:
         """A configured path, absolute: relative ones live in the workspace."""

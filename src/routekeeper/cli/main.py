@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from routekeeper import __version__
-from routekeeper.cli import db, doctor, replay, routing, serve, state, status
+from routekeeper.cli import db, doctor, jobs, replay, routing, serve, state, status, worker
 
 app = typer.Typer(
     name="routekeeper",
@@ -21,6 +21,8 @@ app.add_typer(state.app, name="state")
 app.add_typer(db.app, name="db")
 app.add_typer(routing.app, name="routing")
 app.add_typer(replay.app, name="replay")
+app.command("worker")(worker.worker)
+app.add_typer(jobs.app, name="jobs")
 
 
 @app.command("version")

@@ -200,9 +200,13 @@ class JobFailed(RoutekeeperError):
 class UnknownJobKind(InvalidRequest):
     def __init__(self, kind: str, known: list[str]) -> None:
         super().__init__(
-            f"unknown job kind {kind!r} (known: {', '.join(sorted(known)) or 'none'})",
+            f"kind: unknown job kind {kind!r} (known: {', '.join(sorted(known)) or 'none'})",
             param="kind",
-            details={"kind": kind, "known": sorted(known)},
+            details={
+                "kind": kind,
+                "known": sorted(known),
+                "problems": [{"param": "kind", "message": "unknown job kind"}],
+            },
         )
 
 
@@ -247,9 +251,7 @@ JOB_EVENTS = Surface(
         "Every event is committed with the change it describes, so after SIGTERM and SIGKILL "
         "a stream resumed with Last-Event-ID gets every later event exactly once."
     ),
-    recovery=(
-        "Nothing of its own: the jobs recovery appends the events of what it repairs."
-    ),
+    recovery=("Nothing of its own: the jobs recovery appends the events of what it repairs."),
     colocated_with="jobs",
     tenant_scoped=True,
     writes=Writes(WriteMode.ACKNOWLEDGED),

@@ -67,9 +67,7 @@ class JobRun(Protocol):
         was requested)."""
         ...
 
-    async def save_checkpoint(
-        self, checkpoint: dict[str, Any], *, done: int | None = None
-    ) -> None:
+    async def save_checkpoint(self, checkpoint: dict[str, Any], *, done: int | None = None) -> None:
         """Stores the checkpoint the next attempt resumes from (fenced, like progress);
         ``done`` updates the progress count in the same transaction."""
         ...

@@ -15,6 +15,7 @@ from routekeeper import __version__
 from routekeeper.compose import Replica, build_replica
 from routekeeper.dashboard.routes import conversations as conversations_api_routes
 from routekeeper.dashboard.routes import evaluation as evaluation_routes
+from routekeeper.dashboard.routes import jobs as jobs_routes
 from routekeeper.dashboard.routes import replay as replay_routes
 from routekeeper.dashboard.routes import responses as responses_api_routes
 from routekeeper.dashboard.routes import routing as routing_routes
@@ -113,3 +114,10 @@ def include_routes(app: FastAPI, replica: Replica) -> None:
     app.include_router(responses_api_routes.router(ResponseQueries(replica.storage)))
     app.include_router(conversations_api_routes.router(ConversationQueries(replica.storage)))
     app.include_router(evaluation_routes.router(EvaluationQueries(replica.storage)))
+    app.include_router(
+        jobs_routes.router(
+            replica.jobs,
+            ping_seconds=replica.settings.server.sse_ping_seconds,
+            until=lambda: replica.runtime.shutdown_deadline,
+        )
+    )

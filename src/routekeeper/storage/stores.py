@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlalchemy import MetaData, Table
 
 from routekeeper.storage.conversations_store import ConversationsStore
+from routekeeper.storage.jobs_store import JobsStore
 from routekeeper.storage.evaluation_store import EvaluationStore
 from routekeeper.storage.replay_store import ReplayStore
 from routekeeper.storage.responses_store import ResponsesStore
@@ -19,6 +20,7 @@ STORES: tuple[type[SurfaceStore], ...] = (
     ReplayStore,
     ResponsesStore,
     ConversationsStore,
+    JobsStore,
     EvaluationStore,
 )
 

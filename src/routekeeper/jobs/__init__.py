@@ -1,0 +1,1 @@
+"""Durable workflow jobs: kinds, the runner (job slots of a replica), the service, wake-ups."""
