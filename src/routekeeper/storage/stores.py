@@ -7,8 +7,8 @@ from __future__ import annotations
 from sqlalchemy import MetaData, Table
 
 from routekeeper.storage.conversations_store import ConversationsStore
-from routekeeper.storage.jobs_store import JobsStore
 from routekeeper.storage.evaluation_store import EvaluationStore
+from routekeeper.storage.jobs_store import JobsStore
 from routekeeper.storage.replay_store import ReplayStore
 from routekeeper.storage.responses_store import ResponsesStore
 from routekeeper.storage.runtime_store import RuntimeStore
