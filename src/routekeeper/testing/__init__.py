@@ -14,6 +14,7 @@ from routekeeper.testing.fake_upstream import FakeUpstream
 from routekeeper.testing.handler_server import HandlerServer, Reply, Seen
 from routekeeper.testing.server import ServerProcess, free_port
 from routekeeper.testing.tcpproxy import TcpProxy
+from routekeeper.testing.worker import WorkerProcess
 
 __all__ = [
     "REQUIRE_SERVICES_ENV",
@@ -24,6 +25,7 @@ __all__ = [
     "Seen",
     "ServerProcess",
     "TcpProxy",
+    "WorkerProcess",
     "free_port",
     "fresh_postgres_database",
     "postgres_admin_dsn",

@@ -150,9 +150,11 @@ def resume_point(last_event_id: str | None, after: int | None) -> int:
     except ValueError:
         value = -1
     if not 0 <= value <= 2_147_483_647:
+        message = "must be an event number (0 to 2147483647)"
         raise InvalidRequest(
-            f"Last-Event-ID must be an event number, got {last_event_id[:40]!r}",
+            f"last-event-id {message}, got {last_event_id[:40]!r}",
             param="last-event-id",
+            details={"problems": [{"param": "last-event-id", "message": message}]},
         )
     return value
 
