@@ -10,8 +10,9 @@ from collections import Counter
 
 import httpx
 import pytest
+import yaml
 
-from routekeeper.testing import FakeUpstream
+from routekeeper.testing import FakeUpstream, ServerProcess, WorkerProcess, shared_postgres_state
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,8 @@ def routing(upstream):
             {"name": "default", "model": "small"},
         ],
         "auto_model_names": ["auto"],
-        "jobs": {"heartbeat_seconds": 0.5, "lease_seconds": 2},
+        "runtime": {"heartbeat_seconds": 0.5, "stale_after_seconds": 2.0},
+        "jobs": {"heartbeat_seconds": 0.5, "lease_seconds": 2, "poll_ms": 100},
     }
 
 
@@ -104,9 +106,12 @@ def wait_for(server, job_id, condition, timeout=120):
 
 
 def check_finished(server, job_id, upstream, killed_at_requests):
+    """The job ends succeeded on attempt 2 with one result per item and the right counts;
+    only the chunk in flight at the kill went to the model twice."""
     done = wait_for(server, job_id, lambda j: j["status"] in ("succeeded", "failed", "crashed"))
     assert done["status"] == "succeeded", done
     assert done["attempt"] == 2
+    assert done["progress"]["done"] == ITEMS
     results = server.list_all(f"/api/jobs/{job_id}/results")
     assert [r["item_index"] for r in results] == list(range(ITEMS))
     counts = expected_counts()
@@ -145,3 +150,33 @@ def test_sigkill_mid_evaluation_resumes_from_the_checkpoint(server_factory):
 
         second = server_factory(**routing(upstream)).start()
         check_finished(second, job_id, upstream, killed_at)
+
+
+@pytest.mark.postgres
+def test_a_killed_worker_s_evaluation_is_resumed_by_another_while_serve_keeps_running(
+    postgres_dsn, tmp_path
+):
+    state = shared_postgres_state(postgres_dsn)
+    workspace = tmp_path / "ws"
+    write_dataset(workspace)
+    with FakeUpstream(models=["m"], latency_ms=2) as upstream:
+        sections = routing(upstream)
+        serve_config = tmp_path / "serve.yaml"
+        serve_sections = {**sections, "jobs": {**sections["jobs"], "concurrency": 0}}
+        serve_config.write_text(yaml.safe_dump({"state": state, **serve_sections}))
+        worker_config = tmp_path / "worker.yaml"
+        worker_config.write_text(yaml.safe_dump({"state": state, **sections}))
+        with ServerProcess(workspace=workspace, config=serve_config) as server:
+            with WorkerProcess(workspace=workspace, config=worker_config) as worker:
+                job_id = submit(server)
+                mid = wait_for(server, job_id, lambda j: j["progress"]["done"] >= 400)
+                assert mid["lease_owner"] == worker.replica_id
+                worker.kill()
+            killed_at = len(upstream.requests)
+            assert killed_at < ITEMS
+            with WorkerProcess(workspace=workspace, config=worker_config) as second:
+                check_finished(server, job_id, upstream, killed_at)
+                events = server.list_all(f"/api/jobs/{job_id}/events")
+                owners = [e["data"]["owner"] for e in events if e["type"] == "job.started"]
+                assert owners == [worker.replica_id, second.replica_id]
+            assert server.exit_code() is None  # serve ran throughout
