@@ -238,3 +238,41 @@ def test_results_of_an_unknown_job_are_a_404(state_settings):
         assert client.get(f"/api/jobs/job_{'0' * 26}/results").status_code == 404
         assert client.get("/api/jobs/nope/results").status_code in (400, 404, 422)
         assert client.get(f"/api/jobs/job_{'0' * 26}/results?after=-1").status_code == 400
+
+
+def test_a_cancelled_evaluation_sends_nothing_more_and_a_retry_finishes_it(state_settings):
+    dataset = [{"prompt": f"item {i}", "expected_decision": "default"} for i in range(60)]
+    with FakeUpstream(models=["m"], latency_ms=30) as upstream:
+        backend = {"type": "openai", "base_url": upstream.base_url, "model": "m"}
+        with client_for(state_settings, backend) as client:
+            wait_ready(client)
+            submitted = client.post(
+                "/api/jobs",
+                json={
+                    "kind": "evaluation",
+                    "params": {"dataset": dataset, "send_to_model": True, "checkpoint_every": 10},
+                },
+            )
+            job_id = submitted.json()["id"]
+            assert upstream.wait_for_requests(15, timeout=30)
+            assert client.post(f"/api/jobs/{job_id}/cancel").status_code == 200
+            cancelled = finished(client, job_id)
+            assert cancelled["status"] == "cancelled", cancelled
+            sent = len(upstream.requests)
+            assert sent < len(dataset)
+            assert client.get(f"/api/jobs/{job_id}/results").status_code == 200
+            assert len(upstream.requests) == sent  # nothing goes to the model once cancelled
+            retried = client.post(f"/api/jobs/{job_id}/retry")
+            assert retried.status_code == 200, retried.text
+            done = finished(client, job_id)
+            assert done["status"] == "succeeded", done
+            assert done["attempt"] == cancelled["attempt"] + 1
+            assert done["result"]["total"] == done["result"]["correct"] == len(dataset)
+            stored = results(client, job_id)
+            assert [r["item_index"] for r in stored] == list(range(len(dataset)))
+        # The retry resumed at the checkpoint: at most one chunk (10 items) and the one in
+        # flight went to the model again.
+        prompts = [r.body["messages"][-1]["content"] for r in upstream.requests]
+        assert set(prompts) == {item["prompt"] for item in dataset}
+        assert len(prompts) - len(dataset) <= 10 + 1
+        assert (cancelled["checkpoint"] or {}).get("next_index", 0) <= sent
