@@ -58,9 +58,7 @@ async def _events(store, job_id):
 async def _rows(store, job_id):
     async with store.db.read() as conn:
         job = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).one()
-        events = (
-            await conn.execute(select(job_events).where(job_events.c.job_id == job_id))
-        ).all()
+        events = (await conn.execute(select(job_events).where(job_events.c.job_id == job_id))).all()
     return tuple(job), sorted(tuple(e) for e in events)
 
 

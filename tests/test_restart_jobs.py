@@ -169,3 +169,16 @@ def test_a_stream_resumed_on_another_replica_gets_every_later_event_once(
         assert rest[-1]["type"] == "job.succeeded"
         # A stream that starts on B after the end gets everything and ends too.
         assert _read_stream(b, job_id) == first + rest
+
+
+def test_sigterm_hands_a_running_job_back_without_using_an_attempt(server_factory):
+    first = server_factory(**FAST).start()
+    job_id = _submit(first, **{**COUNT, "to": 40})
+    _until(first, job_id, lambda j: (j["checkpoint"] or {}).get("done", 0) >= 5)
+    assert first.terminate() == 0
+
+    second = server_factory(**FAST).start()
+    job = _until(second, job_id, lambda j: j["status"] == "succeeded")
+    assert job["attempt"] == 2 and job["result"]["resumed_from"] >= 5
+    requeued = [e for e in _all_events(second, job_id) if e["type"] == "job.requeued"]
+    assert [e["data"]["reason"] for e in requeued] == ["owner_stopped"]

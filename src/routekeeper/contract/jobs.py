@@ -90,6 +90,10 @@ class JobEventKind(enum.StrEnum):
 class RequeueReason(enum.StrEnum):
     LEASE_EXPIRED = "lease_expired"
     OWNER_CRASHED = "owner_crashed"
+    """Its owner is not live (recorded crashed, or gone without releasing it)."""
+    OWNER_STOPPED = "owner_stopped"
+    """Its owner stopped gracefully and handed it back; the attempt is not counted against
+    max_attempts."""
 
 
 @dataclass(frozen=True)
@@ -245,7 +249,7 @@ JOB_EVENTS = Surface(
     stores=(
         "The typed events of each job (submitted, started, progress, checkpoint, cancel "
         "requested, requeued, retried, and how it ended), numbered 1, 2, 3, ... per job: the "
-        "ids of its SSE stream."
+        "ids of its SSE stream. Deleted with their job (jobs.retention_days)."
     ),
     restart_expectation=(
         "Every event is committed with the change it describes, so after SIGTERM and SIGKILL "

@@ -3,12 +3,13 @@ claims the oldest queued job under this replica's lease, runs its kind, renews t
 every ``jobs.heartbeat_seconds`` and finishes the job, every write fenced by owner and
 attempt.
 
-Cancellation: a heartbeat (or a wake-up for the job) that finds ``cancelling`` cancels the
-kind's task, which cancels an upstream call in flight, and commits ``cancelled`` once the
-task has ended, so no item reaches a model after it. A lost lease (another attempt owns the
-job now) cancels the task and writes nothing. A slot's jobs are left to recovery when the
-replica stops: they are requeued from their checkpoint as soon as this replica is no longer
-live."""
+Cancellation: a heartbeat that finds ``cancelling`` (or a cancel committed in this process)
+cancels the kind's task, which cancels an upstream call in flight, and commits ``cancelled``
+once the task has ended, so no item reaches a model after it. A lost lease (another attempt
+owns the job now) cancels the task and writes nothing. A replica that stops gracefully hands
+its running jobs back (``queued`` at once, the attempt not counted against
+``jobs.max_attempts``); one that dies leaves them to recovery, which requeues them as soon as
+it is no longer live or its lease expired."""
 
 from __future__ import annotations
 
@@ -94,12 +95,20 @@ class JobRunner:
             self._tasks.append(asyncio.create_task(self._slot(), name=f"job slot {n}"))
 
     async def stop(self) -> None:
+        """Stop the slots; jobs running here are handed back (queued at once, the attempt
+        not counted), so another replica takes them over from their checkpoint."""
+        leased = [job.fence for job in self.running.values()]
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        for fence in leased:
+            try:
+                await self.store.hand_back(fence)
+            except (LeaseLost, StorageError) as exc:  # recovery requeues it instead
+                log.warning("job %s not handed back: %s", fence.job_id, exc)
         await self.wakeups.stop()
         for engine in self._own_engines:
             with contextlib.suppress(Exception):

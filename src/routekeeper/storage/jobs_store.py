@@ -18,8 +18,8 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, func, select, update
-from sqlalchemy.pool import NullPool
 from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
 
 from routekeeper.contract.errors import StorageUnavailable
 from routekeeper.contract.jobs import (
@@ -30,6 +30,7 @@ from routekeeper.contract.jobs import (
     JobFilters,
     JobRecord,
     JobStatus,
+    RequeueReason,
 )
 from routekeeper.contract.pages import Page, SortOrder
 from routekeeper.storage.config import PostgresBackend, SQLiteBackend
@@ -311,7 +312,13 @@ class JobsStore(SurfaceStore):
 
         return await self.db.run_write(write)
 
-    async def run_fenced(self, fence: JobFence, fn: Callable[[Connection, JobRecord], T]) -> T:
+    async def run_fenced(
+        self,
+        fence: JobFence,
+        fn: Callable[[Connection, JobRecord], T],
+        *,
+        claimable: bool = False,
+    ) -> T:
         """``fn(conn, job)`` in one write transaction after the fence check (LeaseLost, and
         nothing written, when it fails)."""
         dialect = self.db.dialect
@@ -319,7 +326,7 @@ class JobsStore(SurfaceStore):
         def write(conn: Connection) -> T:
             return fn(conn, check_fence(conn, dialect, fence))
 
-        return await self._write(write, fence.job_id)
+        return await self._write(write, fence.job_id, claimable=claimable)
 
     async def progress(
         self, fence: JobFence, done: int, total: int | None, unit: str, message: str | None
@@ -386,6 +393,41 @@ class JobsStore(SurfaceStore):
 
         return await self.run_fenced(fence, write)
 
+    async def hand_back(self, fence: JobFence) -> JobRecord:
+        """A runner that stops gracefully gives its job back: ``queued`` at once (or
+        ``cancelled`` when a cancel was requested), the attempt not counted against
+        ``max_attempts``. LeaseLost when it no longer holds the lease."""
+        dialect = self.db.dialect
+
+        def write(conn: Connection, job: JobRecord) -> JobRecord:
+            data = {
+                "attempt": job.attempt,
+                "reason": RequeueReason.OWNER_STOPPED.value,
+                "owner": fence.owner,
+            }
+            if job.status is JobStatus.CANCELLING:
+                return move(
+                    conn,
+                    dialect,
+                    job,
+                    JobStatus.CANCELLED,
+                    JobEventKind.CANCELLED,
+                    data,
+                    **release(JobStatus.CANCELLED),
+                )
+            return move(
+                conn,
+                dialect,
+                job,
+                JobStatus.QUEUED,
+                JobEventKind.REQUEUED,
+                data,
+                budget_start=job.budget_start + 1,
+                **release(JobStatus.QUEUED),
+            )
+
+        return await self.run_fenced(fence, write, claimable=True)
+
     @asynccontextmanager
     async def fenced(self, fence: JobFence) -> AsyncIterator[Connection]:
         """A write transaction on a synchronous connection that starts with the fence
@@ -422,9 +464,7 @@ class JobsStore(SurfaceStore):
             if isinstance(backend, PostgresBackend):
                 self._sync = create_engine(postgres_url(backend.dsn), poolclass=NullPool)
             elif isinstance(backend, SQLiteBackend) and self.db.sqlite_path is not None:
-                self._sync = create_engine(
-                    f"sqlite:///{self.db.sqlite_path}", poolclass=NullPool
-                )
+                self._sync = create_engine(f"sqlite:///{self.db.sqlite_path}", poolclass=NullPool)
                 sqlite_pragmas(
                     self._sync,
                     begin="BEGIN IMMEDIATE",
