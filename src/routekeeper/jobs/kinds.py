@@ -9,10 +9,11 @@ returns the result. Progress and checkpoints are typed calls, never parsed outpu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from routekeeper.contract.jobs import JobCancelled, JobFailed, LeaseLost
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from routekeeper.router.services.chat import ChatService
     from routekeeper.routing.engine import RoutingEngine
     from routekeeper.storage.state import StateStorage
+
+T = TypeVar("T")
 
 __all__ = [
     "JobCancelled",
@@ -77,6 +80,12 @@ class JobRun(Protocol):
         this attempt (raising LeaseLost and changing nothing otherwise); a kind writes its
         own rows (per-item results) inside it with plain functions taking the sync
         Connection."""
+        ...
+
+    async def run_fenced(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(conn)`` in the fenced write transaction of :meth:`fenced`, without blocking
+        the event loop (on PostgreSQL a blocked loop cannot commit the heartbeat whose job
+        row lock the fence check waits for)."""
         ...
 
     def check_cancelled(self) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from routekeeper.contract.evaluation import EvaluationResultRecord
@@ -54,8 +55,7 @@ class EvaluationKind:
         while start < total:
             end = min(start + every, total)
             results = await run.chunk(start, end, job.input.get("concurrency", 1))
-            async with job.fenced() as conn:
-                upsert_results(conn, results)
+            await job.run_fenced(partial(upsert_results, results=results))
             await job.save_checkpoint({"next_index": end}, done=end)
             start = end
         store = job.storage.store(EvaluationStore)
