@@ -276,3 +276,21 @@ def test_a_cancelled_evaluation_sends_nothing_more_and_a_retry_finishes_it(state
         assert set(prompts) == {item["prompt"] for item in dataset}
         assert len(prompts) - len(dataset) <= 10 + 1
         assert (cancelled["checkpoint"] or {}).get("next_index", 0) <= sent
+
+
+def test_results_written_between_frequent_heartbeats_never_wait_on_the_loop(state_settings):
+    """Each chunk's results are written while the job's heartbeats renew its lease from the
+    same event loop (here every 20 ms, with a chunk per item): the write must not block the
+    loop, or on PostgreSQL it waits forever for the row lock of a heartbeat that cannot
+    commit."""
+    dataset = [{"prompt": f"item {i}", "expected_decision": "default"} for i in range(200)]
+    jobs = {"heartbeat_seconds": 0.02, "lease_seconds": 1, "poll_ms": 20}
+    with client_for(state_settings, {"type": "echo"}, jobs=jobs) as client:
+        wait_ready(client)
+        submitted = client.post(
+            "/api/jobs",
+            json={"kind": "evaluation", "params": {"dataset": dataset, "checkpoint_every": 1}},
+        )
+        job = finished(client, submitted.json()["id"])
+        assert job["status"] == "succeeded", job
+        assert job["result"]["correct"] == len(dataset)
