@@ -38,9 +38,10 @@ from routekeeper.testing import ServerProcess, shared_postgres_state
 TARGET_P99_MS = 250.0
 JOBS = 5
 CLIENTS = 10
-# Milliseconds each job sleeps between steps: 48 ms paces ~20 events/s per job (100 in all
-# with the write itself); 0 writes as fast as the runner can.
-DELAYS_MS = (48, 10, 3, 0)
+# Milliseconds each job sleeps between steps: 40 ms paces ~20 events/s per job (~100 in all
+# with the write itself, ~10 ms; the step reports the rate it reached); 0 writes as fast as
+# the runner can.
+DELAYS_MS = (40, 10, 3, 0)
 WARMUP_SECONDS = 1.0
 
 
@@ -69,8 +70,8 @@ class Client:
                 self.received.append((event["seq"], parse_time(event["occurred_at"]), now))
 
 
-async def one_step(url: str, delay_ms: int, seconds: float) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=JOBS * CLIENTS + 10)
+async def one_step(url: str, delay_ms: int, seconds: float, clients_per_job: int) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=JOBS * clients_per_job + 10)
     async with httpx.AsyncClient(base_url=url, timeout=None, limits=limits) as http:
         params = {"to": 10_000_000, "delay_ms": delay_ms, "checkpoint_every": 10_000_000}
         ids = []
@@ -78,7 +79,7 @@ async def one_step(url: str, delay_ms: int, seconds: float) -> dict[str, Any]:
             answer = await http.post("/api/jobs", json={"kind": "count", "params": params})
             answer.raise_for_status()
             ids.append(answer.json()["id"])
-        clients = [Client(job_id) for job_id in ids for _ in range(CLIENTS)]
+        clients = [Client(job_id) for job_id in ids for _ in range(clients_per_job)]
         readers = [asyncio.create_task(c.read(http)) for c in clients]
         started = time.time()
         await asyncio.sleep(seconds + WARMUP_SECONDS)
@@ -155,6 +156,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="Measured seconds per step.")
     parser.add_argument("--postgres", metavar="DSN", help="Shared mode on this database.")
     parser.add_argument("--redis", metavar="URL", help="Wake readers through Redis pub/sub.")
+    parser.add_argument(
+        "--clients", type=int, default=CLIENTS, help="SSE clients per job (the target: 10)."
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workspace = Path(tmp) / "ws"
@@ -170,7 +174,9 @@ def main() -> None:
         path = Path(tmp) / "config.yaml"
         path.write_text(yaml.safe_dump(config))
         with ServerProcess(workspace=workspace, config=path) as server:
-            steps = [asyncio.run(one_step(server.url, d, args.seconds)) for d in DELAYS_MS]
+            steps = [
+                asyncio.run(one_step(server.url, d, args.seconds, args.clients)) for d in DELAYS_MS
+            ]
         baseline = asyncio.run(raw_insert_rate(path, workspace, min(args.seconds, 3.0)))
     sustained = [
         s["written_per_s"]
@@ -186,7 +192,7 @@ def main() -> None:
                 "backend": "postgres" if args.postgres else "sqlite",
                 "wakeups": "redis" if args.redis else ("listen" if args.postgres else "local"),
                 "jobs": JOBS,
-                "clients_per_job": CLIENTS,
+                "clients_per_job": args.clients,
                 "paced": paced,
                 "steps": steps,
                 "max_sustained_per_s": best,
