@@ -17,20 +17,6 @@ NAME_MAX_CHARS = 256
 
 
 @dataclass(frozen=True)
-class EvaluationItem:
-    """One dataset item as the job stores it: a prompt and at least one expectation, or, for
-    a malformed line of a JSONL file, ``invalid`` saying what is wrong with it (such an item
-    fails by itself; the evaluation goes on)."""
-
-    prompt: str | None = None
-    expected_decision: str | None = None
-    expected_model: str | None = None
-    invalid: str | None = None
-    line: int | None = None
-    """Its line in the dataset file (1-based), for items read from a file."""
-
-
-@dataclass(frozen=True)
 class EvaluationResultRecord:
     """The outcome of one item of one evaluation job (``item_index`` counts from 0 in
     dataset order). Written again (upserted) when an attempt resumes before the item's
