@@ -294,3 +294,16 @@ def test_results_written_between_frequent_heartbeats_never_wait_on_the_loop(stat
         job = finished(client, submitted.json()["id"])
         assert job["status"] == "succeeded", job
         assert job["result"]["correct"] == len(dataset)
+
+
+def test_an_evaluation_under_a_configuration_that_routes_nothing_fails(state_settings):
+    with client_for(state_settings, {"type": "echo"}, decisions=[], auto_model_names=[]) as client:
+        wait_ready(client)
+        submitted = client.post(
+            "/api/jobs", json={"kind": "evaluation", "params": {"dataset": DATASET}}
+        )
+        assert submitted.status_code == 201, submitted.text
+        job = finished(client, submitted.json()["id"])
+        assert job["status"] == "failed", job
+        assert "no default decision" in job["error"]
+        assert results(client, job["id"]) == []
