@@ -62,6 +62,7 @@ def test_inline_items_are_normalized_with_the_defaults(dataset_dir):
         ({"prompt": "x", "expected_decision": ""}, "params.dataset[2].expected_decision"),
         ({"prompt": "x", "expected_model": "m" * 257}, "params.dataset[2].expected_model"),
         ({"prompt": "x", "expected_decision": "d", "label": 1}, "params.dataset[2].label"),
+        ({"prompt": "x", "expected_decision": "\ud800"}, "params.dataset[2].expected_decision"),
         ("just text", "params.dataset[2]"),
         (None, "params.dataset[2]"),
     ],

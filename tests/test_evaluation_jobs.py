@@ -152,6 +152,9 @@ def test_a_file_evaluation_keeps_malformed_lines_as_failed_items(state_settings)
         "not json",
         json.dumps({"prompt": "x"}),
         json.dumps(DATASET[1]),
+        # Valid JSON that is not Unicode text: the line's reason must still be storable.
+        '{"prompt": "x", "expected_model": "m", "\\ud800": 1}',
+        '{"prompt": "x", "expected_decision": "\\udfff"}',
     ]
     (directory / "set.jsonl").write_text("\n".join(lines))
     with client_for(state_settings, {"type": "echo"}) as client:
@@ -163,10 +166,14 @@ def test_a_file_evaluation_keeps_malformed_lines_as_failed_items(state_settings)
         job = finished(client, submitted.json()["id"])
         assert job["status"] == "succeeded", job
         metrics = job["result"]
-        assert (metrics["total"], metrics["invalid"], metrics["correct"]) == (4, 2, 2)
+        assert (metrics["total"], metrics["invalid"], metrics["correct"]) == (6, 4, 2)
         assert metrics["upstream"] == {"sent": 0, "errors": 0}
         stored = results(client, job["id"])
-        assert [r["valid"] for r in stored] == [True, False, False, True]
+        assert [r["valid"] for r in stored] == [True, False, False, True, False, False]
+        assert stored[4]["error"] == (
+            "line 5: \\ud800: unknown field (an item has prompt, expected_decision, expected_model)"
+        )
+        assert "lone surrogate" in stored[5]["error"]
         assert stored[1]["error"].startswith("line 2: not JSON")
         assert stored[2]["error"] == (
             "line 3: an item needs expected_decision or expected_model (or both)"

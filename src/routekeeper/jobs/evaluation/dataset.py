@@ -67,13 +67,32 @@ def evaluation_input(params: dict[str, Any], dataset_dir: Path) -> dict[str, Any
     }
 
 
+def storable_text(value: str, limit: int = 200) -> str:
+    """``value`` cut to ``limit`` characters with any lone surrogate (valid JSON, not Unicode
+    text) spelled out, so that a message quoting client text can be stored."""
+    cut = value if len(value) <= limit else value[:limit] + "..."
+    return cut.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _unicode(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def item_problem(value: Any) -> tuple[str, str] | None:
-    """What is wrong with one dataset item, as (field, message); None for a good one."""
+    """What is wrong with one dataset item, as (field, message); None for a good one. The
+    field and message hold storable text only (a malformed line's reason is stored)."""
     if not isinstance(value, dict):
         return "", f"an item must be an object, got {json_kind(value)}"
     for key in value:
         if key not in ITEM_FIELDS:
-            return f".{key}", f"unknown field (an item has {', '.join(ITEM_FIELDS)})"
+            return (
+                f".{storable_text(key, 40)}",
+                f"unknown field (an item has {', '.join(ITEM_FIELDS)})",
+            )
     prompt = value.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         got = "an empty string" if isinstance(prompt, str) else json_kind(prompt)
@@ -89,6 +108,8 @@ def item_problem(value: Any) -> tuple[str, str] | None:
             return f".{name}", f"{name} must be a non-empty string, got {got}"
         if len(expected) > NAME_MAX_CHARS:
             return f".{name}", f"{name} is longer than {NAME_MAX_CHARS} characters"
+        if not _unicode(expected):
+            return f".{name}", f"{name} must be Unicode text (it holds a lone surrogate)"
     if value.get("expected_decision") is None and value.get("expected_model") is None:
         return "", "an item needs expected_decision or expected_model (or both)"
     return None
@@ -184,7 +205,7 @@ def _line_item(raw: bytes, number: int) -> dict[str, Any]:
     try:
         value = loads_strict(text)
     except JSONRefused as exc:
-        return {"invalid": f"not JSON: {exc}", "line": number}
+        return {"invalid": storable_text(f"not JSON: {exc}"), "line": number}
     problem = item_problem(value)
     if problem is not None:
         field = problem[0].lstrip(".")

@@ -19,7 +19,7 @@ from typing import Any
 
 from routekeeper.contract.evaluation import EvaluationResultRecord
 from routekeeper.contract.jobs import JobFailed
-from routekeeper.jobs.evaluation.dataset import evaluation_input
+from routekeeper.jobs.evaluation.dataset import evaluation_input, storable_text
 from routekeeper.jobs.evaluation.metrics import evaluation_metrics
 from routekeeper.jobs.kinds import JobRun, SubmitContext
 from routekeeper.routing.engine import RoutingResult
@@ -148,7 +148,7 @@ class _Run:
             try:
                 await job.chat.transport(plan).complete(plan.body)
             except UpstreamError as exc:
-                upstream_error = f"{exc.code}: {exc.message}"
+                upstream_error = storable_text(f"{exc.code}: {exc.message}", 1000)
             upstream_ms = (time.perf_counter() - began) * 1000
         return EvaluationResultRecord(
             **common,
