@@ -85,6 +85,8 @@ DATASET = [
     {"prompt": "python again", "expected_decision": "default"},  # wrong: routes to coding
     {"prompt": "weather?", "expected_model": "large"},  # wrong: routes to small
     {"prompt": "tell me a joke \x00", "expected_model": "small"},
+    # 256 characters, 512 as PostgreSQL stores them: a wrong expectation, stored as sent.
+    {"prompt": "one more", "expected_decision": "\x00" * 256},
 ]
 
 
@@ -103,11 +105,12 @@ def test_an_inline_evaluation_routes_sends_and_scores_every_item(state_settings)
             assert submitted.status_code == 201, submitted.text
             job = finished(client, submitted.json()["id"])
             assert job["status"] == "succeeded", job
-            assert job["checkpoint"] == {"next_index": 5}
+            assert job["checkpoint"] == {"next_index": 6}
             metrics = job["result"]
-            assert (metrics["total"], metrics["invalid"], metrics["correct"]) == (5, 0, 3)
-            assert metrics["accuracy"] == 3 / 5
+            assert (metrics["total"], metrics["invalid"], metrics["correct"]) == (6, 0, 3)
+            assert metrics["accuracy"] == 3 / 6
             assert metrics["decisions"]["confusion"] == {
+                "\x00" * 256: {"default": 1},
                 "coding": {"coding": 1},
                 "default": {"coding": 1, "default": 1},
             }
@@ -115,26 +118,28 @@ def test_an_inline_evaluation_routes_sends_and_scores_every_item(state_settings)
                 "large": {"large": 1, "small": 1},
                 "small": {"small": 1},
             }
-            assert metrics["upstream"] == {"sent": 5, "errors": 0}
+            assert metrics["upstream"] == {"sent": 6, "errors": 0}
             assert metrics["routing_ms"]["p99"] >= metrics["routing_ms"]["p50"] >= 0
             stored = results(client, job["id"])
-            assert [r["item_index"] for r in stored] == [0, 1, 2, 3, 4]
-            assert [r["correct"] for r in stored] == [True, True, False, False, True]
+            assert [r["item_index"] for r in stored] == [0, 1, 2, 3, 4, 5]
+            assert [r["correct"] for r in stored] == [True, True, False, False, True, False]
             assert [r["decision"] for r in stored] == [
                 "coding",
                 "default",
                 "coding",
                 "default",
                 "default",
+                "default",
             ]
+            assert stored[5]["expected_decision"] == "\x00" * 256
             assert stored[0]["decision_correct"] is True and stored[0]["model_correct"] is True
             assert stored[1]["model_correct"] is None
             assert all(r["sent_to_model"] and r["upstream_error"] is None for r in stored)
             wrong = results(client, job["id"], correct="false")
-            assert [r["item_index"] for r in wrong] == [2, 3]
+            assert [r["item_index"] for r in wrong] == [2, 3, 5]
         # Sent as the router sends: the coding decision's system prompt comes first.
         bodies = [r.body for r in upstream.requests]
-        assert len(bodies) == 5
+        assert len(bodies) == 6
         by_prompt = {b["messages"][-1]["content"]: b for b in bodies}
         assert by_prompt["fix my python script"]["messages"][0] == {
             "role": "system",

@@ -23,8 +23,9 @@ evaluation_results = Table(
     Column("valid", Boolean, nullable=False),
     Column("correct", Boolean, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
-    Column("expected_decision", ClientString(256), nullable=True),
-    Column("expected_model", ClientString(256), nullable=True),
+    # Client text: checked at submit in characters (NUL included), unbounded as stored.
+    Column("expected_decision", ClientText, nullable=True),
+    Column("expected_model", ClientText, nullable=True),
     Column("decision", ClientString(256), nullable=True),
     Column("model", ClientString(256), nullable=True),
     Column("decision_correct", Boolean, nullable=True),
