@@ -119,6 +119,11 @@ def test_a_job_runs_to_its_result_and_its_events_resume_after_any_number(client)
     assert pages == events
     listed = client.get("/api/jobs", params={"status": "succeeded", "kind": "count"}).json()
     assert [j["id"] for j in listed["data"]] == [job["id"]]
+    metrics = client.get("/metrics").text
+    for family in ("jobs_queued", "jobs_running", "job_lease_expiries_total"):
+        assert f"routekeeper_{family} " in metrics
+    status = {row["name"]: row for row in client.get("/api/status").json()["surfaces"]}
+    assert status["jobs"]["rows"] >= 1
 
 
 def test_cancel_stops_a_running_job_and_retry_resumes_it_from_its_checkpoint(client):

@@ -14,6 +14,7 @@ from routekeeper.contract.ids import new_id
 from routekeeper.contract.jobs import (
     JobEventKind,
     JobFence,
+    JobFilters,
     JobRecord,
     JobStatus,
     LeaseLost,
@@ -22,6 +23,7 @@ from routekeeper.contract.pages import SortOrder
 from routekeeper.storage.jobs_store import JobsStore
 from routekeeper.storage.recovery import RecoveryContext
 from routekeeper.storage.schema.jobs import job_events, jobs
+from routekeeper.storage.surface_store import RetentionPolicy
 from routekeeper.storage.types import utcnow
 
 
@@ -83,7 +85,8 @@ async def test_every_move_appends_one_event_numbered_in_order(state_storage):
         (5, JobEventKind.SUCCEEDED, 1),
     ]
     assert done.next_event == 6
-    assert [e.seq for e in await store.events_after(job.id, 3)] == [4, 5]
+    assert [e.seq for e in await store.events_after("default", job.id, 3)] == [4, 5]
+    assert await store.events_after("other-tenant", job.id, 0) == []
     with pytest.raises(InvalidTransition):
         await store.cancel("default", job.id)
 
@@ -188,3 +191,24 @@ async def test_cancel_queued_at_once_running_through_its_runner(state_storage):
     assert retried.status is JobStatus.QUEUED
     with pytest.raises(Exception, match="no job"):
         await store.cancel("other-tenant", running.id)
+
+
+async def test_retention_prunes_finished_jobs_with_their_events(state_storage):
+    store = state_storage.store(JobsStore)
+    old = await store.submit(_job())
+    await store.cancel("default", old.id)
+    running = await store.submit(_job())
+    await store.claim("rep_a", 15, ["count"])
+    async with store.db.write() as conn:
+        await conn.execute(
+            jobs.update().values(
+                finished_at=utcnow() - timedelta(days=40), created_at=utcnow() - timedelta(days=40)
+            )
+        )
+    assert await store.prune("jobs", RetentionPolicy(max_age=timedelta(days=30))) == 1
+    assert [j.id for j in (await store.list_jobs(JobFilters(tenant_id=None), limit=10)).data] == [
+        running.id
+    ]
+    async with store.db.read() as conn:
+        left = (await conn.execute(select(job_events.c.job_id).distinct())).scalars().all()
+    assert left == [running.id]

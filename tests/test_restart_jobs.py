@@ -6,6 +6,7 @@ killed while serve keeps running has its job finished by another worker."""
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -139,6 +140,7 @@ def test_a_killed_worker_s_job_is_resumed_by_another_while_serve_keeps_running(
             _check_resumed(job, events, killed_at_checkpoint=mid["checkpoint"]["done"])
             owners = [e["data"]["owner"] for e in events if e["type"] == "job.started"]
             assert owners == [worker.replica_id, second.replica_id]
+            assert second.terminate() == 0  # a worker drains on SIGTERM like serve
         assert server.exit_code() is None  # serve ran throughout
 
 
@@ -172,13 +174,23 @@ def test_a_stream_resumed_on_another_replica_gets_every_later_event_once(
 
 
 def test_sigterm_hands_a_running_job_back_without_using_an_attempt(server_factory):
+    """An open stream ends when its replica drains; its client resumes on the next one."""
     first = server_factory(**FAST).start()
     job_id = _submit(first, **{**COUNT, "to": 40})
     _until(first, job_id, lambda j: (j["checkpoint"] or {}).get("done", 0) >= 5)
-    assert first.terminate() == 0
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(_read_stream, first, job_id)
+        time.sleep(0.2)
+        assert first.terminate() == 0
+        seen = reading.result(timeout=30)  # ended, not cut: no error
+    assert seen and seen[-1]["type"] != "job.succeeded"
 
     second = server_factory(**FAST).start()
-    job = _until(second, job_id, lambda j: j["status"] == "succeeded")
+    rest = _read_stream(second, job_id, last_event_id=seen[-1]["seq"])
+    job = _job(second, job_id)
+    assert job["status"] == "succeeded"
     assert job["attempt"] == 2 and job["result"]["resumed_from"] >= 5
-    requeued = [e for e in _all_events(second, job_id) if e["type"] == "job.requeued"]
+    events = _all_events(second, job_id)
+    assert seen + rest == events
+    requeued = [e for e in events if e["type"] == "job.requeued"]
     assert [e["data"]["reason"] for e in requeued] == ["owner_stopped"]

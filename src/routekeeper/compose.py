@@ -115,7 +115,9 @@ def build_replica(
     responses = ResponsesService(
         storage, exchanges, retention_days=settings.responses.retention_days
     )
-    jobs = JobsService(settings, storage, KINDS, wakeups, runner)
+    jobs = JobsService(
+        settings, storage, KINDS, wakeups, runner, shutting_down=runtime.shutting_down
+    )
     return Replica(
         settings,
         storage,

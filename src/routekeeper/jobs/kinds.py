@@ -79,7 +79,9 @@ class JobRun(Protocol):
         """A write transaction that first checks lease owner == this runner and attempt ==
         this attempt (raising LeaseLost and changing nothing otherwise); a kind writes its
         own rows (per-item results) inside it with plain functions taking the sync
-        Connection."""
+        Connection. Its statements run on a synchronous connection of their own and block
+        the event loop while they run (a SQLite file or PostgreSQL backend; keep the block
+        short); :meth:`run_fenced` does the same without blocking."""
         ...
 
     async def run_fenced(self, fn: Callable[[Connection], T]) -> T:
@@ -90,6 +92,12 @@ class JobRun(Protocol):
 
     def check_cancelled(self) -> None:
         """Raises JobCancelled when a cancel was requested."""
+        ...
+
+    async def run_fenced(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(conn)`` in a fenced write transaction (as :meth:`fenced`), without blocking
+        the event loop while it runs: a kind's own rows written by a plain function taking
+        the sync Connection. Returns what ``fn`` returns."""
         ...
 
 

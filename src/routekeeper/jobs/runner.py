@@ -239,6 +239,8 @@ class JobRunner:
         """Renew the lease every heartbeat until ``work`` ends; cancel it when the job is
         ``cancelling`` (True: the lease was lost, the job is someone else's now)."""
         beat = self.jobs.heartbeat_seconds
+        loop = asyncio.get_running_loop()
+        renewed = loop.time()
         while True:
             done, _ = await asyncio.wait([work], timeout=beat)
             if done:
@@ -249,9 +251,15 @@ class JobRunner:
                 log.warning("job %s: %s", job.id, exc.message)
                 work.cancel()
                 return True
-            except StorageError as exc:  # the lease may still hold: try again next beat
+            except StorageError as exc:
                 self.last_error = f"heartbeat {job.id}: {exc}"
-                continue
+                if loop.time() - renewed < self.jobs.lease_seconds:
+                    continue  # the lease may still hold: try again next beat
+                # It has run out: another replica may take the job over, so stop working.
+                log.warning("job %s: lease not renewed for jobs.lease_seconds", job.id)
+                work.cancel()
+                return True
+            renewed = loop.time()
             if status is JobStatus.CANCELLING:
                 self.cancel_here(job.id)
 

@@ -44,12 +44,17 @@ class JobsService:
         kinds: Mapping[str, JobKind],
         wakeups: JobWakeups,
         runner: JobRunner | None = None,
+        *,
+        shutting_down: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
         self.store = storage.store(JobsStore)
         self.kinds = kinds
         self.wakeups = wakeups
         self.runner = runner
+        self.shutting_down = shutting_down
+        """Set when the replica drains: open streams end (their clients resume elsewhere
+        with Last-Event-ID)."""
 
     async def submit(self, tenant_id: str, kind_name: str, params: dict[str, Any]) -> JobRecord:
         """Validate ``params`` with the kind (InvalidRequest naming the field) and store the
@@ -113,7 +118,7 @@ class JobsService:
             tenant_id, job_id, limit=limit, order=order, after=after, before=before
         )
 
-    async def cancel(self, tenant_id: str, job_id: str) -> JobRecord:
+    async def cancel(self, tenant_id: str | None, job_id: str) -> JobRecord:
         """Queued: ``cancelled`` now. Running: ``cancelling``, and its runner commits
         ``cancelled`` within ``jobs.heartbeat_seconds`` + 1 s (at once when it runs here)."""
         job = await self.store.cancel(tenant_id, job_id)
@@ -121,24 +126,26 @@ class JobsService:
             self.runner.cancel_here(job_id)
         return job
 
-    async def retry(self, tenant_id: str, job_id: str) -> JobRecord:
+    async def retry(self, tenant_id: str | None, job_id: str) -> JobRecord:
         return await self.store.retry(tenant_id, job_id)
 
     async def stream(
         self, tenant_id: str | None, job_id: str, after: int = 0
     ) -> AsyncIterator[JobEventRecord]:
         """Every event numbered above ``after``, in order, each once, as it is committed;
-        ends after a terminal event that nothing follows (the job is finished). NotFound for
-        an unknown job, before anything is yielded."""
+        ends after a terminal event that nothing follows (the job is finished), or when the
+        replica drains. NotFound for an unknown job, before anything is yielded."""
         await self.store.get(tenant_id, job_id)
-        return self._follow(job_id, after)
+        return self._follow(tenant_id, job_id, after)
 
-    async def _follow(self, job_id: str, after: int) -> AsyncIterator[JobEventRecord]:
+    async def _follow(
+        self, tenant_id: str | None, job_id: str, after: int
+    ) -> AsyncIterator[JobEventRecord]:
         last = after
         with self.wakeups.watch(job_id) as wake:
             while True:
                 wake.clear()
-                events = await self.store.events_after(job_id, last, limit=STREAM_BATCH)
+                events = await self.store.events_after(tenant_id, job_id, last, limit=STREAM_BATCH)
                 for event in events:
                     yield event
                     last = event.seq
@@ -147,14 +154,25 @@ class JobsService:
                 if events and events[-1].kind in TERMINAL_EVENTS:
                     return
                 if not events and last > 0:
-                    job = await self.store.get(None, job_id)
+                    job = await self.store.get(tenant_id, job_id)
                     if job.status in FINISHED and job.next_event - 1 <= last:
                         return
-                try:
-                    async with asyncio.timeout(self.wakeups.poll_seconds):
-                        await wake.wait()
-                except TimeoutError:
-                    pass
+                if self.shutting_down is not None and self.shutting_down.is_set():
+                    return
+                await self._wait(wake)
+
+    async def _wait(self, wake: asyncio.Event) -> None:
+        """Until a wake-up, the replica's drain, or the poll period."""
+        waits = [asyncio.ensure_future(wake.wait())]
+        if self.shutting_down is not None:
+            waits.append(asyncio.ensure_future(self.shutting_down.wait()))
+        try:
+            await asyncio.wait(
+                waits, timeout=self.wakeups.poll_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
 
 def _naming_its_param(exc: InvalidRequest) -> InvalidRequest:

@@ -34,7 +34,12 @@ async def requeue_orphans(store: JobsStore, ctx: RecoveryContext, dry_run: bool)
     live = await ctx.live_replica_ids()
     now = utcnow()
     c = jobs.c
-    query = select(jobs).where(c.lease_owner.is_not(None) | c.status.in_([s.value for s in LEASED]))
+    # By status (indexed): finished jobs, however many, are never read here.
+    leased = [s.value for s in LEASED]
+    query = select(jobs).where(
+        c.status.in_([*leased, JobStatus.QUEUED.value]),
+        c.lease_owner.is_not(None) | c.status.in_(leased),
+    )
     async with store.db.read(upkeep=True) as conn:
         found = [from_row(JobRecord, r) for r in await conn.execute(query)]
     orphans = [j for j in found if orphaned(j, live, now)]

@@ -188,7 +188,7 @@ class JobsStore(SurfaceStore):
         )
 
     async def events_after(
-        self, job_id: str, after: int, *, limit: int = 500
+        self, tenant_id: str | None, job_id: str, after: int, *, limit: int = 500
     ) -> list[JobEventRecord]:
         """Events numbered above ``after``, in order (what a stream sends next)."""
         query = (
@@ -197,10 +197,12 @@ class JobsStore(SurfaceStore):
             .order_by(job_events.c.seq)
             .limit(limit)
         )
+        if tenant_id is not None:
+            query = query.where(job_events.c.tenant_id == tenant_id)
         async with self.db.read() as conn:
             return [_event(r) for r in await conn.execute(query)]
 
-    async def cancel(self, tenant_id: str, job_id: str) -> JobRecord:
+    async def cancel(self, tenant_id: str | None, job_id: str) -> JobRecord:
         """Queued: ``cancelled`` at once. Running: ``cancelling`` (its runner stops and
         commits ``cancelled``). Cancelling: unchanged. Finished: InvalidTransition (409)."""
         dialect = self.db.dialect
@@ -222,7 +224,7 @@ class JobsStore(SurfaceStore):
 
         return await self._write(write, job_id)
 
-    async def retry(self, tenant_id: str, job_id: str) -> JobRecord:
+    async def retry(self, tenant_id: str | None, job_id: str) -> JobRecord:
         """A failed, cancelled or crashed job queued again: same id, a fresh budget of
         ``max_attempts``, its checkpoint kept (InvalidTransition for any other status)."""
         dialect = self.db.dialect
