@@ -84,12 +84,6 @@ class JobRun(Protocol):
         short); :meth:`run_fenced` does the same without blocking."""
         ...
 
-    async def run_fenced(self, fn: Callable[[Connection], T]) -> T:
-        """``fn(conn)`` in the fenced write transaction of :meth:`fenced`, without blocking
-        the event loop (on PostgreSQL a blocked loop cannot commit the heartbeat whose job
-        row lock the fence check waits for)."""
-        ...
-
     def check_cancelled(self) -> None:
         """Raises JobCancelled when a cancel was requested."""
         ...
