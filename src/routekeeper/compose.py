@@ -14,6 +14,7 @@ from routekeeper.auth.limits import MemoryLimiter, RateLimiter
 from routekeeper.auth.limits_redis import RedisLimiter
 from routekeeper.auth.limits_workspace import FILE_NAME, WorkspaceLimiter
 from routekeeper.jobs.count import CountKind
+from routekeeper.jobs.evaluation.kind import EvaluationKind
 from routekeeper.jobs.kinds import JobKind
 from routekeeper.jobs.runner import JobRunner
 from routekeeper.jobs.service import JobsService
@@ -35,7 +36,7 @@ from routekeeper.upstream.openai import UpstreamPool
 
 log = logging.getLogger(__name__)
 
-KINDS: dict[str, JobKind] = {kind.name: kind for kind in (CountKind(),)}
+KINDS: dict[str, JobKind] = {kind.name: kind for kind in (CountKind(), EvaluationKind())}
 """The job kinds every replica runs and accepts at submit, by name."""
 
 

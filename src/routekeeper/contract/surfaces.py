@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from routekeeper.contract.auth import API_KEYS, AUDIT_EVENTS
 from routekeeper.contract.conversations import CONVERSATION_ITEMS, CONVERSATIONS
+from routekeeper.contract.evaluation import EVALUATION_RESULTS
 from routekeeper.contract.jobs import JOB_EVENTS, JOBS
 from routekeeper.contract.replay import ROUTER_REPLAY
 from routekeeper.contract.responses import RESPONSE_ITEMS, RESPONSES
@@ -26,5 +27,6 @@ SURFACES = SurfaceRegistry(
         AUDIT_EVENTS,
         JOBS,
         JOB_EVENTS,
+        EVALUATION_RESULTS,
     )
 )

@@ -10,7 +10,6 @@ returns the result. Progress and checkpoints are typed calls, never parsed outpu
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -75,23 +74,15 @@ class JobRun(Protocol):
         ``done`` updates the progress count in the same transaction."""
         ...
 
-    def fenced(self) -> AbstractAsyncContextManager[Connection]:
-        """A write transaction that first checks lease owner == this runner and attempt ==
-        this attempt (raising LeaseLost and changing nothing otherwise); a kind writes its
-        own rows (per-item results) inside it with plain functions taking the sync
-        Connection. Its statements run on a synchronous connection of their own and block
-        the event loop while they run (a SQLite file or PostgreSQL backend; keep the block
-        short); :meth:`run_fenced` does the same without blocking."""
-        ...
-
     def check_cancelled(self) -> None:
         """Raises JobCancelled when a cancel was requested."""
         ...
 
     async def run_fenced(self, fn: Callable[[Connection], T]) -> T:
-        """``fn(conn)`` in a fenced write transaction (as :meth:`fenced`), without blocking
-        the event loop while it runs: a kind's own rows written by a plain function taking
-        the sync Connection. Returns what ``fn`` returns."""
+        """``fn(conn)`` in a write transaction that first checks lease owner == this runner
+        and attempt == this attempt (LeaseLost, nothing written, otherwise): a kind's own
+        rows (per-item results) written by a plain function taking the sync Connection,
+        without blocking the event loop. Returns what ``fn`` returns."""
         ...
 
 

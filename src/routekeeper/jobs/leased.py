@@ -5,7 +5,6 @@ nothing, once the lease is lost."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
@@ -58,9 +57,6 @@ class LeasedJob:
         self.check_cancelled()
         self._seen(await self.store.save_checkpoint(self.fence, checkpoint, done))
         self.checkpoint = checkpoint
-
-    def fenced(self) -> AbstractAsyncContextManager[Connection]:
-        return self.store.fenced(self.fence)
 
     async def run_fenced(self, fn: Callable[[Connection], T]) -> T:
         """``fn(conn)`` in a fenced write transaction without blocking the event loop (the

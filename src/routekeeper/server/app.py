@@ -15,6 +15,7 @@ from routekeeper import __version__
 from routekeeper.compose import Replica, build_replica
 from routekeeper.contract.auth import Access
 from routekeeper.dashboard.routes import conversations as conversations_api_routes
+from routekeeper.dashboard.routes import evaluation as evaluation_routes
 from routekeeper.dashboard.routes import jobs as jobs_routes
 from routekeeper.dashboard.routes import keys as keys_routes
 from routekeeper.dashboard.routes import replay as replay_routes
@@ -22,6 +23,7 @@ from routekeeper.dashboard.routes import responses as responses_api_routes
 from routekeeper.dashboard.routes import routing as routing_routes
 from routekeeper.dashboard.routes import status as status_routes
 from routekeeper.dashboard.services.conversations import ConversationQueries
+from routekeeper.dashboard.services.evaluation import EvaluationQueries
 from routekeeper.dashboard.services.keys import KeyAdmin
 from routekeeper.dashboard.services.replay import ReplayQueries
 from routekeeper.dashboard.services.responses import ResponseQueries
@@ -127,6 +129,7 @@ def include_routes(app: FastAPI, replica: Replica) -> None:
         (responses_api_routes.router(ResponseQueries(replica.storage)), admin),
         (conversations_api_routes.router(ConversationQueries(replica.storage)), admin),
         (keys_routes.router(KeyAdmin(replica.storage, replica.authenticator.revoked)), admin),
+        (evaluation_routes.router(EvaluationQueries(replica.storage)), admin),
         (
             jobs_routes.router(
                 replica.jobs,

@@ -10,18 +10,14 @@ live (from their checkpoint, attempt + 1 at the next claim), or ends them ``cras
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, func, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.pool import NullPool
 
-from routekeeper.contract.errors import StorageUnavailable
 from routekeeper.contract.jobs import (
     FINISHED,
     JobEventKind,
@@ -33,10 +29,8 @@ from routekeeper.contract.jobs import (
     RequeueReason,
 )
 from routekeeper.contract.pages import Page, SortOrder
-from routekeeper.storage.config import PostgresBackend, SQLiteBackend
-from routekeeper.storage.database import Database, after_commit, postgres_url
+from routekeeper.storage.database import Database, after_commit
 from routekeeper.storage.dialect import Dialect
-from routekeeper.storage.errors import translate_storage_error
 from routekeeper.storage.jobs_recovery import requeue_orphans
 from routekeeper.storage.jobs_writes import (
     append_event,
@@ -48,7 +42,6 @@ from routekeeper.storage.jobs_writes import (
 from routekeeper.storage.records import from_row, to_row
 from routekeeper.storage.recovery import RecoveryStep
 from routekeeper.storage.schema.jobs import job_events, jobs
-from routekeeper.storage.sqlite_connection import sqlite_pragmas
 from routekeeper.storage.surface_store import RetentionRule, SurfaceStore
 from routekeeper.storage.types import utcnow
 
@@ -429,55 +422,6 @@ class JobsStore(SurfaceStore):
             )
 
         return await self.run_fenced(fence, write, claimable=True)
-
-    @asynccontextmanager
-    async def fenced(self, fence: JobFence) -> AsyncIterator[Connection]:
-        """A write transaction on a synchronous connection that starts with the fence
-        check (LeaseLost, nothing written, when it fails); committed when the block ends
-        without an exception. Its statements block the event loop while they run: keep the
-        block to a few statements (``run_fenced`` runs a function without blocking)."""
-        engine = self._sync_engine()
-        lock = self.db._write_lock  # one SQLite writer per process
-        if lock is not None:
-            await lock.acquire()
-        try:
-            try:
-                with engine.begin() as conn:
-                    check_fence(conn, self.db.dialect, fence)
-                    yield conn
-            except Exception as exc:
-                translated = translate_storage_error(exc)
-                if translated is not None and translated is not exc:
-                    raise translated from exc
-                raise
-        finally:
-            if lock is not None:
-                lock.release()
-        for callback in self.published:
-            told = callback(fence.job_id, False)
-            if inspect.isawaitable(told):
-                await told
-
-    def _sync_engine(self) -> Engine:
-        """A synchronous engine on this backend that keeps no connection open between
-        fenced blocks (so nothing outlives the store's Database)."""
-        if self._sync is None:
-            backend = self.db.backend
-            if isinstance(backend, PostgresBackend):
-                self._sync = create_engine(postgres_url(backend.dsn), poolclass=NullPool)
-            elif isinstance(backend, SQLiteBackend) and self.db.sqlite_path is not None:
-                self._sync = create_engine(f"sqlite:///{self.db.sqlite_path}", poolclass=NullPool)
-                sqlite_pragmas(
-                    self._sync,
-                    begin="BEGIN IMMEDIATE",
-                    synchronous=backend.synchronous,
-                    busy_ms=backend.busy_timeout_ms,
-                )
-            else:
-                raise StorageUnavailable(
-                    "fenced() needs a SQLite file or PostgreSQL backend; use run_fenced()"
-                )
-        return self._sync
 
     # -- recovery --------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlalchemy import MetaData, Table
 
 from routekeeper.storage.conversations_store import ConversationsStore
+from routekeeper.storage.evaluation_store import EvaluationStore
 from routekeeper.storage.jobs_store import JobsStore
 from routekeeper.storage.keys_store import ApiKeysStore
 from routekeeper.storage.replay_store import ReplayStore
@@ -22,6 +23,7 @@ STORES: tuple[type[SurfaceStore], ...] = (
     ConversationsStore,
     ApiKeysStore,
     JobsStore,
+    EvaluationStore,
 )
 
 
