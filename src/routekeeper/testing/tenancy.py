@@ -118,7 +118,11 @@ def _job(clients: TenantClients) -> dict[str, str]:
     created = _ok(
         clients.admin.post(
             "/api/jobs",
-            json={"kind": "count", "params": {"to": 1}, "tenant": clients.tenant},
+            json={
+                "kind": "evaluation",
+                "params": {"dataset": [{"prompt": "hello", "expected_model": clients.model}]},
+                "tenant": clients.tenant,
+            },
         )
     )
     return {"job_id": created["id"]}
@@ -131,7 +135,7 @@ EXAMPLES: dict[str, TenantExample] = {
     ),
     "router_replay": TenantExample(("router_replay",), ("replay_id", "session_id"), _replay),
     "api_keys": TenantExample(("api_keys", "audit_events"), ("key_id",), _api_key),
-    "jobs": TenantExample(("jobs", "job_events"), ("job_id",), _job),
+    "jobs": TenantExample(("jobs", "job_events", "evaluation_results"), ("job_id",), _job),
 }
 """One example per tenant-scoped object kind, keyed by the surface it makes."""
 
