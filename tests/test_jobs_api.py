@@ -180,3 +180,26 @@ def test_cancel_commits_cancelled_within_heartbeat_plus_one_second(state_setting
         assert client.post(f"/api/jobs/{job['id']}/cancel").status_code == 200
         _until(client, job["id"], "cancelled")
         assert time.monotonic() - asked <= 1.0 + 1.0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # a lone surrogate in a prompt, in a params key, in a dataset path; NaN; a path too
+        # long for the file system; a path the file system cannot encode
+        '{"kind": "evaluation", "params": {"dataset": [{"prompt": "hi \\ud800", '
+        '"expected_decision": "x"}]}}',
+        '{"kind": "count", "params": {"\\ud800": 1}}',
+        '{"kind": "evaluation", "params": {"dataset_path": "\\ud800"}}',
+        '{"kind": "count", "params": {"to": NaN}}',
+        '{"kind": "evaluation", "params": {"dataset_path": "' + "a" * 5000 + '"}}',
+    ],
+)
+def test_params_no_store_can_hold_are_a_400_and_store_nothing(client, raw):
+    response = client.post(
+        "/api/jobs", content=raw.encode(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"]
+    listed = client.get("/api/jobs")
+    assert listed.status_code == 200 and listed.json()["data"] == []

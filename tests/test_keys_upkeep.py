@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from routekeeper.auth.keys import NOTE_EVERY_SECONDS, Authenticator
-from routekeeper.contract.auth import Access, AuditEventKind, AuditFilters, Role
+from routekeeper.contract.auth import Access, AuditEventKind, AuditFilters, Role, new_secret
 from routekeeper.contract.errors import Unauthenticated
 from routekeeper.contract.pages import SortOrder
 from routekeeper.sections.auth import AuthSettings
@@ -132,3 +132,21 @@ async def test_requests_write_last_used_off_the_request_path_once_a_minute(state
         await auth.flush()
     assert (await store.get(key.id)).last_used_at == first
     assert auth.counts["reads"] < auth.counts["checks"]  # the cache kept most off the database
+
+
+async def test_made_up_secrets_never_push_a_known_key_out_of_the_cache(state_storage):
+    """Unknown secrets are cached apart (a tenth of auth.cache_size): a flood of them leaves
+    the known key cached, so it is served without a read (and keeps its offline grace)."""
+    store = state_storage.store(ApiKeysStore)
+    _, secret = await store.create(tenant_id="alpha", label="", role=Role.MEMBER)
+    clock = Clock()
+    auth = Authenticator(AuthSettings(mode="api_key", cache_size=100), store, clock=clock)
+    await auth.authenticate(f"Bearer {secret}", Access.MEMBER)
+    reads = auth.counts["reads"]
+    for _ in range(300):
+        with pytest.raises(Unauthenticated):
+            await auth.authenticate(f"Bearer {new_secret()}", Access.MEMBER)
+    assert auth.counts["reads"] == reads + 300
+    principal = await auth.authenticate(f"Bearer {secret}", Access.MEMBER)
+    assert principal.tenant == "alpha"
+    assert auth.counts["reads"] == reads + 300  # still cached: no read for it

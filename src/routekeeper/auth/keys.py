@@ -107,6 +107,9 @@ class Authenticator:
                 redis_url, on_revoked=self.forget, on_resubscribed=self.recheck
             )
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        # Secrets no key has, apart: a flood of made-up secrets never evicts a known key
+        # (which would lose its offline grace and cost a read on its next use).
+        self._unknown: OrderedDict[str, _Entry] = OrderedDict()
         self._used: dict[str, datetime] = {}
         self._used_written: dict[str, float] = {}
         self._revoked_uses: dict[str, tuple[ApiKeyRecord, datetime]] = {}
@@ -143,7 +146,7 @@ class Authenticator:
 
     async def _lookup(self, secret_hash: str) -> ApiKeyRecord | None:
         now = self.clock()
-        entry = self._cache.get(secret_hash)
+        entry = self._cache.get(secret_hash) or self._unknown.get(secret_hash)
         if entry is not None and now < entry.read_at:
             return entry.key
         try:
@@ -164,16 +167,21 @@ class Authenticator:
         return key
 
     def _remember(self, secret_hash: str, entry: _Entry) -> None:
-        self._cache[secret_hash] = entry
-        self._cache.move_to_end(secret_hash)
-        while len(self._cache) > self.settings.cache_size:
-            self._cache.popitem(last=False)
+        known = entry.key is not None
+        cache, other = (self._cache, self._unknown) if known else (self._unknown, self._cache)
+        other.pop(secret_hash, None)
+        cache[secret_hash] = entry
+        cache.move_to_end(secret_hash)
+        bound = self.settings.cache_size if known else max(100, self.settings.cache_size // 10)
+        while len(cache) > bound:
+            cache.popitem(last=False)
 
     def forget(self, key_id: str | None = None) -> None:
         """Drop a key's cache entry (every entry when ``key_id`` is None): the next request
         with it reads the database (a revocation made here or announced by another replica)."""
         if key_id is None:
             self._cache.clear()
+            self._unknown.clear()
             return
         for secret_hash, entry in list(self._cache.items()):
             if entry.key is not None and entry.key.id == key_id:
@@ -182,7 +190,7 @@ class Authenticator:
     def recheck(self) -> None:
         """Read every cached key again on its next use (revocations may have been missed),
         keeping when each was last verified, so the offline grace still holds for them."""
-        for entry in self._cache.values():
+        for entry in [*self._cache.values(), *self._unknown.values()]:
             entry.read_at = 0.0
 
     async def revoked(self, key_id: str) -> None:

@@ -152,16 +152,21 @@ def check_tenant(value: str) -> str:
     return value
 
 
-_DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
+_DURATION = re.compile(r"^([0-9]{1,6})([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_DURATION = timedelta(days=100 * 365)
 
 
 def parse_duration(value: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``2w``, ``45s`` as a timedelta; ValueError otherwise."""
+    """``30d``, ``12h``, ``90m``, ``2w``, ``45s`` as a timedelta (at most 100 years);
+    ValueError otherwise."""
     match = _DURATION.match(value.strip())
     if not match or int(match.group(1)) == 0:
         raise ValueError(f"a duration is a positive number and s, m, h, d or w (got {value!r})")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    duration = timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    if duration > MAX_DURATION:
+        raise ValueError(f"a duration is at most 100 years (got {value!r})")
+    return duration
 
 
 API_KEYS = Surface(

@@ -59,8 +59,7 @@ class LeasedJob:
         self.checkpoint = checkpoint
 
     async def run_fenced(self, fn: Callable[[Connection], T]) -> T:
-        """``fn(conn)`` in a fenced write transaction without blocking the event loop (the
-        non-blocking form of :meth:`fenced`)."""
+        """``fn(conn)`` in a fenced write transaction, without blocking the event loop."""
         return await self.store.run_fenced(self.fence, lambda conn, _job: fn(conn))
 
     def check_cancelled(self) -> None:

@@ -6,7 +6,7 @@ commit in their numeric order (a sequence would not), so a reader resuming after
 skips one.
 
 :func:`check_fence` is the check every runner write starts with: a kind's own rows (per-item
-results) are written after it, in the same transaction (``JobsStore.fenced``)."""
+results) are written after it, in the same transaction (``JobsStore.run_fenced``)."""
 
 from __future__ import annotations
 

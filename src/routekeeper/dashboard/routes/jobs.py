@@ -24,6 +24,7 @@ from routekeeper.contract.pages import DEFAULT_PAGE_SIZE, SortOrder
 from routekeeper.dashboard.query import TenantParam, api_router
 from routekeeper.dashboard.routes.replay import time_window
 from routekeeper.http.access import Caller
+from routekeeper.http.errors import ensure_json_safe
 from routekeeper.http.pages import Limit, ListPage, Order
 from routekeeper.jobs.service import JobsService
 
@@ -187,6 +188,7 @@ def router(
     async def submit_job(body: SubmitJob, caller: Caller) -> JobOut:
         """Queue a job for ``tenant`` (default: the caller's); its params are checked by its
         kind (400 naming the field)."""
+        ensure_json_safe(body.params)  # stored and shown as JSON: no lone surrogates
         tenant = body.tenant if body.tenant is not None else caller.tenant
         return JobOut.of(await jobs.submit(tenant, body.kind, body.params))
 

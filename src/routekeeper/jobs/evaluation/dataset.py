@@ -152,18 +152,26 @@ def dataset_file(path: Any, dataset_dir: Path) -> Path:
             f"{param} must be a non-empty path without NUL, got {json_kind(path)}", param=param
         )
     root = Path(os.path.realpath(dataset_dir))
-    resolved = Path(os.path.realpath(root / path))  # an absolute path replaces root
-    if not resolved.is_relative_to(root) or resolved == root:
+    try:
+        resolved = Path(os.path.realpath(root / path))  # an absolute path replaces root
+        inside = resolved.is_relative_to(root) and resolved != root
+        found = inside and resolved.is_file()
+        size = resolved.stat().st_size if found else 0
+    except (OSError, UnicodeError) as exc:  # a name too long, not encodable for the OS
+        raise InvalidRequest(
+            f"{param}: not a usable file name ({type(exc).__name__})", param=param
+        ) from None
+    if not inside:
         raise InvalidRequest(
             f"{param}: {path!r} is outside the dataset directory ({root}); give a path "
             "inside it (jobs.dataset_dir)",
             param=param,
         )
-    if not resolved.is_file():
+    if not found:
         raise InvalidRequest(
             f"{param}: no dataset file {path!r} in the dataset directory ({root})", param=param
         )
-    if resolved.stat().st_size > MAX_FILE_BYTES:
+    if size > MAX_FILE_BYTES:
         raise InvalidRequest(
             f"{param}: {path!r} is larger than {MAX_FILE_BYTES} bytes", param=param
         )
