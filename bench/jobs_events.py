@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import yaml
+from sqlalchemy import func, select
 
 from routekeeper.contract.jobs import JobEventKind, JobStatus
 from routekeeper.jobs.evaluation.metrics import percentile
@@ -130,13 +131,24 @@ async def raw_insert_rate(config: Path, workspace: Path, seconds: float) -> floa
     try:
         db = storage.database_for("job_events")
         async with db.read() as conn:
-            job_id = (await conn.execute(job_events.select().limit(1))).one().job_id
+            # One job of this run (a reused database also holds earlier runs' jobs), its
+            # rows numbered after every row it has.
+            job_id = (
+                (await conn.execute(job_events.select().order_by(job_events.c.job_id.desc())))
+                .first()
+                .job_id
+            )
+            top = (
+                await conn.execute(
+                    select(func.max(job_events.c.seq)).where(job_events.c.job_id == job_id)
+                )
+            ).scalar_one()
         n, began = 0, time.perf_counter()
         while time.perf_counter() - began < seconds:
             row = {
                 "job_id": job_id,
                 "tenant_id": "default",
-                "seq": 100_000_000 + n,
+                "seq": top + 1 + n,
                 "kind": JobEventKind.PROGRESS.value,
                 "status": JobStatus.RUNNING.value,
                 "attempt": 1,
