@@ -149,8 +149,9 @@ def test_cancel_stops_a_running_job_and_retry_resumes_it_from_its_checkpoint(cli
     started = [e for e in events if e["type"] == "job.started"]
     assert [e["data"]["resumed"] for e in started] == [False, True]
     assert again["progress"]["done"] >= checkpoint
-    queued = _submit(client, to=1)
-    # A queued job cancels at once (the slot may take it first: then it is cancelling).
+    queued = _submit(client, to=1000, delay_ms=20)
+    # A queued job cancels at once (the slot may take it first: then it is cancelling; it
+    # has too many steps to finish before the cancel arrives).
     assert client.post(f"/api/jobs/{queued['id']}/cancel").json()["status"] in (
         "cancelled",
         "cancelling",
