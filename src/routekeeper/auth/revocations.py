@@ -123,12 +123,13 @@ class RevocationChannel:
             self._task = asyncio.get_running_loop().create_task(self._listen())
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])  # a cancellation of this stop still propagates
-            if not task.cancelled():
-                task.exception()  # retrieved: its end is not an error to report
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None

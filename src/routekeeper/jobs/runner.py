@@ -98,16 +98,12 @@ class JobRunner:
         """Stop the slots; jobs running here are handed back (queued at once, the attempt
         not counted), so another replica takes them over from their checkpoint."""
         leased = [job.fence for job in self.running.values()]
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
+        for task in self._tasks:
             task.cancel()
-        if tasks:
-            # asyncio.wait, not `await task` under suppress: a cancellation of this stop
-            # (the shutdown budget running out) must still reach the caller.
-            await asyncio.wait(tasks)
-            for task in tasks:
-                if not task.cancelled() and task.exception() is not None:
-                    log.warning("job runner task ended with %r", task.exception())
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
         for fence in leased:
             try:
                 await self.store.hand_back(fence)

@@ -155,9 +155,8 @@ class JobWakeups:
                 await conn.close()
 
     async def stop(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.cancel()
-            await asyncio.wait([listener])  # a cancellation of this stop still propagates
-            if not listener.cancelled():
-                listener.exception()  # retrieved: its end is not an error to report
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+            self._listener = None

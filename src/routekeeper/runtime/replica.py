@@ -10,6 +10,7 @@ migration.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -396,8 +397,6 @@ class ReplicaRuntime:
 
 
 async def _swallow(task: asyncio.Task[None]) -> None:
-    """Wait for a cancelled task to finish, whatever it ends with (a cancellation of the
-    caller meanwhile still propagates: ``await task`` under suppress would swallow it)."""
-    await asyncio.wait([task])
-    if not task.cancelled():
-        task.exception()
+    """Wait for a cancelled task to finish, whatever it ends with."""
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
