@@ -107,12 +107,8 @@ class Remote:
 
     @property
     def headers(self) -> dict[str, str]:
-        return auth_headers(self.api_key)
-
-
-def auth_headers(api_key: str | None) -> dict[str, str]:
-    """The ``Authorization`` header for ``--api-key`` (none without one)."""
-    return {"authorization": f"Bearer {api_key}"} if api_key else {}
+        """The ``Authorization`` header for ``--api-key`` (none without one)."""
+        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
 def print_json(value: Any) -> None:

@@ -15,8 +15,8 @@ from routekeeper.cli.common import (
     ApiKeyOption,
     FormatOption,
     OutputFormat,
+    Remote,
     UrlOption,
-    auth_headers,
     console,
     fail,
     print_json,
@@ -34,10 +34,9 @@ def _format(format: OutputFormat, as_json: bool) -> OutputFormat:
 
 
 def _get(url: str, path: str, params: dict[str, Any] | None = None, *, api_key: str | None) -> Any:
+    remote = Remote(url, api_key)
     try:
-        response = httpx.get(
-            f"{url.rstrip('/')}{path}", params=params, headers=auth_headers(api_key), timeout=10
-        )
+        response = httpx.get(remote.at(path), params=params, headers=remote.headers, timeout=10)
     except httpx.HTTPError as exc:
         fail(f"cannot reach {url}: {exc}")
     if response.status_code != 200:

@@ -14,8 +14,8 @@ from routekeeper.cli.common import (
     ApiKeyOption,
     FormatOption,
     OutputFormat,
+    Remote,
     UrlOption,
-    auth_headers,
     console,
     fail,
     print_json,
@@ -71,9 +71,8 @@ def status(
 ) -> None:
     """Show the replicas and state surfaces a running routekeeper reports."""
     try:
-        response = httpx.get(
-            f"{url.rstrip('/')}/api/status", headers=auth_headers(api_key), timeout=timeout
-        )
+        remote = Remote(url, api_key)
+        response = httpx.get(remote.at("/api/status"), headers=remote.headers, timeout=timeout)
     except httpx.HTTPError as exc:
         fail(f"cannot reach {url}: {exc}")
     if response.status_code != 200:

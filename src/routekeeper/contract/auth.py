@@ -84,9 +84,6 @@ class ApiKeyRecord:
     last_used_at: datetime | None = None
     requests_per_minute: int | None = None
 
-    def usable_at(self, now: datetime) -> bool:
-        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
-
     def principal(self) -> Principal:
         return Principal(self.tenant_id, self.id, self.role, self.requests_per_minute)
 

@@ -255,17 +255,6 @@ class ApiKeysStore(SurfaceStore):
         where = api_keys.c.tenant_id == tenant_id if tenant_id is not None else None
         return await self._one(api_keys, key_id, _key, "API key", where=where)
 
-    async def states(self, key_ids: Sequence[str]) -> dict[str, ApiKeyRecord]:
-        """The current rows of ``key_ids`` (the cache's revalidation read)."""
-        if not key_ids:
-            return {}
-        async with self.db.read() as conn:
-            rows = await conn.execute(select(api_keys).where(api_keys.c.id.in_(list(key_ids))))
-            return {row.id: _key(row) for row in rows}
-
-    async def count_keys(self) -> int:
-        return await self.db.count_rows(api_keys)
-
     async def list_keys(
         self,
         *,
