@@ -48,6 +48,13 @@ from routekeeper.storage.placement import check_contract
 
 log = logging.getLogger("routekeeper.serve")
 
+# How long the event loop's thread may keep the GIL while another thread waits for it
+# (Python's default is 5 ms). The SQLite writer thread gives up the GIL for every statement
+# step and needs it back to go on; with the default, a write transaction under load held the
+# database's write lock for several times 5 ms, and the other workers of `serve --workers N`
+# waited that long for it (ARCHITECTURE.md, "Workers").
+SWITCH_INTERVAL_SECONDS = 0.0005
+
 # Seconds of server.graceful_timeout_seconds kept for the final phase writes after open
 # requests have had their turn.
 SHUTDOWN_RESERVE_SECONDS = 1.0
@@ -313,6 +320,7 @@ def run_replica(
         "uvloop" if _installed("uvloop") else "asyncio",
         parser_name(http),
     )
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     try:
         server.run(sockets=sockets)
     except SystemExit:  # uvicorn exits this way when it cannot bind

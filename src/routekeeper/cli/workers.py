@@ -1,12 +1,13 @@
 """``serve --workers N``: a supervisor process and N worker processes serving one port.
 
-The supervisor binds the listening socket once and starts each worker as ``routekeeper serve
---worker SPEC`` with the socket's descriptor inherited; every worker accepts on that one
-socket (one kernel accept queue). It was chosen over ``SO_REUSEPORT`` (a socket per worker)
-because the port is bound once and stays bound while workers come and go: a replacement never
-fails to bind or races another program for the port, ``port: 0`` means one port for all, and
-a killed worker loses only the connections it had already accepted (with ``SO_REUSEPORT`` the
-connections queued on its own socket are reset too).
+The supervisor binds the port once and starts each worker as ``routekeeper serve --worker
+SPEC`` with the socket's descriptor inherited. On Linux that socket is bound with
+``SO_REUSEPORT`` and does not listen: it holds the port while workers come and go (``port: 0``
+means one port for all), and each worker listens on a socket of its own bound to the same
+address, so the kernel spreads new connections over the workers (on one shared accept queue,
+whichever worker woke first took a burst of connections almost whole). The price: connections
+still queued on a killed worker's socket are reset with it. Elsewhere the supervisor's socket
+listens and every worker accepts on it.
 
 Each worker is a replica of its own (own id, liveness lock, heartbeat, phases, replay writer)
 on the same state. The supervisor holds no state and writes nothing: it starts workers,
@@ -47,6 +48,8 @@ PARENT_POLL_SECONDS = 0.2
 TICK_SECONDS = 0.05
 LISTEN_BACKLOG = 2048
 PR_SET_PDEATHSIG = 1
+# Linux spreads the connections of a port over the listening SO_REUSEPORT sockets bound to it.
+BALANCED = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
 # -- the worker's side ---------------------------------------------------------------------
@@ -97,15 +100,36 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def inherited_socket(fd: int) -> socket.socket:
-    """The listening socket the supervisor bound (its family is read from the descriptor)."""
-    return socket.socket(fileno=fd)
+    """The socket this worker accepts on. Where the supervisor holds the port with a bound
+    ``SO_REUSEPORT`` socket (Linux), a listening socket of this worker's own on the same
+    address (the kernel spreads new connections over the workers' sockets); else the
+    supervisor's listening socket itself (its family is read from the descriptor)."""
+    held = socket.socket(fileno=fd)
+    if held.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        return held
+    own = socket.socket(held.family, held.type, held.proto)
+    try:
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if held.family == socket.AF_INET6:
+            own.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        own.bind(held.getsockname())
+        own.listen(LISTEN_BACKLOG)
+    except OSError:
+        own.close()
+        raise
+    finally:
+        held.close()
+    return own
 
 
 # -- the supervisor ------------------------------------------------------------------------
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """The one listening socket of every worker; inheritable. Raises OSError."""
+    """The supervisor's socket on the port, inheritable: bound with ``SO_REUSEPORT`` and not
+    listening where the workers listen on sockets of their own (:data:`BALANCED`), else the
+    one listening socket of every worker. Raises OSError."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
@@ -113,8 +137,11 @@ def bind(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if BALANCED:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-        sock.listen(LISTEN_BACKLOG)
+        if not BALANCED:
+            sock.listen(LISTEN_BACKLOG)
     except OSError:
         sock.close()
         raise
