@@ -26,8 +26,9 @@ round, so machine noise hits them alike):
   ``wrk_cpu_ms_per_request``; ``ceiling_rps`` is the machine's cores over the three together
   (what no run on these cores can exceed at those costs) and ``share_of_ceiling`` the rate
   reached against it.
-- ``durable``: one ``--durable-seconds`` run at 32 connections per mode, then the replay rows
-  that run added to the database (after the writer has flushed) against wrk's count.
+- ``durable``: one ``--durable-seconds`` run at 32 connections per mode and for the
+  multi-worker server, then the replay rows that run added to the database (after the
+  writers have flushed) against wrk's count.
 - ``replay`` in every figure of a server: what its runs added to the replay writer's counters
   on ``/api/status`` (summed over workers): ``written``, ``batches``, ``dropped`` by reason
   and ``dropped_total``, ``ack_timeout``, and the records still queued when the load stopped.
@@ -776,7 +777,8 @@ def main() -> None:
         if wrk_missing:
             durable["skipped"] = wrk_missing
         else:
-            for target in one_worker:
+            multi_target = [t for t in modes if t.name == multi]
+            for target in [*one_worker, *multi_target]:
                 assert target.server is not None and target.database is not None
                 target.server.wait_flushed(timeout=30)
                 before = replay_rows(target.database)
