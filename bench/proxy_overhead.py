@@ -178,7 +178,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
-        upstream = stack.enter_context(FakeUpstream(models=["m"], stream_chunks=8))
+        upstream = stack.enter_context(FakeUpstream(models=["m"], stream_chunks=8, remember=0))
         targets = [Target("baseline", f"{upstream.base_url}/chat/completions", "m")]
         targets += [start_server(stack, upstream, mode) for mode in MODES]
         for stream in (False, True):

@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with (
-        FakeUpstream(models=["m"], reply=REPLY) as upstream,
+        FakeUpstream(models=["m"], reply=REPLY, remember=0) as upstream,
         tempfile.TemporaryDirectory(prefix="rk-responses-") as tmp,
     ):
         config = {

@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     clients = {"httpx": with_httpx, "aiohttp": with_aiohttp}
     results: dict[str, list[float]] = {}
-    with FakeUpstream(models=["m"]) as up:
+    with FakeUpstream(models=["m"], remember=0) as up:
         url = f"{up.base_url}/chat/completions"
         for i in range(args.rounds):
             for name, fn in list(clients.items())[i % 2 :] + list(clients.items())[: i % 2]:

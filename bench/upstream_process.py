@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("models", nargs="+")
     parser.add_argument("--stream-chunks", type=int, default=8)
     args = parser.parse_args()
-    with FakeUpstream(models=args.models, stream_chunks=args.stream_chunks) as upstream:
+    with FakeUpstream(models=args.models, stream_chunks=args.stream_chunks, remember=0) as upstream:
         print(upstream.port, flush=True)
         sys.stdin.read()  # until EOF: the benchmark that started it is gone
 

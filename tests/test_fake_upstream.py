@@ -413,3 +413,13 @@ def test_a_malformed_tool_calls_knob_is_a_500(up):
     up.tool_calls = [{"name": "f"}]
     response = httpx.post(chat_url(up), json={"model": "small", "messages": USER})
     assert response.status_code == 500 and "arguments" in response.json()["error"]["message"]
+
+
+def test_remember_keeps_only_the_latest_requests():
+    with FakeUpstream(remember=2) as few, FakeUpstream(remember=0) as none:
+        for n in range(3):
+            for upstream in (few, none):
+                body = {"model": "m", "messages": [{"role": "user", "content": f"hi {n}"}]}
+                assert httpx.post(chat_url(upstream), json=body).status_code == 200
+        assert [r.body["messages"][0]["content"] for r in few.requests] == ["hi 1", "hi 2"]
+        assert none.requests == []

@@ -48,6 +48,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from http import HTTPStatus
@@ -182,7 +183,9 @@ class FakeUpstream(_Knobs):
     """The fake OpenAI-compatible server; the module docstring states the contract.
 
     ``models`` is what ``GET /v1/models`` lists (chat and embeddings accept any model name);
-    ``embedding_dim`` is the default vector size; ``port`` 0 picks a free one. Keyword knobs
+    ``embedding_dim`` is the default vector size; ``port`` 0 picks a free one; ``remember``
+    is how many of the latest requests ``requests`` keeps (None: all; a benchmark sending
+    millions keeps none, or its memory and garbage collections grow all along). Keyword knobs
     set the initial knob values, which ``reset()`` restores.
     """
 
@@ -192,9 +195,11 @@ class FakeUpstream(_Knobs):
         models: tuple[str, ...] | list[str] = ("fake-model",),
         embedding_dim: int = 16,
         port: int = 0,
+        remember: int | None = None,
         **knobs: Any,
     ) -> None:
         self.models = list(models)
+        self.remember = remember
         self.embedding_dim = embedding_dim
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -253,7 +258,7 @@ class FakeUpstream(_Knobs):
         """Forget requests and disconnects; knobs go back to the constructor's values."""
         self.configure(**{f.name: getattr(self._initial, f.name) for f in fields(_Knobs)})
         with self._lock:
-            self._requests: list[RecordedRequest] = []
+            self._requests: deque[RecordedRequest] = deque(maxlen=self.remember)
             self._disconnects = 0
 
     def start(self) -> FakeUpstream:
