@@ -2,7 +2,7 @@
 against the fake upstream (in a process of its own) called directly in the same run.
 
     .venv/bin/python bench/http_throughput.py [--rounds 3] [--seconds 5] [--durable-seconds 60]
-        [--workers 2] [--serve-arg=--some-flag ...]
+        [--workers 2] [--workers-rounds 5] [--serve-arg=--some-flag ...]
 
 The servers run the signals and decisions of ``examples/routekeeper.yaml`` (replay on, SQLite,
 ``synchronous: FULL``) with every model's backend pointed at the fake upstream, at the default
@@ -26,6 +26,11 @@ round, so machine noise hits them alike):
   ``wrk_cpu_ms_per_request``; ``ceiling_rps`` is the machine's cores over the three together
   (what no run on these cores can exceed at those costs) and ``share_of_ceiling`` the rate
   reached against it.
+- ``workers``: ``--workers-rounds`` more c=32 runs of the one-worker ``acknowledged`` server
+  and the multi-worker server, back to back in each round (their order alternates), and each
+  round's req/s ratio: on a machine whose speed drifts over minutes (a shared host), the two
+  runs of a round see the same machine, where the ``c32`` rounds put five other runs between
+  them. ``targets`` gives both the ratio of the ``c32`` medians and the median of these.
 - ``durable``: one ``--durable-seconds`` run at 32 connections per mode and for the
   multi-worker server, then the replay rows that run added to the database (after the
   writers have flushed) against wrk's count.
@@ -424,6 +429,8 @@ class Target:
     headers: dict[str, str] = field(default_factory=dict)
     """Sent with every request (the member key of an ``api_key`` server)."""
     auth_c1: list[Run] = field(default_factory=list)
+    paired: list[Run] = field(default_factory=list)
+    """c=32 runs of the workers figure, each next to the other server's of its round."""
 
     @property
     def pid(self) -> int | None:
@@ -657,6 +664,12 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="the multi-worker server")
     parser.add_argument(
+        "--workers-rounds",
+        type=int,
+        default=5,
+        help="c=32 pairs of one worker and the multi-worker server, back to back",
+    )
+    parser.add_argument(
         "--auth-rounds", type=int, default=5, help="interleaved c=1 rounds, auth off and on"
     )
     parser.add_argument(
@@ -709,22 +722,23 @@ def main() -> None:
             body = target.body(stream=True)
             target.stream.append(counted(target, lambda: ttfb(target.url, body, TTFB_REQUESTS)))
 
-        def c32(target: Target) -> None:
+        def measure_c32(target: Target) -> Run:
             body = target.body(stream=False)
-            target.c32.append(
-                counted(
-                    target,
-                    lambda: wrk(
-                        target.url,
-                        body,
-                        connections=32,
-                        seconds=args.seconds,
-                        pid=target.pid,
-                        upstream_pid=upstream.pid,
-                        headers=target.headers,
-                    ),
-                )
+            return counted(
+                target,
+                lambda: wrk(
+                    target.url,
+                    body,
+                    connections=32,
+                    seconds=args.seconds,
+                    pid=target.pid,
+                    upstream_pid=upstream.pid,
+                    headers=target.headers,
+                ),
             )
+
+        def c32(target: Target) -> None:
+            target.c32.append(measure_c32(target))
 
         # Warm-up: connections, caches, the SQLite file.
         for target in everyone:
@@ -772,6 +786,13 @@ def main() -> None:
                 line[multi] = None
                 line[f"{multi}_missing"] = workers_missing
             emit(line)
+            many = next((t for t in modes if t.name == multi), None)
+            if many is not None:
+                for i in range(args.workers_rounds):
+                    pair = [one_worker[0], many]
+                    for target in pair if i % 2 == 0 else reversed(pair):
+                        target.paired.append(measure_c32(target))
+                emit({"figure": "workers", **workers_figure(one_worker[0], many)})
 
         durable: dict[str, Any] = {"figure": "durable", "seconds": args.durable_seconds}
         if wrk_missing:
@@ -838,6 +859,9 @@ def main() -> None:
                     for name, value in figures.items()
                 },
                 f"c32_{args.workers}_workers_ratio": workers_ratio(
+                    one_worker[0], next((t for t in modes if t.name == multi), None)
+                ),
+                f"c32_{args.workers}_workers_paired_ratio": paired_ratio(
                     one_worker[0], next((t for t in modes if t.name == multi), None)
                 ),
                 "idle_busy_percent": idle,
@@ -916,6 +940,35 @@ def workers_ratio(one: Target, many: Target | None) -> dict[str, Any] | None:
         # the same with the cores other load left to the run (a shared machine)
         "ceiling_rps_cores_left": left,
         "ceiling_ratio_cores_left": round(left / single["rps"], 3) if left else None,
+    }
+
+
+def paired_ratios(one: Target, many: Target) -> list[float]:
+    return [m.rps / o.rps for o, m in zip(one.paired, many.paired, strict=True) if o.rps]
+
+
+def workers_figure(one: Target, many: Target) -> dict[str, Any]:
+    """The ``workers`` figure: both servers' c=32 summaries over the paired runs and each
+    round's ratio (the two runs of a round are back to back, so a machine whose speed drifts
+    over minutes moves both alike)."""
+    return {
+        "rounds": len(one.paired),
+        one.name: summary(one.paired),
+        many.name: summary(many.paired),
+        "ratios": [round(r, 3) for r in paired_ratios(one, many)],
+    }
+
+
+def paired_ratio(one: Target, many: Target | None) -> dict[str, Any] | None:
+    """The median of the workers figure's per-round ratios, against the target."""
+    ratios = paired_ratios(one, many) if many else []
+    if not ratios:
+        return None
+    value = statistics.median(ratios)
+    return {
+        "value": round(value, 3),
+        "target": WORKERS_RATIO_TARGET,
+        "met": value >= WORKERS_RATIO_TARGET,
     }
 
 
