@@ -1,9 +1,12 @@
+import os
+
 import pytest
 
 from routekeeper.contract import (
     SURFACES,
     Owner,
     StateClass,
+    ids,
     is_durable,
     is_shared,
 )
@@ -65,12 +68,44 @@ def test_ids_are_prefixed_and_time_ordered():
 @pytest.mark.parametrize("random", [b"\x00" * 10, b"\xff" * 10, bytes(range(10))])
 @pytest.mark.parametrize("ms", [0, 1_765_000_000_123, (1 << 48) - 1])
 def test_an_id_is_its_48_bit_time_then_80_random_bits_in_crockford_base32(monkeypatch, random, ms):
-    monkeypatch.setattr("routekeeper.contract.ids.os.urandom", lambda n: random[:n])
+    monkeypatch.setattr("routekeeper.contract.ids.os.urandom", lambda n: random * (n // 10))
+    ids._forget_random()  # draw a block from the patched source
     value = ms << 80 | int.from_bytes(random, "big")
     digits = "".join("0123456789ABCDEFGHJKMNPQRSTVWXYZ"[value >> 5 * k & 31] for k in range(26))
     assert new_id("rep", now_ms=ms) == "rep_" + digits[::-1]
     with pytest.raises(ValueError, match="2-8 lowercase letters"):
         new_id("Rep", now_ms=ms)
+
+
+def test_ids_take_their_random_bits_from_one_block_of_urandom_until_it_is_used_up(monkeypatch):
+    calls = []
+
+    def urandom(n: int) -> bytes:
+        calls.append(n)
+        return bytes(range(256)) * (n // 256) + bytes(n % 256)
+
+    monkeypatch.setattr("routekeeper.contract.ids.os.urandom", urandom)
+    ids._forget_random()
+    drawn = [ids._random_80_bits() for _ in range(ids._RANDOM_BLOCK // 10 + 1)]
+    assert calls == [ids._RANDOM_BLOCK, ids._RANDOM_BLOCK]  # one block per 409 ids
+    assert drawn[0] == int.from_bytes(bytes(range(10)), "big")
+    assert drawn[1] == int.from_bytes(bytes(range(10, 20)), "big")
+    assert drawn[-1] == drawn[0]  # the second block starts over (the fake source repeats)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_never_repeats_its_parents_ids():
+    new_id("rep")  # the parent holds a block
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.write(write, new_id("rep").encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    os.close(write)
+    assert child[-16:] != new_id("rep")[-16:]  # the 80 random bits differ
 
 
 def test_replica_lifecycle_table():
