@@ -1,6 +1,6 @@
 """Stored responses through routekeeper (SQLite, replay acknowledged) in front of the fake
-upstream: the latency of a turn at chain depth 1 and 50, and stored-response throughput
-against chat completions through the same router, in the same run.
+upstream (in a process of its own): the latency of a turn at chain depth 1 and 50, and
+stored-response throughput against chat completions through the same router, in the same run.
 
     .venv/bin/python bench/responses_chain.py [--samples 60] [--requests 400] [--rounds 3]
 
@@ -33,8 +33,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from http_load import run
+from upstream_process import UpstreamProcess
 
-from routekeeper.testing import FakeUpstream, ServerProcess
+from routekeeper.testing import ServerProcess
 
 REPLY = "a reply of the same size at every depth"
 
@@ -111,7 +112,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with (
-        FakeUpstream(models=["m"], reply=REPLY, remember=0) as upstream,
+        # In a process of its own: in this one, its thread and the load generator's loop
+        # would take turns on one interpreter lock, which slows both alike.
+        UpstreamProcess(models=["m"], stream_chunks=8, reply=REPLY) as upstream,
         tempfile.TemporaryDirectory(prefix="rk-responses-") as tmp,
     ):
         config = {

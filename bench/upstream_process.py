@@ -19,9 +19,10 @@ from routekeeper.testing import FakeUpstream
 
 
 class UpstreamProcess:
-    def __init__(self, *, models: list[str], stream_chunks: int) -> None:
+    def __init__(self, *, models: list[str], stream_chunks: int, reply: str | None = None) -> None:
         self.models = models
         self.stream_chunks = stream_chunks
+        self.reply = reply
         self.proc: subprocess.Popen[str] | None = None
         self.port: int | None = None
 
@@ -41,6 +42,7 @@ class UpstreamProcess:
                 __file__,
                 "--stream-chunks",
                 str(self.stream_chunks),
+                *(["--reply", self.reply] if self.reply is not None else []),
                 *self.models,
             ],
             stdin=subprocess.PIPE,
@@ -75,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+")
     parser.add_argument("--stream-chunks", type=int, default=8)
+    parser.add_argument("--reply", default=None, help="a fixed reply (default: the echo)")
     args = parser.parse_args()
     with FakeUpstream(models=args.models, stream_chunks=args.stream_chunks, remember=0) as upstream:
         print(upstream.port, flush=True)
