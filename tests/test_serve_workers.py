@@ -333,6 +333,44 @@ async def test_a_write_that_waits_for_another_process_lock_is_counted(tmp_path):
         await waiter.close()
 
 
+async def test_run_write_takes_turns_with_another_process_through_the_writer_lock_file(
+    tmp_path,
+):
+    # Two databases on one file stand for two workers: each has its own open file
+    # description of `state.db-writer`, so their flocks exclude each other as two processes'
+    # would. The one that finds the lock taken waits for it (counted), then commits.
+    backend = SQLiteBackend(busy_timeout_ms=5000)
+    path = tmp_path / "state.db"
+    holder = Database("main", backend, sqlite_path=path)
+    waiter = Database("main", backend, sqlite_path=path)
+    await holder.open()
+    await waiter.open()
+    try:
+        await waiter.run_write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (x INTEGER)"))
+        assert (tmp_path / "state.db-writer").exists()
+        assert waiter.write_lock_waits.waits == 0
+        entered = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def slow(conn):
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+            loop.call_soon_threadsafe(entered.set)
+            time.sleep(0.3)  # on the holder's writer thread, the lock held
+
+        held = asyncio.create_task(holder.run_write(slow))
+        await entered.wait()
+        await waiter.run_write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (2)"))
+        await held
+        assert waiter.write_lock_waits.waits == 1
+        assert waiter.write_lock_waits.seconds >= 0.1
+        assert holder.write_lock_waits.waits == 0
+        with sqlite3.connect(path) as conn:
+            assert sorted(r[0] for r in conn.execute("SELECT x FROM t")) == [1, 2]
+    finally:
+        await holder.close()
+        await waiter.close()
+
+
 ORPHAN = """
 import os, subprocess, sys, time
 from routekeeper.cli.workers import die_with_parent

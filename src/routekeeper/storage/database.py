@@ -60,7 +60,7 @@ from routekeeper.storage.config import MemoryBackend, PostgresBackend, SQLiteBac
 from routekeeper.storage.dialect import Dialect, dialect_of
 from routekeeper.storage.errors import translate_storage_error
 from routekeeper.storage.sqlite_connection import WriteLockWaits, sqlite_pragmas
-from routekeeper.storage.sqlite_writer import SQLiteWriter
+from routekeeper.storage.sqlite_writer import ProcessLock, SQLiteWriter
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,14 @@ class Database:
                 waits=self.write_lock_waits,
             )
             assert self._write_lock is not None
-            self._sqlite_writer = SQLiteWriter(sync_writer, self._write_lock, _AFTER_COMMIT)
+            turns = (
+                ProcessLock(f"{self.sqlite_path}-writer", self.write_lock_waits)
+                if ProcessLock.available()
+                else None
+            )
+            self._sqlite_writer = SQLiteWriter(
+                sync_writer, self._write_lock, _AFTER_COMMIT, process_lock=turns
+            )
             readers = self.backend.read_pool_size
             self._sqlite_reader = create_engine(
                 f"sqlite:///{self.sqlite_path}",

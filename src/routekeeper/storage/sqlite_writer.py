@@ -17,6 +17,8 @@ once."""
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,11 +26,56 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
+from routekeeper.storage.sqlite_connection import WriteLockWaits
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: SQLite's busy handler alone orders the writers
+    fcntl = None  # type: ignore[assignment]
+
 WriteFn = Callable[[Connection], Any]
 # Loop rounds between a commit and the next transaction (see ``_flush``); a caller already has
 # its answer by then, so this delays no one who waits alone.
 SETTLE_ROUNDS = 8
 _SAVEPOINT = "routekeeper_write"
+
+
+class ProcessLock:
+    """An exclusive ``flock`` on ``path`` (created if missing), held by one thread at a time
+    around a write transaction; a wait for another process is counted in ``waits``."""
+
+    def __init__(self, path: str, waits: WriteLockWaits) -> None:
+        self.path = path
+        self.waits = waits
+        self._fd: int | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return fcntl is not None
+
+    def acquire(self) -> None:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        started = time.monotonic()
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)  # the GIL is free while it waits
+        finally:
+            self.waits.waits += 1
+            self.waits.seconds += time.monotonic() - started
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 @dataclass
@@ -46,9 +93,16 @@ class SQLiteWriter:
     always from the same thread. ``callbacks_key``: the connection ``info`` key under which
     each function finds its own list of after-commit callbacks."""
 
-    def __init__(self, engine: Engine, lock: asyncio.Lock, callbacks_key: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        lock: asyncio.Lock,
+        callbacks_key: str,
+        process_lock: ProcessLock | None = None,
+    ) -> None:
         self._engine = engine
         self._lock = lock
+        self._process_lock = process_lock
         self._callbacks_key = callbacks_key
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._queue: list[_Queued] = []
@@ -115,7 +169,18 @@ class SQLiteWriter:
             await asyncio.sleep(0)
 
     def _transaction(self, batch: list[_Queued]) -> None:
-        """On the writer thread: one transaction for the batch."""
+        """On the writer thread: one transaction for the batch (between the other processes'
+        under the process lock)."""
+        if self._process_lock is None:
+            self._write(batch)
+            return
+        self._process_lock.acquire()
+        try:
+            self._write(batch)
+        finally:
+            self._process_lock.release()
+
+    def _write(self, batch: list[_Queued]) -> None:
         with self._engine.begin() as conn:
             if len(batch) == 1:  # alone: its failure is the transaction's
                 self._call(conn, batch[0])
@@ -145,4 +210,6 @@ class SQLiteWriter:
             await asyncio.wait([self._flusher])
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._engine.dispose)
+        if self._process_lock is not None:
+            await loop.run_in_executor(self._thread, self._process_lock.close)
         self._thread.shutdown()
