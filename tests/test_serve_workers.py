@@ -301,74 +301,73 @@ def test_memory_state_with_several_workers_is_refused(tmp_path):
     assert "each of the 2 workers would keep its own copy" in " ".join(server.log().split())
 
 
-async def test_a_write_that_waits_for_another_process_lock_is_counted(tmp_path):
+@pytest.fixture
+async def two_databases(tmp_path):
+    """Two databases on one SQLite file (each as another process would open it): the one
+    that will hold the write lock and the one that will wait for it."""
     backend = SQLiteBackend(busy_timeout_ms=5000)
-    path = tmp_path / "state.db"
-    holder = Database("main", backend, sqlite_path=path)
-    waiter = Database("main", backend, sqlite_path=path)
+    holder = Database("main", backend, sqlite_path=tmp_path / "state.db")
+    waiter = Database("main", backend, sqlite_path=tmp_path / "state.db")
     await holder.open()
     await waiter.open()
     try:
-        async with waiter.write() as conn:
-            await conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
-        assert waiter.write_lock_waits.waits == 0
-        released = asyncio.Event()
-
-        async def hold() -> None:
-            async with holder.write() as conn:
-                await conn.exec_driver_sql("INSERT INTO t VALUES (1)")
-                await asyncio.sleep(0.3)
-            released.set()
-
-        task = asyncio.create_task(hold())
-        await asyncio.sleep(0.1)
-        async with waiter.write() as conn:
-            await conn.exec_driver_sql("INSERT INTO t VALUES (2)")
-        await task
-        assert waiter.write_lock_waits.waits == 1
-        assert waiter.write_lock_waits.seconds >= 0.1
-        assert holder.write_lock_waits.waits == 0
+        yield holder, waiter
     finally:
         await holder.close()
         await waiter.close()
+
+
+async def test_a_write_that_waits_for_another_process_lock_is_counted(two_databases):
+    holder, waiter = two_databases
+    async with waiter.write() as conn:
+        await conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    assert waiter.write_lock_waits.waits == 0
+    released = asyncio.Event()
+
+    async def hold() -> None:
+        async with holder.write() as conn:
+            await conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+            await asyncio.sleep(0.3)
+        released.set()
+
+    task = asyncio.create_task(hold())
+    await asyncio.sleep(0.1)
+    async with waiter.write() as conn:
+        await conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+    await task
+    assert waiter.write_lock_waits.waits == 1
+    assert waiter.write_lock_waits.seconds >= 0.1
+    assert holder.write_lock_waits.waits == 0
 
 
 async def test_run_write_takes_turns_with_another_process_through_the_writer_lock_file(
-    tmp_path,
+    tmp_path, two_databases
 ):
-    # Two databases on one file stand for two workers: each has its own open file
-    # description of `state.db-writer`, so their flocks exclude each other as two processes'
-    # would. The one that finds the lock taken waits for it (counted), then commits.
-    backend = SQLiteBackend(busy_timeout_ms=5000)
+    # Each database has its own open file description of `state.db-writer`, so their
+    # flocks exclude each other as two workers' would. The one that finds the lock taken
+    # waits for it (counted), then commits.
+    holder, waiter = two_databases
     path = tmp_path / "state.db"
-    holder = Database("main", backend, sqlite_path=path)
-    waiter = Database("main", backend, sqlite_path=path)
-    await holder.open()
-    await waiter.open()
-    try:
-        await waiter.run_write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (x INTEGER)"))
-        assert (tmp_path / "state.db-writer").exists()
-        assert waiter.write_lock_waits.waits == 0
-        entered = asyncio.Event()
-        loop = asyncio.get_running_loop()
+    await waiter.run_write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (x INTEGER)"))
+    assert (tmp_path / "state.db-writer").exists()
+    assert waiter.write_lock_waits.waits == 0
+    entered = asyncio.Event()
+    loop = asyncio.get_running_loop()
 
-        def slow(conn):
-            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
-            loop.call_soon_threadsafe(entered.set)
-            time.sleep(0.3)  # on the holder's writer thread, the lock held
+    def slow(conn):
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        loop.call_soon_threadsafe(entered.set)
+        time.sleep(0.3)  # on the holder's writer thread, the lock held
 
-        held = asyncio.create_task(holder.run_write(slow))
-        await entered.wait()
-        await waiter.run_write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (2)"))
-        await held
-        assert waiter.write_lock_waits.waits == 1
-        assert waiter.write_lock_waits.seconds >= 0.1
-        assert holder.write_lock_waits.waits == 0
-        with sqlite3.connect(path) as conn:
-            assert sorted(r[0] for r in conn.execute("SELECT x FROM t")) == [1, 2]
-    finally:
-        await holder.close()
-        await waiter.close()
+    held = asyncio.create_task(holder.run_write(slow))
+    await entered.wait()
+    await waiter.run_write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (2)"))
+    await held
+    assert waiter.write_lock_waits.waits == 1
+    assert waiter.write_lock_waits.seconds >= 0.1
+    assert holder.write_lock_waits.waits == 0
+    with sqlite3.connect(path) as conn:
+        assert sorted(r[0] for r in conn.execute("SELECT x FROM t")) == [1, 2]
 
 
 ORPHAN = """
