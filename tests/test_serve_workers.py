@@ -418,3 +418,20 @@ def test_workers_flag_is_checked_like_the_setting(tmp_path):
     )
     assert result.returncode == 2, result.stderr
     assert "server.workers" in result.stderr and "--workers" in result.stderr
+
+
+async def test_run_write_goes_on_without_the_writer_lock_file_when_it_cannot_be_opened(
+    tmp_path, caplog
+):
+    (tmp_path / "state.db-writer").mkdir()  # opening it for writing fails (EISDIR)
+    db = Database("main", SQLiteBackend(), sqlite_path=tmp_path / "state.db")
+    await db.open()
+    try:
+        await db.run_write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (x INTEGER)"))
+        await db.run_write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (1)"))
+    finally:
+        await db.close()
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        assert [r[0] for r in conn.execute("SELECT x FROM t")] == [1]
+    warnings = [r for r in caplog.records if "state.db-writer" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # logged once, not per transaction

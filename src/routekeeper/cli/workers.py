@@ -105,7 +105,7 @@ def inherited_socket(fd: int) -> socket.socket:
     address (the kernel spreads new connections over the workers' sockets); else the
     supervisor's listening socket itself (its family is read from the descriptor)."""
     held = socket.socket(fileno=fd)
-    if held.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+    if not BALANCED:
         return held
     own = socket.socket(held.family, held.type, held.proto)
     try:

@@ -17,6 +17,7 @@ once."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -33,6 +34,8 @@ try:
 except ImportError:  # not on Windows: SQLite's busy handler alone orders the writers
     fcntl = None  # type: ignore[assignment]
 
+log = logging.getLogger(__name__)
+
 WriteFn = Callable[[Connection], Any]
 # Loop rounds between a commit and the next transaction (see ``_flush``); a caller already has
 # its answer by then, so this delays no one who waits alone.
@@ -42,23 +45,40 @@ _SAVEPOINT = "routekeeper_write"
 
 class ProcessLock:
     """An exclusive ``flock`` on ``path`` (created if missing), held by one thread at a time
-    around a write transaction; a wait for another process is counted in ``waits``."""
+    around a write transaction; a wait for another process is counted in ``waits``. It only
+    spares the waiting: SQLite's own lock keeps the writes apart, so when the file cannot be
+    opened (a read-only directory, no inode left) the writer logs it once and goes on
+    without it."""
 
     def __init__(self, path: str, waits: WriteLockWaits) -> None:
         self.path = path
         self.waits = waits
         self._fd: int | None = None
+        self._unusable = False
 
     @staticmethod
     def available() -> bool:
         return fcntl is not None
 
-    def acquire(self) -> None:
+    def acquire(self) -> bool:
+        """Take the lock (waiting for another process's turn); False when there is none."""
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            if self._unusable:
+                return False
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                self._unusable = True
+                log.warning(
+                    "cannot open %s (%s): writers of other processes are woken by SQLite's "
+                    "busy handler instead",
+                    self.path,
+                    exc.strerror or exc,
+                )
+                return False
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
+            return True
         except BlockingIOError:
             pass
         started = time.monotonic()
@@ -67,6 +87,7 @@ class ProcessLock:
         finally:
             self.waits.waits += 1
             self.waits.seconds += time.monotonic() - started
+        return True
 
     def release(self) -> None:
         if self._fd is not None:
@@ -171,10 +192,9 @@ class SQLiteWriter:
     def _transaction(self, batch: list[_Queued]) -> None:
         """On the writer thread: one transaction for the batch (between the other processes'
         under the process lock)."""
-        if self._process_lock is None:
+        if self._process_lock is None or not self._process_lock.acquire():
             self._write(batch)
             return
-        self._process_lock.acquire()
         try:
             self._write(batch)
         finally:
