@@ -705,6 +705,8 @@ def main() -> None:
         baseline = Target("baseline", f"{upstream.base_url}/chat/completions", "small")
         modes = stack.enter_context(servers(args, upstream, workers_missing))
         one_worker = [t for t in modes if t.name in MODES]
+        multi = f"acknowledged_{args.workers}_workers"
+        many = next((t for t in modes if t.name == multi), None)  # None: no --workers
         everyone = [baseline, *modes]
 
         def c1(target: Target) -> None:
@@ -772,7 +774,6 @@ def main() -> None:
                 **{t.name: summary(t.stream, baseline.stream) for t in one_worker},
             }
         )
-        multi = f"acknowledged_{args.workers}_workers"
         if wrk_missing:
             emit({"figure": "c32", "skipped": wrk_missing})
         else:
@@ -786,7 +787,6 @@ def main() -> None:
                 line[multi] = None
                 line[f"{multi}_missing"] = workers_missing
             emit(line)
-            many = next((t for t in modes if t.name == multi), None)
             if many is not None:
                 for i in range(args.workers_rounds):
                     pair = [one_worker[0], many]
@@ -798,8 +798,7 @@ def main() -> None:
         if wrk_missing:
             durable["skipped"] = wrk_missing
         else:
-            multi_target = [t for t in modes if t.name == multi]
-            for target in [*one_worker, *multi_target]:
+            for target in [*one_worker, *([many] if many else [])]:
                 assert target.server is not None and target.database is not None
                 target.server.wait_flushed(timeout=30)
                 before = replay_rows(target.database)
@@ -858,12 +857,8 @@ def main() -> None:
                     }
                     for name, value in figures.items()
                 },
-                f"c32_{args.workers}_workers_ratio": workers_ratio(
-                    one_worker[0], next((t for t in modes if t.name == multi), None)
-                ),
-                f"c32_{args.workers}_workers_paired_ratio": paired_ratio(
-                    one_worker[0], next((t for t in modes if t.name == multi), None)
-                ),
+                f"c32_{args.workers}_workers_ratio": workers_ratio(one_worker[0], many),
+                f"c32_{args.workers}_workers_paired_ratio": paired_ratio(one_worker[0], many),
                 "idle_busy_percent": idle,
             }
         )
