@@ -65,11 +65,20 @@ def test_ids_are_prefixed_and_time_ordered():
     assert not has_prefix("rpl_" + a[4:], "rep")
 
 
+@pytest.fixture
+def own_random_block():
+    """The test draws from a patched source; the ids of later tests in this process must not."""
+    ids._forget_random()
+    yield
+    ids._forget_random()
+
+
 @pytest.mark.parametrize("random", [b"\x00" * 10, b"\xff" * 10, bytes(range(10))])
 @pytest.mark.parametrize("ms", [0, 1_765_000_000_123, (1 << 48) - 1])
-def test_an_id_is_its_48_bit_time_then_80_random_bits_in_crockford_base32(monkeypatch, random, ms):
+def test_an_id_is_its_48_bit_time_then_80_random_bits_in_crockford_base32(
+    monkeypatch, own_random_block, random, ms
+):
     monkeypatch.setattr("routekeeper.contract.ids.os.urandom", lambda n: random * (n // 10))
-    ids._forget_random()  # draw a block from the patched source
     value = ms << 80 | int.from_bytes(random, "big")
     digits = "".join("0123456789ABCDEFGHJKMNPQRSTVWXYZ"[value >> 5 * k & 31] for k in range(26))
     assert new_id("rep", now_ms=ms) == "rep_" + digits[::-1]
@@ -77,7 +86,9 @@ def test_an_id_is_its_48_bit_time_then_80_random_bits_in_crockford_base32(monkey
         new_id("Rep", now_ms=ms)
 
 
-def test_ids_take_their_random_bits_from_one_block_of_urandom_until_it_is_used_up(monkeypatch):
+def test_ids_take_their_random_bits_from_one_block_of_urandom_until_it_is_used_up(
+    monkeypatch, own_random_block
+):
     calls = []
 
     def urandom(n: int) -> bytes:
@@ -85,7 +96,6 @@ def test_ids_take_their_random_bits_from_one_block_of_urandom_until_it_is_used_u
         return bytes(range(256)) * (n // 256) + bytes(n % 256)
 
     monkeypatch.setattr("routekeeper.contract.ids.os.urandom", urandom)
-    ids._forget_random()
     drawn = [ids._random_80_bits() for _ in range(ids._RANDOM_BLOCK // 10 + 1)]
     assert calls == [ids._RANDOM_BLOCK, ids._RANDOM_BLOCK]  # one block per 409 ids
     assert drawn[0] == int.from_bytes(bytes(range(10)), "big")
