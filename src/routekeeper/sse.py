@@ -10,11 +10,12 @@ open; an error after the first byte is an in-band event, never a cut stream."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+
+from routekeeper.tasks import cancel_and_wait
 
 T = TypeVar("T")
 
@@ -143,6 +144,4 @@ class Paced(Generic[T]):
     async def aclose(self) -> None:
         self._ended = True
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+            await cancel_and_wait(self._reader)

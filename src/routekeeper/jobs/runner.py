@@ -40,6 +40,7 @@ from routekeeper.routing.engine import RoutingEngine, build_embedder
 from routekeeper.settings import Settings
 from routekeeper.storage.jobs_store import JobsStore
 from routekeeper.storage.state import StateStorage
+from routekeeper.tasks import cancel_and_wait
 from routekeeper.upstream.openai import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,7 @@ class JobRunner:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task)
         self._tasks = []
         for fence in leased:
             try:

@@ -19,6 +19,7 @@ from typing import Any
 from routekeeper.storage.config import PostgresBackend
 from routekeeper.storage.jobs_store import JobsStore
 from routekeeper.storage.jobs_writes import NOTIFY_CHANNEL
+from routekeeper.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,5 @@ class JobWakeups:
 
     async def stop(self) -> None:
         if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+            await cancel_and_wait(self._listener)
             self._listener = None

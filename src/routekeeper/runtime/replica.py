@@ -10,7 +10,6 @@ migration.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -33,6 +32,7 @@ from routekeeper.storage.liveness import IdentityTaken, LockCheck
 from routekeeper.storage.recovery import RecoveryContext, run_recovery, sweep
 from routekeeper.storage.state import StateStorage
 from routekeeper.storage.types import utcnow
+from routekeeper.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -338,8 +338,7 @@ class ReplicaRuntime:
             self._deadline = loop.time() + self.settings.server.graceful_timeout_seconds
             self.shutting_down.set()
         if self._startup is not None and not self._startup.done():
-            self._startup.cancel()
-            await self._bounded(_swallow(self._startup), "cancel startup")
+            await self._bounded(cancel_and_wait(self._startup), "cancel startup")
         if self.phase.terminal or self.phase is ReplicaPhase.DRAINING:
             return
         if not await self._bounded(self._change(ReplicaPhase.DRAINING), "record draining"):
@@ -356,8 +355,7 @@ class ReplicaRuntime:
             (self._pruner, "stop retention"),
         ):
             if task is not None:
-                task.cancel()
-                await self._bounded(_swallow(task), what)
+                await self._bounded(cancel_and_wait(task), what)
         stopped = not self._registered
         try:
             for component in self.components:
@@ -394,9 +392,3 @@ class ReplicaRuntime:
         log.error("replica %s: %s", self.id, message)
         self.stop_error = self.stop_error or message
         return False
-
-
-async def _swallow(task: asyncio.Task[None]) -> None:
-    """Wait for a cancelled task to finish, whatever it ends with."""
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task

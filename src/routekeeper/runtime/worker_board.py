@@ -17,7 +17,6 @@ dies takes its figures with it, and its replacement starts from zero under a new
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import json
 import logging
@@ -31,6 +30,7 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 
 from routekeeper.runtime.components import Component
+from routekeeper.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +156,7 @@ class WorkerBoard:
         """Stop publishing, after a last publication (the final counters of a drain)."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
             self._publish_logged()
 
     async def _publish_loop(self) -> None:

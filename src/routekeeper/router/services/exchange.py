@@ -10,7 +10,6 @@ stream of SSE events. No FastAPI here."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
@@ -26,6 +25,7 @@ from routekeeper.router.services.chat import ChatPlan, ChatService
 from routekeeper.router.services.metrics import RouterMetrics
 from routekeeper.router.services.replay import ReplayRecorder
 from routekeeper.router.services.trace import RequestTrace
+from routekeeper.tasks import cancel_and_wait
 from routekeeper.upstream.errors import UpstreamError, UpstreamErrorKind
 
 log = logging.getLogger(__name__)
@@ -349,9 +349,7 @@ class ChatExchanges:
             left.cancel()
             due.cancel()
             if not work.done():
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await work
+                await cancel_and_wait(work)
         if work.cancelled():
             raise ClientGone if left.done() and not left.cancelled() else _Deadline
         return work.result()
