@@ -1,4 +1,5 @@
-"""Stopping a background task without losing the stopper's own cancellation."""
+"""Cancellation that is never lost: stopping a background task without swallowing the
+stopper's own cancellation, and a driver error raised by a cancellation that stays one."""
 
 from __future__ import annotations
 
@@ -28,3 +29,19 @@ async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
         raise
     if not task.cancelled():
         task.exception()  # retrieved: its failure on the way out is expected, not reported
+
+
+def raise_if_cancelling(exc: Exception) -> None:
+    """Raise ``CancelledError`` (from ``exc``) when the current task is being cancelled.
+
+    A database driver cancelled in the middle of a query closes its connection, and the
+    error that reaches the caller is often a connection error instead of the cancellation
+    (SQLAlchemy's "can't reconnect until invalid transaction is rolled back"). Translated
+    into a storage error, it would be caught by a loop that retries storage errors (the
+    heartbeat, a job slot), which would go on running after it was told to stop. The
+    storage layer calls this before translating: while a cancellation is pending, the
+    error is the cancellation.
+    """
+    current = asyncio.current_task()
+    if current is not None and current.cancelling():
+        raise asyncio.CancelledError() from exc

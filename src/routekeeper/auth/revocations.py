@@ -26,6 +26,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from routekeeper.storage.config import redact_dsn
+from routekeeper.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +125,7 @@ class RevocationChannel:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task)
             self._task = None
         if self._client is not None:
             await self._client.aclose()

@@ -61,6 +61,7 @@ from routekeeper.storage.dialect import Dialect, dialect_of
 from routekeeper.storage.errors import translate_storage_error
 from routekeeper.storage.sqlite_connection import WriteLockWaits, sqlite_pragmas
 from routekeeper.storage.sqlite_writer import ProcessLock, SQLiteWriter
+from routekeeper.tasks import raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -465,6 +466,8 @@ def _read_call(engine: Engine, fn: Callable[[Connection], T]) -> T:
 
 
 def _raise_translated(exc: BaseException) -> None:
+    if isinstance(exc, Exception):
+        raise_if_cancelling(exc)
     translated = translate_storage_error(exc) if isinstance(exc, Exception) else None
     if translated is None or translated is exc:
         raise exc

@@ -37,6 +37,7 @@ from routekeeper.contract.errors import StorageError, StorageUnavailable
 from routekeeper.contract.runtime import ReplicaRecord
 from routekeeper.storage.database import Database
 from routekeeper.storage.errors import translate_storage_error
+from routekeeper.tasks import raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,8 @@ class PostgresLiveness:
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 await conn.close()
+            if isinstance(exc, Exception):
+                raise_if_cancelling(exc)
             translated = translate_storage_error(exc) if isinstance(exc, Exception) else None
             if translated is None or translated is exc:
                 raise
