@@ -5,6 +5,7 @@ across a restart and across replicas (Redis pub/sub or PostgreSQL LISTEN/NOTIFY)
 killed while serve keeps running has its job finished by another worker."""
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -61,8 +62,9 @@ def _all_events(server, job_id):
         after = page["last_id"]
 
 
-def _read_stream(server, job_id, *, last_event_id=None, stop_after=None):
-    """The stream's events (until it ends, or ``stop_after`` of them, then hang up)."""
+def _read_stream(server, job_id, *, last_event_id=None, stop_after=None, reading=None):
+    """The stream's events (until it ends, or ``stop_after`` of them, then hang up);
+    ``reading`` (a threading.Event) is set once the first event has arrived."""
     headers = {} if last_event_id is None else {"last-event-id": str(last_event_id)}
     events = []
     url = f"{server.url}/api/jobs/{job_id}/stream"
@@ -71,6 +73,8 @@ def _read_stream(server, job_id, *, last_event_id=None, stop_after=None):
         for line in r.iter_lines():
             if line.startswith("data: "):
                 events.append(json.loads(line[6:]))
+                if reading is not None:
+                    reading.set()
                 if stop_after is not None and len(events) >= stop_after:
                     break
     return events
@@ -179,8 +183,9 @@ def test_sigterm_hands_a_running_job_back_without_using_an_attempt(server_factor
     job_id = _submit(first, **{**COUNT, "to": 40})
     _until(first, job_id, lambda j: (j["checkpoint"] or {}).get("done", 0) >= 5)
     with ThreadPoolExecutor(1) as pool:
-        reading = pool.submit(_read_stream, first, job_id)
-        time.sleep(0.2)
+        connected = threading.Event()
+        reading = pool.submit(_read_stream, first, job_id, reading=connected)
+        assert connected.wait(30)  # the stream is open before the signal
         assert first.terminate() == 0
         seen = reading.result(timeout=30)  # ended, not cut: no error
     assert seen and seen[-1]["type"] != "job.succeeded"
