@@ -75,11 +75,14 @@ def test_sigterm_with_a_hung_database_still_ends_within_the_budget(tmp_path, pos
             tmp_path, proxy.dsn_for(postgres_dsn), server={"graceful_timeout_seconds": 4}
         )
         server = ServerProcess(workspace=tmp_path / "ws", config=config).start()
-        hung_id = readyz(server).json()["replica_id"]
-        proxy.freeze()
-        started = time.monotonic()
-        code = server.terminate(timeout=30)
-        elapsed = time.monotonic() - started
+        try:
+            hung_id = readyz(server).json()["replica_id"]
+            proxy.freeze()
+            started = time.monotonic()
+            code = server.terminate(timeout=30)
+            elapsed = time.monotonic() - started
+        finally:
+            server.stop_quietly()  # a server that outlived its budget does not outlive the test
         assert code == 1, server.log_tail()
         assert elapsed < 4 + 2, f"took {elapsed:.2f}s"
         assert "within server.graceful_timeout_seconds" in server.log()
