@@ -17,17 +17,18 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "routekeeper"
 # ``routekeeper`` itself (``__version__``) is allowed everywhere.
 ALLOWED: dict[str, frozenset[str]] = {
     "contract": frozenset(),
-    "sse": frozenset(),
+    "tasks": frozenset(),
+    "sse": frozenset({"tasks"}),
     "router": frozenset(),
     "sections": frozenset(),
-    "storage": frozenset({"contract", "sections"}),
+    "storage": frozenset({"contract", "sections", "tasks"}),
     "upstream": frozenset({"contract", "sections"}),
     "routing": frozenset({"contract", "sections", "upstream"}),
     "settings": frozenset({"contract", "sections", "storage", "upstream", "routing"}),
-    "runtime": frozenset({"contract", "settings", "storage"}),
-    "auth": frozenset({"contract", "sections", "storage"}),
+    "runtime": frozenset({"contract", "settings", "storage", "tasks"}),
+    "auth": frozenset({"contract", "sections", "storage", "tasks"}),
     "router.services": frozenset(
-        {"contract", "sse", "settings", "storage", "upstream", "routing", "runtime"}
+        {"contract", "sse", "settings", "storage", "upstream", "routing", "runtime", "tasks"}
     ),
     "dashboard.services": frozenset({"contract", "storage", "runtime"}),
     "jobs": frozenset(
@@ -40,6 +41,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "routing",
             "runtime",
             "router.services",
+            "tasks",
         }
     ),
     "compose": frozenset(
