@@ -46,7 +46,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import create_engine, func, select
 from sqlalchemy import exc as sa_exc
@@ -58,10 +58,9 @@ from routekeeper.contract import BackendKind
 from routekeeper.contract.errors import StorageBusy, StorageUnavailable
 from routekeeper.storage.config import MemoryBackend, PostgresBackend, SQLiteBackend, redact_dsn
 from routekeeper.storage.dialect import Dialect, dialect_of
-from routekeeper.storage.errors import translate_storage_error
+from routekeeper.storage.errors import raise_translated
 from routekeeper.storage.sqlite_connection import WriteLockWaits, sqlite_pragmas
 from routekeeper.storage.sqlite_writer import ProcessLock, SQLiteWriter
-from routekeeper.tasks import raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +192,7 @@ class Database:
                     raise StorageUnavailable(
                         f"no space left on device ({self.sqlite_path.parent})"
                     ) from exc
-                _raise_translated(exc)
+                raise_translated(exc)
         elif isinstance(self.backend, MemoryBackend):
             engine = create_async_engine(
                 "sqlite+aiosqlite://",
@@ -320,7 +319,6 @@ class Database:
             result, callbacks = await self._sqlite_writer.run(fn, settle=settle)
         except BaseException as exc:
             self._raise(exc, "write")
-            raise
         await _run_callbacks(callbacks)
         return result  # type: ignore[no-any-return]
 
@@ -340,7 +338,6 @@ class Database:
             return await loop.run_in_executor(self._read_threads, _read_call, reader, fn)
         except BaseException as exc:
             self._raise(exc, "read")
-            raise
 
     @asynccontextmanager
     async def read(self, *, upkeep: bool = False) -> AsyncIterator[AsyncConnection]:
@@ -368,7 +365,7 @@ class Database:
                 async with engine.connect() as conn:
                     yield conn
             except BaseException as exc:
-                _raise_translated(exc)
+                raise_translated(exc)
 
     async def dedicated_connection(self) -> AsyncConnection:
         """A connection of its own for the caller to keep (and close): PostgreSQL session
@@ -377,17 +374,16 @@ class Database:
         try:
             return await self._engine(self._sessions or self._writer).connect()
         except Exception as exc:
-            _raise_translated(exc)
-            raise
+            raise_translated(exc)
 
-    def _raise(self, exc: BaseException, lane: str) -> None:
+    def _raise(self, exc: BaseException, lane: str) -> NoReturn:
         if isinstance(exc, sa_exc.TimeoutError):  # every pooled connection stayed in use
             raise StorageBusy(
                 f"no {lane} connection of backend {self.name!r} became free within "
                 f"{self._pool_timeout():g}s ({self._pool_size(lane)} in use); retry shortly",
                 details={"backend": self.name, "lane": lane},
             ) from exc
-        _raise_translated(exc)
+        raise_translated(exc)
 
     def _pool_timeout(self) -> float:
         return float(getattr(self.backend, "pool_timeout_seconds", 0.0))
@@ -463,15 +459,6 @@ def _read_call(engine: Engine, fn: Callable[[Connection], T]) -> T:
             return fn(conn)
         finally:
             tx.rollback()
-
-
-def _raise_translated(exc: BaseException) -> None:
-    if isinstance(exc, Exception):
-        raise_if_cancelling(exc)
-    translated = translate_storage_error(exc) if isinstance(exc, Exception) else None
-    if translated is None or translated is exc:
-        raise exc
-    raise translated from exc
 
 
 class _Null:

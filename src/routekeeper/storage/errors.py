@@ -5,6 +5,8 @@ its subclasses; the original exception stays chained as ``__cause__`` for logs."
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from sqlalchemy import exc as sa_exc
 
 from routekeeper.contract.errors import (
@@ -15,6 +17,7 @@ from routekeeper.contract.errors import (
     StorageError,
     StorageUnavailable,
 )
+from routekeeper.tasks import raise_if_cancelling
 
 _SQLITE_BUSY = ("database is locked", "database table is locked", "database schema is locked")
 _SQLITE_UNAVAILABLE = (
@@ -23,6 +26,18 @@ _SQLITE_UNAVAILABLE = (
     "readonly database",
     "database or disk is full",
 )
+
+
+def raise_translated(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` as the contract error it stands for (chained), or as it is. While the
+    current task is being cancelled, a driver error is the cancellation (``raise_if_cancelling``:
+    a cancelled query often surfaces as a connection error)."""
+    if isinstance(exc, Exception):
+        raise_if_cancelling(exc)
+        translated = translate_storage_error(exc)
+        if translated is not None and translated is not exc:
+            raise translated from exc
+    raise exc
 
 
 def translate_storage_error(exc: BaseException) -> StorageError | None:

@@ -36,8 +36,7 @@ from routekeeper.contract import BackendKind
 from routekeeper.contract.errors import StorageError, StorageUnavailable
 from routekeeper.contract.runtime import ReplicaRecord
 from routekeeper.storage.database import Database
-from routekeeper.storage.errors import translate_storage_error
-from routekeeper.tasks import raise_if_cancelling
+from routekeeper.storage.errors import raise_translated
 
 log = logging.getLogger(__name__)
 
@@ -229,12 +228,7 @@ class PostgresLiveness:
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 await conn.close()
-            if isinstance(exc, Exception):
-                raise_if_cancelling(exc)
-            translated = translate_storage_error(exc) if isinstance(exc, Exception) else None
-            if translated is None or translated is exc:
-                raise
-            raise translated from exc
+            raise_translated(exc)
         if not got:
             await conn.close()
             return holder
