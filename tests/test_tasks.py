@@ -88,3 +88,21 @@ async def test_a_task_that_swallows_the_cancellation_does_not_hold_the_caller():
     task.cancel()
     await asyncio.wait({task})
     assert task.cancelled()
+
+
+async def test_several_tasks_are_stopped_together_each_asked_once():
+    asked: list[int] = []
+
+    async def counts(i: int) -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            asked.append(i)
+            await asyncio.sleep(0.01)  # a short clean-up, during which no second request comes
+            raise
+
+    tasks = [asyncio.create_task(counts(i)) for i in range(3)]
+    await asyncio.sleep(0)
+    await cancel_and_wait(*tasks)
+    assert sorted(asked) == [0, 1, 2] and all(t.cancelled() for t in tasks)
+    await cancel_and_wait()  # nothing to stop

@@ -7,12 +7,12 @@ import asyncio
 from typing import Any
 
 
-async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
-    """Cancel ``task`` and wait until it has finished, whatever it ends with.
+async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel ``tasks`` and wait until all have finished, whatever each ends with.
 
-    The task's own end (``CancelledError`` or any exception raised on the way out) is
+    A task's own end (``CancelledError`` or any exception raised on the way out) is
     swallowed. The caller's cancellation is not: when the caller is cancelled while it waits
-    (its shutdown budget ran out), the task is asked to stop once more (a database driver
+    (its shutdown budget ran out), each task is asked to stop once more (a database driver
     gives up a query it is cancelling on the second request) and the error goes on up, so the
     caller's timeout fires and the steps after this one do not run unbounded.
 
@@ -21,14 +21,19 @@ async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
     turns it into a connection error, a loop that logs the error and sleeps) would then hold
     the caller forever.
     """
-    task.cancel()
-    try:
-        await asyncio.wait({task})
-    except asyncio.CancelledError:
+    if not tasks:
+        return
+    for task in tasks:
         task.cancel()
+    try:
+        await asyncio.wait(tasks)
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
         raise
-    if not task.cancelled():
-        task.exception()  # retrieved: its failure on the way out is expected, not reported
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: its failure on the way out is expected, not reported
 
 
 def raise_if_cancelling(exc: Exception) -> None:

@@ -99,10 +99,7 @@ class JobRunner:
         """Stop the slots; jobs running here are handed back (queued at once, the attempt
         not counted), so another replica takes them over from their checkpoint."""
         leased = [job.fence for job in self.running.values()]
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            await cancel_and_wait(task)
+        await cancel_and_wait(*self._tasks)  # together: each is asked once
         self._tasks = []
         for fence in leased:
             try:
