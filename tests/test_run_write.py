@@ -87,3 +87,57 @@ async def test_a_write_alone_raises_its_error_and_writes_nothing(any_state_stora
     assert await db.count_rows(responses) == 0
     assert await db.run_write(lambda conn: conn.execute(insert(responses), _row(response_id)))
     assert await db.count_rows(responses) == 1
+
+
+@pytest.mark.parametrize("backend_kind", ["sqlite"], indirect=True)
+async def test_a_sqlite_group_runs_without_savepoints_until_one_write_raises(state_storage):
+    """Writes of one group commit run one after the other in the shared transaction; only
+    when one raises is it rolled back and the group run again, each write in a savepoint
+    (so a write function may run twice: its effects on the database count once)."""
+    db = state_storage.database_for("responses")
+    statements: list[str] = []
+    runs: dict[str, int] = {}
+
+    def executed(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement.split()[0].upper())
+
+    def insert_one(response_id: str, fail: bool = False):
+        def write(conn):
+            runs[response_id] = runs.get(response_id, 0) + 1
+            conn.execute(insert(responses), _row(response_id))
+            if fail:
+                raise ValueError("refused by its caller")
+            return response_id
+
+        return write
+
+    engines = db.engines()
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", executed)
+    try:
+        healthy = [new_id("resp") for _ in range(4)]
+        assert await asyncio.gather(*(db.run_write(insert_one(i)) for i in healthy)) == healthy
+        together = list(statements)
+        statements.clear()
+        second = [new_id("resp") for _ in range(3)]
+        failing = new_id("resp")
+        results = await asyncio.gather(
+            db.run_write(insert_one(second[0])),
+            db.run_write(insert_one(failing, fail=True)),
+            *(db.run_write(insert_one(i)) for i in second[1:]),
+            return_exceptions=True,
+        )
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", executed)
+    assert together.count("INSERT") == 4 and "SAVEPOINT" not in together, together
+    assert all(runs[i] == 1 for i in healthy)
+    assert results[0] == second[0] and results[2:] == second[1:]
+    assert isinstance(results[1], ValueError)
+    assert statements.count("SAVEPOINT") == 4, statements  # the second run, one per write
+    # The write before the failing one ran in both transactions, those after it in the second.
+    assert runs[second[0]] == 2 and runs[failing] == 2
+    assert all(runs[i] == 1 for i in second[1:])
+    async with db.read() as conn:
+        stored = {r[0] for r in await conn.execute(select(responses.c.id))}
+    assert stored == {*healthy, *second}

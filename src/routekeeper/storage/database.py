@@ -308,9 +308,11 @@ class Database:
 
         On a SQLite file the whole transaction (``BEGIN IMMEDIATE``, ``fn``, ``COMMIT``) runs
         on the writer thread in one call instead of a round trip per statement, shared with
-        the other ``run_write`` calls queued meanwhile, each in a savepoint (``fn`` raising
-        rolls back its own writes only): see ``storage.sqlite_writer`` (and ``settle``, for a
-        backlog written in bounded transactions). Elsewhere ``fn`` runs inside :meth:`write`.
+        the other ``run_write`` calls queued meanwhile (``fn`` raising rolls back its own
+        writes only; to that end a group with a failing write runs again, each in a
+        savepoint, so ``fn`` may run twice and must change nothing but the database): see
+        ``storage.sqlite_writer`` (and ``settle``, for a backlog written in bounded
+        transactions). Elsewhere ``fn`` runs inside :meth:`write`.
         Raises like :meth:`write`."""
         if self._sqlite_writer is None:
             async with self.write() as conn:
