@@ -247,6 +247,9 @@ async def test_the_token_estimate_is_made_only_when_something_needs_it(settings,
     del config["signals"]["context_length"]
     path.write_text(yaml.safe_dump(config))
     engine = RoutingEngine(load_settings(path, workspace=tmp_path))
+    untouched = routing_input({"messages": [{"role": "user", "content": "word " * 200}]})
+    assert (await engine.route(untouched)).decision.name == "default"
+    assert "all_text" not in vars(untouched)  # nor is every message's text joined
     result = await engine.route(long_talk)
     assert result.tokens is None and result.decision.name == "default"
     assert (await explain(engine, long_talk))["tokens"] == estimate_tokens("word " * 200)

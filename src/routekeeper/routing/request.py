@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from routekeeper.upstream.messages import all_text, last_user_text
@@ -13,12 +14,18 @@ from routekeeper.upstream.messages import all_text, last_user_text
 class RoutingInput:
     text: str
     """The last user message's text: what keyword, regex and embedding signals read."""
-    all_text: str
-    """Every message's text, for context length."""
+    messages: Sequence[Any] = field(default=(), repr=False, compare=False)
+    """The request's messages (a long conversation's too), read only for :attr:`all_text`."""
     metadata: Mapping[str, str] = field(default_factory=dict)
     user: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     """Lower-cased header names."""
+
+    @cached_property
+    def all_text(self) -> str:
+        """Every message's text, for context length: joined on first use (only a
+        ``context_length`` signal, or explain, reads it)."""
+        return all_text({"messages": self.messages})
 
 
 def routing_input(
@@ -26,9 +33,10 @@ def routing_input(
 ) -> RoutingInput:
     metadata = body.get("metadata") or {}
     user = body.get("user")
+    messages = body.get("messages")
     return RoutingInput(
         text=last_user_text(body),
-        all_text=all_text(body),
+        messages=messages if isinstance(messages, list) else (),
         metadata={str(k): str(v) for k, v in metadata.items()}
         if isinstance(metadata, dict)
         else {},
