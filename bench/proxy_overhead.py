@@ -34,10 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).parent))
 from http_load import Result, run
+from upstream_process import one_model_config
 
 from routekeeper.router.services.trace import REPLAY_DURABLE_HEADER
 from routekeeper.testing import FakeUpstream, ServerProcess
@@ -73,19 +72,7 @@ class Target:
 
 def start_server(stack: contextlib.ExitStack, upstream: FakeUpstream, mode: str) -> Target:
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"rk-{mode}-")))
-    config = {
-        "models": [
-            {
-                "name": "m",
-                "backend": {"type": "openai", "base_url": upstream.base_url, "model": "m"},
-            }
-        ],
-        "decisions": [{"name": "default", "model": "m"}],
-        "server": {"log_level": "warning"},
-        "replay": {"durability": mode},
-    }
-    path = tmp / "c.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = one_model_config(tmp, upstream.base_url, replay={"durability": mode})
     server = stack.enter_context(ServerProcess(workspace=tmp / "ws", config=path))
     return Target(mode, f"{server.url}/v1/chat/completions", "auto", server)
 

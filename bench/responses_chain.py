@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from http_load import run
-from upstream_process import UpstreamProcess
+from upstream_process import UpstreamProcess, one_model_config
 
 from routekeeper.testing import ServerProcess
 
@@ -118,18 +117,7 @@ def main() -> None:
         UpstreamProcess(models=["m"], stream_chunks=8, reply=REPLY) as upstream,
         tempfile.TemporaryDirectory(prefix="rk-responses-") as tmp,
     ):
-        config = {
-            "models": [
-                {
-                    "name": "m",
-                    "backend": {"type": "openai", "base_url": upstream.base_url, "model": "m"},
-                }
-            ],
-            "decisions": [{"name": "default", "model": "m"}],
-            "server": {"log_level": "warning"},
-        }
-        path = Path(tmp) / "c.yaml"
-        path.write_text(yaml.safe_dump(config))
+        path = one_model_config(Path(tmp), upstream.base_url)
         with ServerProcess(workspace=Path(tmp) / "ws", config=path) as server:
             latency = depth_latency(server.url, args.samples)
             rate = throughput(server.url, args.requests, args.rounds)

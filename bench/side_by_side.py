@@ -27,12 +27,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).parent))
 from cpu_accounting import tree_cpu_seconds
 from http_load import run
-from upstream_process import UpstreamProcess
+from upstream_process import UpstreamProcess, one_model_config
 
 from routekeeper.testing import ServerProcess
 
@@ -74,18 +72,7 @@ def main() -> None:
         UpstreamProcess(models=["m"], stream_chunks=8, reply="a reply of fixed size") as upstream,
         tempfile.TemporaryDirectory(prefix="rk-side-by-side-") as tmp,
     ):
-        config = {
-            "models": [
-                {
-                    "name": "m",
-                    "backend": {"type": "openai", "base_url": upstream.base_url, "model": "m"},
-                }
-            ],
-            "decisions": [{"name": "default", "model": "m"}],
-            "server": {"log_level": "warning"},
-        }
-        path = Path(tmp) / "c.yaml"
-        path.write_text(yaml.safe_dump(config))
+        path = one_model_config(Path(tmp), upstream.base_url)
         servers = {
             name: ServerProcess(
                 workspace=Path(tmp) / f"ws-{name}", config=path, env={"PYTHONPATH": str(src)}

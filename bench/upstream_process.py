@@ -13,7 +13,11 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import yaml
 
 from routekeeper.testing import FakeUpstream
 
@@ -71,6 +75,23 @@ class UpstreamProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def one_model_config(directory: Path, base_url: str, **sections: Any) -> Path:
+    """A config file in ``directory`` routing everything to model ``m`` at ``base_url`` (an
+    OpenAI-compatible upstream such as the fake one), logging warnings only; ``sections`` are
+    added at the top level (e.g. ``replay={"durability": "batch"}``)."""
+    config = {
+        "models": [
+            {"name": "m", "backend": {"type": "openai", "base_url": base_url, "model": "m"}}
+        ],
+        "decisions": [{"name": "default", "model": "m"}],
+        "server": {"log_level": "warning"},
+        **sections,
+    }
+    path = directory / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def main() -> None:
