@@ -6,9 +6,9 @@ both alike.
     .venv/bin/python bench/side_by_side.py --a OLD/src --b src [--requests 2000] [--rounds 6]
 
 ``--a``/``--b``: a ``src`` directory each (``git worktree add /tmp/old <commit>`` gives the
-older one); each server runs with it first on ``PYTHONPATH``. Two servers of the same code
-differed by up to 12 % in CPU per request on a busy 2-core host (whichever started first was
-slower in two runs), so a claim needs both orders: run it again with ``--a`` and ``--b``
+older one); each server runs with it first on ``PYTHONPATH``. In a run with the same code on
+both sides, on a busy 2-core host, the first-started server used 12 % more CPU per stored
+response than the other, so a claim needs both orders: run it again with ``--a`` and ``--b``
 swapped.
 
 Prints one JSON line: per version, the median over rounds of requests per second and of
