@@ -3,6 +3,7 @@ test's own that asks a model (registered in ``compose.KINDS`` for the test): a j
 with the routing configuration it was submitted under, even after a restart with another
 one; a cancel cancels the upstream call in flight."""
 
+import asyncio
 import time
 from typing import Any
 
@@ -21,7 +22,15 @@ class AskKind:
 
     name = "ask"
 
+    def __init__(self) -> None:
+        self.validated_on_a_loop: list[bool] = []
+
     def validate(self, params: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        try:
+            asyncio.get_running_loop()
+            self.validated_on_a_loop.append(True)
+        except RuntimeError:
+            self.validated_on_a_loop.append(False)
         times = params.get("times", 1)
         if not isinstance(times, int) or not 1 <= times <= 100:
             raise InvalidRequest("must be 1-100", param="params.times")
@@ -41,7 +50,9 @@ class AskKind:
 
 @pytest.fixture(autouse=True)
 def ask_kind(monkeypatch):
-    monkeypatch.setitem(compose.KINDS, "ask", AskKind())
+    kind = AskKind()
+    monkeypatch.setitem(compose.KINDS, "ask", kind)
+    return kind
 
 
 def _answering(text, delay=0.0):
@@ -103,6 +114,22 @@ def _until(client, job_id, status, timeout=30):
         assert time.monotonic() < deadline and job["status"] != "failed", job
         time.sleep(0.02)
     return job
+
+
+def test_a_kind_validates_off_the_event_loop(state_settings, ask_kind):
+    """A kind may read a file while it validates (an evaluation's dataset): it runs on a worker
+    thread, so the loop's requests and heartbeats go on meanwhile; its refusal is still a 400
+    naming the field."""
+    with HandlerServer(_answering("ok")) as up:
+        with TestClient(create_app(_settings(state_settings, up, concurrency=0))) as client:
+            _ready(client)
+            ok = client.post("/api/jobs", json={"kind": "ask", "params": {"times": 1}})
+            assert ok.status_code == 201, ok.text
+            bad = client.post("/api/jobs", json={"kind": "ask", "params": {"times": 0}})
+            assert bad.status_code == 400, bad.text
+            problems = bad.json()["error"]["details"]["problems"]
+            assert [p["param"] for p in problems] == ["params.times"]
+    assert ask_kind.validated_on_a_loop == [False, False]
 
 
 def test_a_job_routes_with_the_configuration_it_was_submitted_under(state_settings):

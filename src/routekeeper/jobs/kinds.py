@@ -93,7 +93,8 @@ class JobKind(Protocol):
     def validate(self, params: dict[str, Any], ctx: SubmitContext) -> dict[str, Any]:
         """Checks params at submit (raise contract InvalidRequest with param= naming the bad
         field/index, e.g. "params.dataset[3].prompt"); returns the normalized input stored
-        with the job (every attempt and every worker sees exactly it)."""
+        with the job (every attempt and every worker sees exactly it). Runs on a worker
+        thread, not the event loop's (it may read files), so it must not use the loop."""
         ...
 
     async def run(self, job: JobRun) -> dict[str, Any]:

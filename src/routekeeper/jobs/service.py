@@ -66,7 +66,9 @@ class JobsService:
             raise _naming_its_param(InvalidRequest("must be a JSON object", param="params"))
         ctx = SubmitContext(tenant_id=tenant_id, dataset_dir=self.settings.dataset_dir)
         try:
-            normalized = kind.validate(params, ctx)
+            # On a worker thread: a kind may read a file here (an evaluation's dataset, up to
+            # 64 MiB), which must not stall the loop's requests and heartbeats meanwhile.
+            normalized = await asyncio.to_thread(kind.validate, params, ctx)
         except InvalidRequest as exc:
             raise _naming_its_param(exc) from None
         snapshot = routing_snapshot(self.settings)
