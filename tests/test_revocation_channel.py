@@ -51,10 +51,14 @@ async def test_a_revocation_announced_by_one_replica_drops_the_key_from_the_othe
             auth.begin()
             await auth.authenticate(f"Bearer {secret}", Access.MEMBER)
         assert here.channel is not None and there.channel is not None
+        # Other tests announce revocations on the same channel meanwhile: wait for this key's.
+        heard: list[str] = []
+        forget = there.channel.on_revoked
+        there.channel.on_revoked = lambda key_id: (heard.append(key_id), forget(key_id))
         await until(lambda: here.channel.subscribed and there.channel.subscribed, "subscribed")
         await store.revoke(key.id)
         await here.revoked(key.id)
-        await until(lambda: there.channel.counts["received"] >= 1, "the message")
+        await until(lambda: key.id in heard, "the message")
         # Both read the key again (within cache_seconds the cache alone would let it pass).
         for auth in (here, there):
             with pytest.raises(Unauthenticated, match="revoked"):
@@ -80,8 +84,10 @@ async def test_a_listener_that_subscribes_again_rereads_keys_it_knows(redis_url)
     try:
         await until(lambda: channel.subscribed, "subscribed")
         assert rechecks == 1
-        await publish_revocation(redis_url, "key_announced")
-        await until(lambda: forgotten == ["key_announced"], "the message")
+        # Unique: other tests announce revocations on the same channel meanwhile.
+        announced = f"key_announced_{time.monotonic_ns()}"
+        await publish_revocation(redis_url, announced)
+        await until(lambda: announced in forgotten, "the message")
     finally:
         await channel.stop()
 
