@@ -37,6 +37,9 @@ OPERATIONS = (
 )
 
 
+HTTP_PARSER_REFUSAL = "Invalid HTTP request received."
+
+
 def fuzz(server, operation, mode, calls: dict[str, int], headers=None) -> None:
     key = f"{operation.label} {mode.value}"
 
@@ -45,6 +48,10 @@ def fuzz(server, operation, mode, calls: dict[str, int], headers=None) -> None:
     def check(case):
         response = case.call(base_url=server.url, timeout=30, headers=headers)
         calls[key] = calls.get(key, 0) + 1
+        if response.status_code == 400 and response.text == HTTP_PARSER_REFUSAL:
+            # Not HTTP the server's parser accepts (a control character in a header value, say):
+            # refused before the app, in plain text, by uvicorn; nothing of routekeeper ran.
+            return
         assert response.status_code < 500, (
             f"{case.method} {case.path} -> {response.status_code}: {response.text[:500]}"
         )
