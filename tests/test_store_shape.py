@@ -4,6 +4,7 @@ record mapping and the dialect object."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import enum
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from routekeeper.contract.runtime import (
     RuntimeEventKind,
 )
 from routekeeper.storage.database import after_commit
-from routekeeper.storage.records import from_row, to_row
+from routekeeper.storage.records import from_row, to_row, updated
 from routekeeper.storage.schema.runtime import runtime_events
 from routekeeper.storage.types import utcnow
 
@@ -129,6 +130,39 @@ def test_records_map_to_rows_and_back_with_their_enums():
     row = to_row(event)
     assert row["kind"] == "replica.crashed" and row["from_phase"] == "ready"
     assert from_row(RuntimeEvent, row) == event
+
+
+def test_a_record_is_updated_as_replace_would_and_other_classes_through_replace():
+    event = RuntimeEvent(
+        id=7,
+        replica_id="rep_1",
+        kind=RuntimeEventKind.REPLICA_CRASHED,
+        from_phase=ReplicaPhase.READY,
+        to_phase=None,
+        data={"a": 1},
+        occurred_at=utcnow(),
+    )
+    changed = updated(event, to_phase=ReplicaPhase.STOPPED, data={"b": 2})
+    assert changed == dataclasses.replace(event, to_phase=ReplicaPhase.STOPPED, data={"b": 2})
+    assert type(changed) is RuntimeEvent and changed is not event
+    assert event.to_phase is None and event.data == {"a": 1}  # the original is unchanged
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        changed.id = 8  # type: ignore[misc]
+    with pytest.raises(TypeError, match="no_such_field"):
+        updated(event, no_such_field=1)
+
+    @dataclasses.dataclass(frozen=True)
+    class Checked:
+        n: int
+
+        def __post_init__(self) -> None:
+            if self.n < 0:
+                raise ValueError("n must not be negative")
+
+    # A class whose __init__ does more than set fields is copied through replace: its
+    # check still runs.
+    with pytest.raises(ValueError, match="negative"):
+        updated(Checked(1), n=-1)
 
 
 def test_no_module_compares_dialect_or_backend_names_as_strings():

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -40,7 +39,7 @@ from routekeeper.contract.responses import (
 from routekeeper.storage.conversations_store import append_turn
 from routekeeper.storage.database import Database
 from routekeeper.storage.dialect import Dialect
-from routekeeper.storage.records import from_row, to_row
+from routekeeper.storage.records import from_row, to_row, updated
 from routekeeper.storage.recovery import RecoveryContext, RecoveryReport, RecoveryStep
 from routekeeper.storage.responses_context import MEMO_RESPONSES, ContextMemo, Convert
 from routekeeper.storage.responses_writes import (
@@ -362,7 +361,7 @@ class ResponsesStore(SurfaceStore):
         started = queued.write
         assert isinstance(started, Inserting)
         RESPONSE_LIFECYCLE.check(response_id, started.record.status, status)
-        final = replace(started.record, status=status, **values)
+        final = updated(started.record, status=status, **values)
         queued.write = inserting(final, [*started.items, *items], append_to)
         if self._deferred.pop(response_id, None) is not None:
             self._queue.append(queued)  # a finish is waited for: no more waiting

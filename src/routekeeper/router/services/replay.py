@@ -30,7 +30,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
@@ -38,6 +38,7 @@ from prometheus_client.metrics_core import Metric
 
 from routekeeper.contract.errors import SchemaNotReady, StorageUnavailable
 from routekeeper.contract.replay import DropReason, LifecycleState, ReplayRecord
+from routekeeper.storage.records import updated
 from routekeeper.storage.replay_store import ReplayStore
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class _Pending:
     def merge(self, later: _Pending) -> None:
         """Apply what arrived for the same record after this entry was taken."""
         if self.record is not None:
-            self.record = replace(self.record, **later.changes)
+            self.record = updated(self.record, **later.changes)
         else:
             self.changes.update(later.changes)
         self.waiters += later.waiters

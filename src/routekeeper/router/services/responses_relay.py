@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +33,7 @@ from routekeeper.router.services.responses_calls import (
     unicode_text,
 )
 from routekeeper.router.services.trace import RequestTrace, token_count
+from routekeeper.storage.records import updated
 from routekeeper.storage.responses_store import ResponsesStore
 from routekeeper.storage.types import utcnow
 
@@ -157,7 +157,7 @@ class ResponseRelay:
         finish's commit, which the store orders after the start, or merges with it while it
         is still waiting or queued)."""
         replay_id = trace.replay_id if trace.recorder.enabled else None
-        self.record = replace(self.record, selected_model=plan.model.name, replay_id=replay_id)
+        self.record = updated(self.record, selected_model=plan.model.name, replay_id=replay_id)
         if self.store is None:
             return
         self._start = self.store.start_soon(self.record, self.inputs, deferred=not plan.stream)
@@ -203,7 +203,7 @@ class ResponseRelay:
             incomplete = {"reason": INCOMPLETE_REASONS.get(self.finish_reason or "")}
         message_status = "completed" if status is ResponseStatus.COMPLETED else "incomplete"
         output = self._output(message_status) if with_output else []
-        self.record = replace(
+        self.record = updated(
             self.record,
             status=status,
             usage=responses_usage(self.usage),
