@@ -32,6 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Dialect
 
 from routekeeper.storage.schema.replay import router_replay
+from routekeeper.storage.sqlite_binds import sqlite_processor
 
 MAX_CHUNK_ROWS = 128
 OLD_VARIABLE_LIMIT = 999
@@ -67,16 +68,13 @@ def largest_chunk(conn: Connection, variables_per_row: int) -> int:
 # The statements are written out here rather than built with Core: SQLAlchemy computes a
 # statement's cache key on every execution, and for a statement of thousands of bound
 # parameters that costs more than the write. Values still go through each column's type
-# (``bind_processor``), as Core would send them.
+# (``bind_processor``, with ``sqlite_binds.py``'s short ways), as Core would send them.
 
 
 @functools.cache
 def _processors(dialect: Dialect, columns: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
     """Each column with its bind processor (None when it has none)."""
-    return tuple(
-        (name, router_replay.c[name].type.dialect_impl(dialect).bind_processor(dialect))
-        for name in columns
-    )
+    return tuple((name, sqlite_processor(router_replay.c[name], dialect)) for name in columns)
 
 
 def _bound(dialect: Dialect, columns: tuple[str, ...], row: dict[str, Any]) -> list[Any]:

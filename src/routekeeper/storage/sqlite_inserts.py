@@ -4,11 +4,11 @@ already passed through each column's type.
 Why: Core's ``executemany`` of a compiled insert runs SQLAlchemy's per-row parameter
 processing in Python and then one statement step per row; on SQLite each step releases the
 GIL and takes it back from a busy event loop (see ``replay_writes.py``). Here a chunk of rows
-is one step, and the values go through the same ``bind_processor`` of each column as Core
-would apply (client text checked and bounded, JSON encoded, datetimes in UTC), so what is
-stored and what is refused do not change. A value a column type refuses raises
-``InvalidValue`` (the error translation of a ``StatementError`` from Core). PostgreSQL keeps
-Core's ``executemany``."""
+is one step, and the values go through each column's ``bind_processor`` as Core would apply
+it (client text checked and bounded, JSON encoded, datetimes in UTC; with a short way for the
+common value, ``sqlite_binds.py``), so what is stored and what is refused do not change. A
+value a column type refuses raises ``InvalidValue`` (the error translation of a
+``StatementError`` from Core). PostgreSQL keeps Core's ``executemany``."""
 
 from __future__ import annotations
 
@@ -21,14 +21,13 @@ from sqlalchemy.engine import Connection, Dialect
 
 from routekeeper.contract.errors import InvalidValue
 from routekeeper.storage.replay_writes import chunk_sizes, largest_chunk
+from routekeeper.storage.sqlite_binds import sqlite_processor
 
 
 @functools.cache
 def _processors(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> tuple[Any, ...]:
     """Each column's bind processor (None when it has none)."""
-    return tuple(
-        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
-    )
+    return tuple(sqlite_processor(table.c[name], dialect) for name in columns)
 
 
 @functools.cache
