@@ -117,8 +117,8 @@ def test_replica_phases_and_replay_records_are_lifecycles():
     assert not REPLAY_LIFECYCLE.allows(LifecycleState.COMPLETED, LifecycleState.IN_PROGRESS)
 
 
-def test_records_map_to_rows_and_back_with_their_enums():
-    event = RuntimeEvent(
+def _crashed_event() -> RuntimeEvent:
+    return RuntimeEvent(
         id=7,
         replica_id="rep_1",
         kind=RuntimeEventKind.REPLICA_CRASHED,
@@ -127,21 +127,17 @@ def test_records_map_to_rows_and_back_with_their_enums():
         data={"a": 1},
         occurred_at=utcnow(),
     )
+
+
+def test_records_map_to_rows_and_back_with_their_enums():
+    event = _crashed_event()
     row = to_row(event)
     assert row["kind"] == "replica.crashed" and row["from_phase"] == "ready"
     assert from_row(RuntimeEvent, row) == event
 
 
 def test_a_record_is_updated_as_replace_would_and_other_classes_through_replace():
-    event = RuntimeEvent(
-        id=7,
-        replica_id="rep_1",
-        kind=RuntimeEventKind.REPLICA_CRASHED,
-        from_phase=ReplicaPhase.READY,
-        to_phase=None,
-        data={"a": 1},
-        occurred_at=utcnow(),
-    )
+    event = _crashed_event()
     changed = updated(event, to_phase=ReplicaPhase.STOPPED, data={"b": 2})
     assert changed == dataclasses.replace(event, to_phase=ReplicaPhase.STOPPED, data={"b": 2})
     assert type(changed) is RuntimeEvent and changed is not event
