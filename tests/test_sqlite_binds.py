@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import JSON, Boolean, Float
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 
 from routekeeper.storage.sqlite_binds import sqlite_processor
 from routekeeper.storage.stores import declared_metadata
@@ -84,6 +84,17 @@ def test_each_value_binds_as_core_binds_it(column):
         values += _datetimes()
     for value in values:
         assert _outcome(fast, value) == _outcome(core, value), (column, value)
+
+
+def test_another_dialect_gets_cores_processors():
+    """The short ways keep SQLite's stored form; on PostgreSQL client text is escaped and a
+    datetime goes to the driver as a datetime."""
+    pg = postgresql.dialect()
+    c = declared_metadata().tables["responses"].c
+    assert sqlite_processor(c["model"], pg)("a\x00b") == "a\x10\x01b"
+    when = datetime.now(UTC)
+    assert sqlite_processor(c["created_at"], pg)(when) == when
+    assert sqlite_processor(c["model"], DIALECT)("a\x00b") == "a\x00b"
 
 
 def test_the_short_ways_cover_the_types_of_the_hot_tables():

@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import JSON, Column
 from sqlalchemy.engine import Dialect
 
+from routekeeper.storage.dialect import SQLITE, dialect_named
 from routekeeper.storage.types import (
     ESCAPE,
     INT32_MAX,
@@ -46,11 +47,11 @@ DEFAULT_DATETIME_FORMAT = (
 
 def sqlite_processor(column: Column[Any], dialect: Dialect) -> Processor | None:
     """``column``'s bind processor on SQLite (None when values go to the driver as they
-    are), with the short way for its type when there is one."""
+    are), with the short way for its type when there is one; on another dialect, Core's."""
     type_ = column.type
     core = type_.dialect_impl(dialect).bind_processor(dialect)
-    if core is None:
-        return None
+    if core is None or dialect_named(dialect.name) is not SQLITE:
+        return core
     if isinstance(type_, ClientTextType):
         return _client_text(core, type_.max_length)
     if isinstance(type_, UTCDateTime):
