@@ -75,21 +75,19 @@ def _response() -> list[tuple[Table, Any]]:
     )
     text = [{"type": "input_text", "text": "benchmark me"}]
     reply = [{"type": "output_text", "text": "a reply", "annotations": [], "logprobs": []}]
+    messages = [
+        (asked, ItemKind.INPUT, "user", text),
+        (answered, ItemKind.OUTPUT, "assistant", reply),
+    ]
     items = [
         ResponseItemRecord(
-            id=asked,
+            id=item_id,
             response_id=response_id,
-            position=0,
-            kind=ItemKind.INPUT,
-            data={"id": asked, "type": "message", "role": "user", "content": text},
-        ),
-        ResponseItemRecord(
-            id=answered,
-            response_id=response_id,
-            position=1,
-            kind=ItemKind.OUTPUT,
-            data={"id": answered, "type": "message", "role": "assistant", "content": reply},
-        ),
+            position=position,
+            kind=kind,
+            data={"id": item_id, "type": "message", "role": role, "content": content},
+        )
+        for position, (item_id, kind, role, content) in enumerate(messages)
     ]
     return [(responses, record), *((response_items, item) for item in items)]
 
