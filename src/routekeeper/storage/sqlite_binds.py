@@ -31,11 +31,11 @@ from sqlalchemy.engine import Dialect
 
 from routekeeper.storage.dialect import SQLITE, dialect_named
 from routekeeper.storage.types import (
-    ESCAPE,
     INT32_MAX,
     BoundedInteger,
     ClientTextType,
     UTCDateTime,
+    encode_client_text,
 )
 
 Processor = Callable[[Any], Any]
@@ -67,12 +67,9 @@ def sqlite_processor(column: Column[Any], dialect: Dialect) -> Processor | None:
 
 def _client_text(core: Processor, max_length: int | None) -> Processor:
     def process(value: Any) -> Any:
-        # ASCII text is stored as it is; its stored form (the bound applies to it) is longer
-        # by one for each U+0000 and escape character.
+        # ASCII text is stored as it is; the bound applies to its escaped form.
         if type(value) is str and value.isascii():
-            if max_length is None or (
-                len(value) + value.count("\x00") + value.count(ESCAPE) <= max_length
-            ):
+            if max_length is None or len(encode_client_text(value)) <= max_length:
                 return value
         return core(value)
 
