@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Dialect
 
 from routekeeper.storage.schema.replay import router_replay
-from routekeeper.storage.sqlite_binds import sqlite_processor
+from routekeeper.storage.sqlite_binds import processors
 
 MAX_CHUNK_ROWS = 128
 OLD_VARIABLE_LIMIT = 999
@@ -74,7 +74,7 @@ def largest_chunk(conn: Connection, variables_per_row: int) -> int:
 @functools.cache
 def _processors(dialect: Dialect, columns: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
     """Each column with its bind processor (None when it has none)."""
-    return tuple((name, sqlite_processor(router_replay.c[name], dialect)) for name in columns)
+    return tuple(zip(columns, processors(dialect, router_replay, columns), strict=True))
 
 
 def _bound(dialect: Dialect, columns: tuple[str, ...], row: dict[str, Any]) -> list[Any]:

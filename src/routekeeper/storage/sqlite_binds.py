@@ -21,12 +21,13 @@ to the same results)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, Table
 from sqlalchemy.engine import Dialect
 
 from routekeeper.storage.dialect import SQLITE, dialect_named
@@ -43,6 +44,13 @@ Processor = Callable[[Any], Any]
 DEFAULT_DATETIME_FORMAT = (
     "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
 )
+
+
+@functools.cache
+def processors(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> tuple[Any, ...]:
+    """Each of ``columns``' processor (:func:`sqlite_processor`), built once per statement
+    shape."""
+    return tuple(sqlite_processor(table.c[name], dialect) for name in columns)
 
 
 def sqlite_processor(column: Column[Any], dialect: Dialect) -> Processor | None:

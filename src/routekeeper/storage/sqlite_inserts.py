@@ -21,13 +21,7 @@ from sqlalchemy.engine import Connection, Dialect
 
 from routekeeper.contract.errors import InvalidValue
 from routekeeper.storage.replay_writes import chunk_sizes, largest_chunk
-from routekeeper.storage.sqlite_binds import sqlite_processor
-
-
-@functools.cache
-def _processors(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> tuple[Any, ...]:
-    """Each column's bind processor (None when it has none)."""
-    return tuple(sqlite_processor(table.c[name], dialect) for name in columns)
+from routekeeper.storage.sqlite_binds import processors as _processors
 
 
 @functools.cache
